@@ -1,0 +1,1 @@
+"""Pure core: dataclasses and numpy geometry, no I/O."""

@@ -1,0 +1,106 @@
+"""3DMM geometry over numpy: P -> (s, R, t), Euler conventions, crop policies and transforms.
+
+Conventions (all checked against the official-code vectors in ../shared/fixtures):
+- A 62-vector of de-normalised 3DMM parameters is [P (3x4 row-major, = [s*R | t]), 40 shape,
+  10 expression] over the BFM of ../shared/bfm/3dmm_data.
+- "roi box" [sx, sy, ex, ey] is the square image region the 120x120 crop was taken from.
+- Model outputs in crop pixels map back to the image with the official formula
+  x * (ex - sx) / 120 + sx (same for y), z * mean scale.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+STD_SIZE = 120
+
+
+# ---------------------------------------------------------------- P -> s, R, t
+def P2sRt(P: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Official decomposition (3DDFA / SynergyNet): rows 1, 2 normalised, row 3 their cross product."""
+    P = np.asarray(P, dtype=np.float64).reshape(3, 4)
+    t3d = P[:, 3].copy()
+    R1, R2 = P[0, :3], P[1, :3]
+    n1, n2 = np.linalg.norm(R1), np.linalg.norm(R2)
+    s = (n1 + n2) / 2.0
+    r1, r2 = R1 / n1, R2 / n2
+    R = np.stack([r1, r2, np.cross(r1, r2)])
+    return float(s), R, t3d
+
+
+def matrix2angle_synergynet(R: np.ndarray) -> np.ndarray:
+    """SynergyNet's matrix2angle, degrees, returned as [x, y, z] (labelled yaw, pitch, roll there)."""
+    R = np.asarray(R, dtype=np.float64)
+    x = math.asin(max(-1.0, min(1.0, R[2, 0])))
+    c = math.cos(x)
+    y = math.atan2(R[1, 2] / c, R[2, 2] / c)
+    z = math.atan2(R[0, 1] / c, R[0, 0] / c)
+    return np.degrees([x, y, z])
+
+
+def matrix2angle_3ddfa_v2(R: np.ndarray) -> np.ndarray:
+    """3DDFA-V2's matrix2angle, degrees, [yaw, pitch, roll] as that code labels them."""
+    R = np.asarray(R, dtype=np.float64)
+    if R[2, 0] > 0.998:
+        z = 0.0
+        x = math.pi / 2
+        y = z + math.atan2(-R[0, 1], -R[0, 2])
+    elif R[2, 0] < -0.998:
+        z = 0.0
+        x = -math.pi / 2
+        y = -z + math.atan2(R[0, 1], R[0, 2])
+    else:
+        x = math.asin(R[2, 0])
+        y = math.atan2(R[2, 1] / math.cos(x), R[2, 2] / math.cos(x))
+        z = math.atan2(R[1, 0] / math.cos(x), R[0, 0] / math.cos(x))
+    return np.degrees([x, y, z])
+
+
+# ---------------------------------------------------------------- crop policies
+def roi_box_from_bbox(bbox) -> np.ndarray:
+    """3DDFA-V2 policy for a detector box [l, t, r, b]: side int(1.58 * mean(w, h)), centre 0.14 * size lower."""
+    left, top, right, bottom = [float(v) for v in bbox[:4]]
+    old_size = (right - left + bottom - top) / 2.0
+    cx = right - (right - left) / 2.0
+    cy = bottom - (bottom - top) / 2.0 + old_size * 0.14
+    size = int(old_size * 1.58)
+    sx, sy = cx - size / 2.0, cy - size / 2.0
+    return np.array([sx, sy, sx + size, sy + size], dtype=np.float64)
+
+
+def roi_box_from_landmarks(pts) -> np.ndarray:
+    """3DDFA-V2 policy for tracking from the previous frame's landmarks, points as rows (N, 2+)."""
+    pts = np.asarray(pts, dtype=np.float64)
+    x0, y0 = pts[:, 0].min(), pts[:, 1].min()
+    x1, y1 = pts[:, 0].max(), pts[:, 1].max()
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    radius = max(x1 - x0, y1 - y0) / 2.0
+    llength = math.sqrt((2 * radius) ** 2 * 2)
+    sx, sy = cx - llength / 2.0, cy - llength / 2.0
+    return np.array([sx, sy, sx + llength, sy + llength], dtype=np.float64)
+
+
+# ---------------------------------------------------------------- crop transforms
+def crop_affine(roi_box, size: int = STD_SIZE) -> np.ndarray:
+    """2x3 affine image -> crop for cv2.warpAffine.
+
+    It reproduces the official crop (cut the roi box, then cv2.resize INTER_LINEAR to size x size):
+    crop pixel u samples image x = sx + (u + 0.5) * k - 0.5 with k = (ex - sx) / size.
+    """
+    sx, sy, ex, ey = [float(v) for v in roi_box[:4]]
+    kx, ky = (ex - sx) / size, (ey - sy) / size
+    # inverse: u = (x - sx + 0.5 - 0.5 k) / k
+    return np.array([[1.0 / kx, 0.0, (-sx + 0.5 - 0.5 * kx) / kx],
+                     [0.0, 1.0 / ky, (-sy + 0.5 - 0.5 * ky) / ky]], dtype=np.float64)
+
+
+def crop_to_image(points: np.ndarray, roi_box, size: int = STD_SIZE) -> np.ndarray:
+    """Map model outputs (..., 3) in crop pixels to image pixels with the official formula."""
+    sx, sy, ex, ey = [float(v) for v in roi_box[:4]]
+    kx, ky = (ex - sx) / size, (ey - sy) / size
+    out = np.array(points, dtype=np.float32, copy=True)
+    out[..., 0] = out[..., 0] * kx + sx
+    out[..., 1] = out[..., 1] * ky + sy
+    out[..., 2] = out[..., 2] * ((kx + ky) / 2.0)
+    return out

@@ -1,0 +1,74 @@
+"""The dataclasses one frame flows through: Frame -> FaceObservation -> MonitorState.
+
+Defined once here and used by the pipeline, the monitor, the overlays, the writers and the GUI.
+Coordinates are image pixels (x right, y down); z is in the same pixel scale, larger = farther
+from the camera is NOT guaranteed (each model's official convention), only relative depth.
+Angles are degrees in the AFLW2000 ``Pose_Para`` convention (see app.core.geometry).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass
+class Frame:
+    image: np.ndarray          # H x W x 3, uint8, BGR (OpenCV order)
+    timestamp: float           # seconds since the source started (source clock for files)
+    index: int                 # 0-based frame number as delivered by the source
+
+
+@dataclass
+class FaceObservation:
+    box: np.ndarray                         # (4,) float: x0, y0, x1, y1 in image pixels
+    landmarks: np.ndarray                   # (68, 3) float32, image pixels (iBUG 300-W order)
+    model: str                              # which model produced it ("3ddfa_v2_mb05", "mediapipe_face_mesh", ...)
+    vertices: Optional[np.ndarray] = None   # (V, 3) float32 dense mesh, image pixels
+    triangles: Optional[np.ndarray] = None  # (T, 3) int32 indices into vertices
+    rotation: Optional[np.ndarray] = None   # (3, 3) head rotation (model's P -> s, R, t)
+    translation: Optional[np.ndarray] = None  # (3,) image-space translation of the model origin
+    scale: float = float("nan")             # model scale s (image pixels per model unit)
+    yaw: float = float("nan")               # degrees, AFLW2000 Pose_Para convention
+    pitch: float = float("nan")
+    roll: float = float("nan")
+    eye_open: tuple[float, float] = (float("nan"), float("nan"))  # (left, right) eyelid opening ratio; nan = unknown
+    mouth_open: float = float("nan")        # inner-lip opening / mouth width; nan = unknown
+    score: float = float("nan")             # detector confidence when known
+    roi_box: Optional[np.ndarray] = None    # (4,) the crop box [sx, sy, ex, ey] the model saw
+    mesh_points: Optional[np.ndarray] = None  # (468, 3) face-mesh points when the mesh ran
+
+    @property
+    def center(self) -> np.ndarray:
+        b = self.box
+        return np.array([(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0])
+
+    @property
+    def area(self) -> float:
+        b = self.box
+        return float(max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]))
+
+
+@dataclass
+class Alert:
+    kind: str        # looking_around | time_sharing | eyes_closed | drowsy | yawning | nodding | no_driver
+    level: str       # warning | critical
+    since: float     # timestamp (s) the alert started
+    values: dict = field(default_factory=dict)  # the values that triggered it
+
+
+@dataclass
+class MonitorState:
+    timestamp: float = 0.0
+    calibrated: bool = False
+    calibrating: bool = True
+    neutral_yaw: float = float("nan")
+    neutral_pitch: float = float("nan")
+    alerts: list[Alert] = field(default_factory=list)   # active alerts, most severe first
+    counters: dict = field(default_factory=dict)        # blinks, yawns, nods, perclos, blink_rate ...
+    signals: dict = field(default_factory=dict)         # current gauge values (yaw_offset, eye_open, perclos ...)
+
+    @property
+    def top_alert(self) -> Optional[Alert]:
+        return self.alerts[0] if self.alerts else None
