@@ -1,0 +1,459 @@
+"""Frame sources: cameras, video files, still images and image playlists -> ``Frame``.
+
+``open_source(spec)`` validates the input at once (raising ``SourceError`` with one line that says
+what, which file and what to do) and returns a ``Source``. ``Source.start()`` launches a capture
+thread that reads frames into a bounded queue; iterate the source to get ``Frame`` objects until
+the end.
+
+- Live sources (cameras) always hand over the newest frame: when the queue is full the oldest
+  frame is dropped (counted in ``frames_dropped``), so processing never lags behind the camera.
+  Timestamps are ``time.monotonic()`` seconds since ``start()``.
+- Files (and stills / playlists) deliver every frame in order; the reader blocks while the queue
+  is full. Timestamps come from the container pts (PyAV), relative to the first frame, else
+  ``index / fps``.
+- A file that breaks off midway stops cleanly: the frames decoded so far are delivered and
+  ``Source.error`` says what happened (decoder error, or the video ending well before the duration
+  its header declares). The container's frame count is never trusted.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+
+from app.core.types import Frame
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+DEFAULT_STILL_FPS = 25.0  # frame rate of still-image clips and playlists when none is given
+# A file whose frames end this much before its declared video duration is reported as broken off.
+TRUNCATION_TOLERANCE_S = 0.5
+TRUNCATION_TOLERANCE_FRAMES = 5
+
+_END = object()  # queue sentinel: the capture thread has finished
+
+
+class SourceError(Exception):
+    """A source that cannot be opened or read; the message is one line meant for the user."""
+
+
+# --------------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def _quiet_opencv():
+    """Silence OpenCV's own log (camera probing prints WARN/ERROR lines for missing devices)."""
+    try:
+        old = cv2.getLogLevel()
+        cv2.setLogLevel(0)  # 0 = LOG_LEVEL_SILENT
+    except Exception:  # pragma: no cover - very old OpenCV
+        old = None
+    try:
+        yield
+    finally:
+        if old is not None:
+            cv2.setLogLevel(old)
+
+
+def list_cameras(max_index: int = 10) -> list[int]:
+    """Indices in [0, max_index) that open and deliver a frame (OpenCV warnings suppressed)."""
+    found = []
+    with _quiet_opencv():
+        for i in range(max_index):
+            cap = cv2.VideoCapture(i)
+            try:
+                if cap.isOpened():
+                    ok, _ = cap.read()
+                    if ok:
+                        found.append(i)
+            finally:
+                cap.release()
+    return found
+
+
+def _read_image(path: Path) -> np.ndarray:
+    if not path.exists():
+        raise SourceError(f"image not found: {path} (check the path)")
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise SourceError(f"cannot read image: {path} (not a supported image file, or damaged)")
+    return img
+
+
+# --------------------------------------------------------------------------- readers
+# A reader is a generator of (image_bgr, timestamp or None). It runs in the capture thread.
+# It may set ``state["error"]`` before returning to report that it broke off.
+
+class _CameraReader:
+    def __init__(self, index: int):
+        with _quiet_opencv():
+            cap = cv2.VideoCapture(index)
+            ok = cap.isOpened()
+            first = None
+            if ok:
+                ok, first = cap.read()
+        if not ok:
+            cap.release()
+            others = [i for i in list_cameras(10) if i != index]
+            hint = (f"cameras that open: {', '.join(map(str, others))}" if others
+                    else "no cameras found")
+            raise SourceError(f"camera {index} does not open ({hint}); pass a video or image path instead")
+        self.cap = cap
+        self.first = first
+        h, w = first.shape[:2]
+        self.size = (w, h)
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps_reported = bool(fps and fps > 0 and math.isfinite(fps))
+        self.fps = float(fps) if self.fps_reported else 30.0  # nominal when the driver says nothing
+        self.name = f"camera {index}"
+
+    def frames(self, state: dict, stop: threading.Event) -> Iterator:
+        t0 = state["t0"]
+        try:
+            if self.first is not None:
+                yield self.first, time.monotonic() - t0
+                self.first = None
+            while not stop.is_set():
+                ok, img = self.cap.read()
+                if not ok:
+                    state["error"] = f"{self.name}: stopped delivering frames (unplugged or in use?)"
+                    return
+                yield img, time.monotonic() - t0
+        finally:
+            self.close()
+
+    def close(self):
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+class _VideoFileReader:
+    """PyAV decoder; timestamps from pts relative to the first frame."""
+
+    def __init__(self, path: Path, loop: bool = False):
+        import av
+
+        self.path = path
+        self.loop = loop
+        if not path.exists():
+            raise SourceError(f"video file not found: {path} (check the path)")
+        if not os.access(path, os.R_OK):
+            raise SourceError(f"video file not readable: {path} (check its permissions)")
+        self.container = None
+        self._open()
+        try:
+            self.first = next(self._decode_iter)
+        except StopIteration:
+            self.close()
+            raise SourceError(f"video file decodes to no frames: {path} (empty or damaged file)")
+        except Exception as e:  # av.error.* while decoding the first frame
+            self.close()
+            raise SourceError(f"cannot decode video file: {path} ({_one_line(e)})")
+        img, _ = self.first
+        h, w = img.shape[:2]
+        self.size = (w, h)
+        self.name = path.name
+
+    def _open(self):
+        import av
+
+        try:
+            self.container = av.open(str(self.path))
+        except Exception as e:
+            raise SourceError(f"cannot open video file: {self.path} ({_one_line(e)}; not a video or damaged)")
+        if not self.container.streams.video:
+            self.close()
+            raise SourceError(f"no video stream in: {self.path} (damaged or truncated file, or audio only)")
+        s = self.container.streams.video[0]
+        s.thread_type = "AUTO"
+        self.stream = s
+        rate = s.average_rate or s.guessed_rate or s.base_rate
+        self.fps = float(rate) if rate else DEFAULT_STILL_FPS
+        self.declared_duration = None
+        if s.duration is not None and s.time_base is not None:
+            self.declared_duration = float(s.duration * s.time_base)
+        elif self.container.duration:
+            self.declared_duration = self.container.duration / 1e6
+        self.start_time = None
+        self._decode_iter = self._decode()
+
+    def _decode(self):
+        for f in self.container.decode(self.stream):
+            t = f.time
+            if t is not None:
+                if self.start_time is None:
+                    self.start_time = t
+                t = t - self.start_time
+            yield f.to_ndarray(format="bgr24"), t
+
+    def frames(self, state: dict, stop: threading.Event) -> Iterator:
+        offset = 0.0   # timestamp offset when looping
+        try:
+            while True:
+                n = 0
+                last_t = None
+                it = self._decode_iter
+                if self.first is not None:
+                    img, t = self.first
+                    self.first = None
+                    n, last_t = 1, t
+                    yield img, (None if t is None else t + offset), n - 1
+                while not stop.is_set():
+                    try:
+                        img, t = next(it)
+                    except StopIteration:
+                        break
+                    except Exception as e:
+                        state["error"] = (f"{self.name}: decoding stopped after {n} frames "
+                                          f"({_one_line(e)}); the file is damaged or truncated")
+                        return
+                    n += 1
+                    last_t = t
+                    yield img, (None if t is None else t + offset), n - 1
+                if stop.is_set():
+                    return
+                end = (last_t if last_t is not None else (n - 1) / self.fps) + 1.0 / self.fps
+                dd = self.declared_duration
+                tol = max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRAMES / self.fps)
+                if dd is not None and end < dd - tol:
+                    state["error"] = (f"{self.name}: video ends at {end:.2f} s of the {dd:.2f} s its header "
+                                      f"declares ({n} frames); the file is truncated or damaged")
+                    return
+                if not self.loop or n == 0:
+                    return
+                offset += end
+                self.close()
+                self._open()
+        finally:
+            self.close()
+
+    def close(self):
+        if self.container is not None:
+            try:
+                self.container.close()
+            except Exception:  # pragma: no cover
+                pass
+            self.container = None
+
+
+class _StillsReader:
+    """Still images as a clip: segments of (image, seconds) at ``fps`` (timestamps index / fps)."""
+
+    def __init__(self, segments: Sequence[tuple[np.ndarray, Optional[float]]], fps: float, name: str,
+                 loop: bool = False):
+        sizes = {img.shape[:2] for img, _ in segments}
+        if len(sizes) != 1:
+            # playlist images of different sizes: resize to the first one
+            h, w = segments[0][0].shape[:2]
+            segments = [(img if img.shape[:2] == (h, w) else cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA), s)
+                        for img, s in segments]
+        self.segments = segments
+        self.fps = float(fps)
+        h, w = segments[0][0].shape[:2]
+        self.size = (w, h)
+        self.name = name
+        self.loop = loop
+
+    def frames(self, state: dict, stop: threading.Event) -> Iterator:
+        i = 0
+        while True:
+            for img, seconds in self.segments:
+                n = 1 if seconds is None else max(1, int(round(seconds * self.fps)))
+                for _ in range(n):
+                    if stop.is_set():
+                        return
+                    # a fresh copy each frame: consumers may draw on the image in place
+                    yield img.copy(), i / self.fps, i
+                    i += 1
+            if not self.loop:
+                return
+
+    def close(self):
+        pass
+
+
+def _one_line(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return (s[0] if s else type(e).__name__)[:200]
+
+
+# --------------------------------------------------------------------------- Source
+class Source:
+    """A started-on-demand frame source with a capture thread and a bounded queue."""
+
+    def __init__(self, reader, *, is_live: bool, queue_size: int = 4):
+        self._reader = reader
+        self.is_live = bool(is_live)
+        self.fps: float = float(reader.fps)
+        self.size: tuple[int, int] = tuple(reader.size)
+        self.name: str = reader.name
+        self.frames_read = 0
+        self.frames_dropped = 0
+        self.error: Optional[str] = None
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, int(queue_size)))
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._finished = False
+        self._lock = threading.Lock()
+
+    # ---- lifecycle
+    def start(self) -> "Source":
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"capture:{self.name}", daemon=True)
+                self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        # unblock a file reader waiting on a full queue
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._q.get_nowait()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
+        if self._thread is None:
+            self._reader.close()
+        self._finished = True
+
+    def __enter__(self) -> "Source":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- capture thread
+    def _put(self, item) -> bool:
+        """Queue an item; False when stopping."""
+        if self.is_live and item is not _END:
+            while True:
+                try:
+                    self._q.put_nowait(item)
+                    return True
+                except queue.Full:
+                    with contextlib.suppress(queue.Empty):
+                        self._q.get_nowait()
+                        self.frames_dropped += 1
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        state = {"t0": time.monotonic(), "error": None}
+        try:
+            for item in self._reader.frames(state, self._stop):
+                if self._stop.is_set():
+                    break
+                if self.is_live:
+                    img, ts = item
+                    idx = self.frames_read
+                else:
+                    img, ts, idx = item
+                    if ts is None:
+                        ts = idx / self.fps
+                self.frames_read += 1
+                if not self._put(Frame(image=img, timestamp=float(ts), index=int(idx))):
+                    break
+        except Exception as e:  # unexpected reader failure: report, never hang the consumer
+            state["error"] = f"{self.name}: capture failed ({_one_line(e)})"
+        finally:
+            self._reader.close()
+            if state["error"]:
+                self.error = state["error"]
+                log.warning(self.error)
+            if self.is_live:
+                # the end marker must not be dropped, and must not evict a frame in a full queue
+                while not self._stop.is_set():
+                    try:
+                        self._q.put(_END, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+            else:
+                self._put(_END)
+
+    # ---- consumer side
+    def read(self, timeout: Optional[float] = None) -> Optional[Frame]:
+        """Next frame; None at the end of the source (or after ``timeout`` seconds with none)."""
+        if self._finished:
+            return None
+        self.start()
+        try:
+            item = self._q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is _END:
+            self._finished = True
+            return None
+        return item
+
+    def __iter__(self) -> Iterator[Frame]:
+        self.start()
+        while True:
+            f = self.read()
+            if f is None:
+                return
+            yield f
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def __repr__(self) -> str:
+        return (f"Source({self.name!r}, {self.size[0]}x{self.size[1]} @ {self.fps:.2f} fps, "
+                f"live={self.is_live})")
+
+
+SourceSpec = Union[int, str, os.PathLike, Sequence[tuple[Union[str, os.PathLike], float]]]
+
+
+def open_source(spec: SourceSpec, *, loop: bool = False, queue_size: int = 4,
+                repeat_seconds: Optional[float] = None, fps: Optional[float] = None) -> Source:
+    """Open a camera index, a video file, an image, or a playlist of (image_path, seconds).
+
+    ``fps`` sets the frame rate of still-image clips and playlists (default 25). ``repeat_seconds``
+    turns one image into a still clip of that length. ``loop`` restarts files / playlists at the
+    end (timestamps keep increasing). Raises ``SourceError`` with one clear line on bad input.
+    """
+    if isinstance(spec, (list, tuple)):
+        if not spec:
+            raise SourceError("empty playlist: give at least one (image_path, seconds) segment")
+        segs = []
+        for seg in spec:
+            try:
+                p, secs = seg
+                secs = float(secs)
+            except (TypeError, ValueError):
+                raise SourceError(f"bad playlist segment {seg!r}: expected (image_path, seconds)")
+            if not (secs > 0):
+                raise SourceError(f"bad playlist segment {seg!r}: seconds must be > 0")
+            segs.append((_read_image(Path(p)), secs))
+        f = float(fps or DEFAULT_STILL_FPS)
+        name = "playlist(" + ", ".join(Path(p).name for p, _ in spec) + ")"
+        return Source(_StillsReader(segs, f, name, loop=loop), is_live=False, queue_size=queue_size)
+
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
+        return Source(_CameraReader(int(spec)), is_live=True, queue_size=queue_size)
+
+    path = Path(os.fspath(spec)).expanduser()
+    if path.suffix.lower() in IMAGE_EXTS:
+        img = _read_image(path)
+        f = float(fps or DEFAULT_STILL_FPS)
+        return Source(_StillsReader([(img, repeat_seconds)], f, path.name, loop=loop),
+                      is_live=False, queue_size=queue_size)
+    if path.is_dir():
+        raise SourceError(f"{path} is a folder: give a video file, an image, or a camera index")
+    return Source(_VideoFileReader(path, loop=loop), is_live=False, queue_size=queue_size)
