@@ -1,0 +1,232 @@
+"""Frame sources: real clips from ../shared, stills, playlists, truncated files, bad input."""
+from __future__ import annotations
+
+import threading
+import time
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from app.io.capture import Source, SourceError, list_cameras, open_source
+from tests.conftest import shared
+
+
+def _cv2_frames(path, limit=None):
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while limit is None or len(out) < limit:
+        ok, img = cap.read()
+        if not ok:
+            break
+        out.append(img)
+    cap.release()
+    return out
+
+
+def test_video_file_delivers_every_frame_with_pts_timestamps():
+    path = shared("media", "talking_head_720p.mp4")
+    src = open_source(path)
+    assert src.size == (1280, 720) and src.fps == pytest.approx(25.0) and not src.is_live
+    with src:
+        frames = list(src)
+    # the header claims 158 frames; the file has 55
+    assert len(frames) == 55 == src.frames_read
+    assert [f.index for f in frames] == list(range(55))
+    ts = np.array([f.timestamp for f in frames])
+    np.testing.assert_allclose(ts, np.arange(55) * 0.04, atol=1e-6)
+    assert src.error is None and src.frames_dropped == 0
+    assert frames[0].image.shape == (720, 1280, 3) and frames[0].image.dtype == np.uint8
+    # same pictures as OpenCV's decoder (colour conversion may differ by a few levels)
+    ref = _cv2_frames(path, 3)
+    for f, r in zip(frames, ref):
+        assert np.abs(f.image.astype(int) - r.astype(int)).mean() < 3.0
+
+
+def test_file_reader_blocks_instead_of_dropping():
+    path = shared("media", "clips", "expressions_d0.mp4")
+    src = open_source(path, queue_size=1)
+    got = []
+    with src:
+        for f in src:
+            if len(got) < 5:
+                time.sleep(0.05)    # a slow consumer: the file reader must wait, not drop
+            got.append(f.index)
+    assert got == list(range(78))
+    assert src.frames_dropped == 0 and src.error is None
+
+
+def test_stop_midway_joins_the_thread():
+    src = open_source(shared("media", "clips", "expressions_d3.mp4"), queue_size=2)
+    with src:
+        for i, f in enumerate(src):
+            if i == 4:
+                break
+    assert src._thread is not None and not src._thread.is_alive()
+    assert src.frames_read < 354
+    assert src.read() is None   # a stopped source yields nothing more
+
+
+def test_loop_restarts_with_increasing_timestamps():
+    src = open_source(shared("media", "talking_head_720p.mp4"), loop=True)
+    ts = []
+    with src:
+        for f in src:
+            ts.append(f.timestamp)
+            if len(ts) == 60:
+                break
+    assert np.all(np.diff(ts) > 0)
+    assert ts[55] == pytest.approx(2.20, abs=1e-6)   # 55 frames x 0.04 s, then frame 0 again
+
+
+def test_image_is_a_one_frame_source():
+    path = shared("media", "portrait_glasses.jpg")
+    frames = list(open_source(str(path)))
+    assert len(frames) == 1
+    np.testing.assert_array_equal(frames[0].image, cv2.imread(str(path)))
+    assert frames[0].timestamp == 0.0 and frames[0].index == 0
+
+
+def test_still_image_repeated_as_a_clip():
+    path = shared("media", "portrait_glasses.jpg")
+    src = open_source(path, repeat_seconds=2.0, fps=10)
+    frames = list(src)
+    assert len(frames) == 20 and src.fps == 10.0
+    np.testing.assert_allclose([f.timestamp for f in frames], np.arange(20) / 10.0)
+    # consumers may draw in place: each frame owns its pixels
+    frames[0].image[:] = 0
+    np.testing.assert_array_equal(frames[1].image, cv2.imread(str(path)))
+
+
+def test_playlist_segments_in_order():
+    a = shared("media", "portrait_glasses.jpg")
+    b = shared("media", "two_faces.jpg")
+    src = open_source([(a, 0.5), (b, 1.0), (a, 0.5)], fps=10)
+    frames = list(src)
+    assert len(frames) == 20
+    img_a = cv2.imread(str(a))
+    h, w = img_a.shape[:2]
+    assert src.size == (w, h)
+    img_b = cv2.resize(cv2.imread(str(b)), (w, h), interpolation=cv2.INTER_AREA)
+    for f in frames:
+        expect = img_b if 5 <= f.index < 15 else img_a
+        np.testing.assert_array_equal(f.image, expect)
+    np.testing.assert_allclose([f.timestamp for f in frames], np.arange(20) / 10.0)
+
+
+def _write_clip(path, frames, fps=25, options=None):
+    c = av.open(str(path), "w", options=options or {})
+    s = c.add_stream("libx264", rate=fps)
+    h, w = frames[0].shape[:2]
+    s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+    for img in frames:
+        for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+            c.mux(pkt)
+    for pkt in s.encode():
+        c.mux(pkt)
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def small_frames():
+    src = open_source(shared("media", "talking_head_720p.mp4"))
+    return [cv2.resize(f.image, (320, 180), interpolation=cv2.INTER_AREA) for f in src][:50]
+
+
+@pytest.mark.parametrize("ext,options", [("mkv", {}), ("mp4", {"movflags": "faststart"})])
+def test_truncated_file_stops_cleanly_with_error(tmp_path, small_frames, ext, options):
+    full = tmp_path / f"clip.{ext}"
+    _write_clip(full, small_frames, options=options)
+    n_full = len(list(open_source(full)))
+    assert n_full == 50
+    data = full.read_bytes()
+    cut = tmp_path / f"cut.{ext}"
+    cut.write_bytes(data[: len(data) // 2])
+    src = open_source(cut)
+    frames = list(src)
+    assert 0 < len(frames) < 50
+    assert src.error is not None and "cut." in src.error and "truncated" in src.error
+    # the frames delivered before the break are the real pictures
+    for f in frames[:3]:
+        assert np.abs(f.image.astype(int) - small_frames[f.index].astype(int)).mean() < 6.0
+
+
+def test_truncated_plain_mp4_is_refused_at_open(tmp_path, small_frames):
+    full = tmp_path / "plain.mp4"
+    _write_clip(full, small_frames)   # moov atom at the end: a cut file has no index
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(SourceError, match="cut.mp4"):
+        open_source(cut)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda d: d / "missing.mp4", "not found"),
+    (lambda d: d / "missing.jpg", "not found"),
+    (lambda d: (d / "text.mp4").write_text("not a video") and d / "text.mp4", "cannot open video"),
+    (lambda d: (d / "empty.mp4").write_bytes(b"") or d / "empty.mp4", "cannot open video"),
+    (lambda d: (d / "bad.jpg").write_bytes(b"\xff\xd8garbage") and d / "bad.jpg", "cannot read image"),
+    (lambda d: d, "folder"),
+])
+def test_bad_input_raises_one_line_source_error(tmp_path, make, match):
+    path = make(tmp_path)
+    with pytest.raises(SourceError, match=match) as ei:
+        open_source(path)
+    msg = str(ei.value)
+    assert "\n" not in msg and str(path.name) in msg
+
+
+def test_bad_playlist_segments():
+    with pytest.raises(SourceError, match="empty playlist"):
+        open_source([])
+    with pytest.raises(SourceError, match="seconds must be > 0"):
+        open_source([(shared("media", "portrait_glasses.jpg"), 0)])
+
+
+def test_camera_that_does_not_open(capfd):
+    with pytest.raises(SourceError) as ei:
+        open_source("9")
+    msg = str(ei.value)
+    assert msg.startswith("camera 9 does not open")
+    assert ("no cameras found" in msg) or ("cameras that open:" in msg)
+    cams = list_cameras(4)
+    assert isinstance(cams, list) and 9 not in cams
+    err = capfd.readouterr().err
+    assert "WARN" not in err and "can't open camera" not in err   # OpenCV's noise suppressed
+
+
+class _FastLiveReader:
+    """A stand-in camera: frames as fast as possible, numbered in the pixels."""
+
+    fps = 100.0
+    size = (8, 8)
+    name = "fake camera"
+
+    def __init__(self, n):
+        self.n = n
+
+    def frames(self, state, stop):
+        for i in range(self.n):
+            if stop.is_set():
+                return
+            img = np.full((8, 8, 3), i % 256, np.uint8)
+            yield img, time.monotonic() - state["t0"]
+            time.sleep(0.001)
+
+    def close(self):
+        pass
+
+
+def test_live_source_drops_oldest_and_never_lags():
+    src = Source(_FastLiveReader(200), is_live=True, queue_size=2)
+    got = []
+    with src:
+        for f in src:
+            got.append((f.index, f.timestamp))
+            time.sleep(0.02)            # a slow consumer
+    idx = [i for i, _ in got]
+    assert src.frames_read == 200
+    assert src.frames_dropped > 100 and len(got) + src.frames_dropped == 200
+    assert idx == sorted(idx) and idx[-1] == 199          # the newest frame is always delivered
+    assert all(b > a for (_, a), (_, b) in zip(got, got[1:]))
