@@ -1,0 +1,101 @@
+"""PyQt6 desktop app: ``run(settings, args) -> int`` opens the window and processes at once.
+
+``main.py`` routes here when ``--headless`` is not given. ``python -m app.gui`` is the same with
+two extra options (``--screenshot-after SECONDS PATH``, ``--quit-after SECONDS``) used by
+scripts/screenshot_xvfb.sh.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Optional
+
+log = logging.getLogger(__name__)
+
+
+def display_available() -> bool:
+    """False on Linux without an X11/Wayland display and without QT_QPA_PLATFORM (Qt would abort)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                or os.environ.get("QT_QPA_PLATFORM"))
+
+
+def source_from_args(args) -> Optional[object]:
+    """The source the command line names (--video FILE / --camera N / --source X), or None."""
+    for name in ("video", "source", "image"):
+        v = getattr(args, name, None)
+        if v not in (None, ""):
+            return str(v)
+    cam = getattr(args, "camera", None)
+    if cam is not None and cam is not False:
+        return int(cam)
+    return None
+
+
+def explicit_flags(argv=None) -> set:
+    """Which settings the user gave on the command line (they win over the saved GUI settings)."""
+    argv = sys.argv[1:] if argv is None else argv
+    out = set()
+    for a in argv:
+        if not a.startswith("--"):
+            continue
+        k = a[2:].split("=", 1)[0].replace("-", "_")
+        out.add(k)
+        if k in ("no_smoothing", "no_smooth", "smoothing", "smooth"):
+            out.add("smoothing")
+        if k in ("model",):
+            out.add("model")
+    return out
+
+
+def run(settings, args=None, *, argv=None) -> int:
+    """Open the window on ``settings`` (app.settings.Settings) and run the Qt event loop."""
+    if not display_available():
+        print("error: no display for the GUI (DISPLAY is not set); run with --headless, "
+              "or under Xvfb (scripts/screenshot_xvfb.sh)", file=sys.stderr)
+        return 2
+    from PyQt6.QtCore import QTimer
+    from PyQt6.QtWidgets import QApplication
+
+    from app.gui.window import MainWindow
+
+    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "face3d-monitor"])
+    app.setApplicationName("face3d-monitor")
+    source = source_from_args(args) if args is not None else None
+    MainWindow.cli_explicit = explicit_flags(argv)
+    win = MainWindow(settings, source=source)
+    win.show()
+
+    shot = getattr(args, "screenshot_after", None)
+    if shot:
+        secs, path = float(shot[0]), shot[1]
+
+        def take():
+            save_screenshot(win, path)
+            win.close()
+
+        QTimer.singleShot(int(secs * 1000), take)
+    quit_after = getattr(args, "quit_after", None)
+    if quit_after:
+        QTimer.singleShot(int(float(quit_after) * 1000), win.close)
+    rc = app.exec()
+    return int(rc or 0)
+
+
+def save_screenshot(win, path) -> str:
+    """The window as the display shows it (X server pixels under X11/Xvfb), PNG written atomically."""
+    from pathlib import Path
+
+    screen = win.screen()
+    pix = screen.grabWindow(int(win.winId())) if screen is not None else None
+    if pix is None or pix.isNull() or pix.width() < 10:
+        pix = win.grab()          # offscreen platform: render the widget tree
+    path = Path(path)
+    tmp = path.with_name("." + path.name + ".partial.png")
+    if not pix.save(str(tmp), "PNG"):
+        raise OSError(f"cannot write screenshot {path}")
+    os.replace(tmp, path)
+    print(f"screenshot saved: {path} ({pix.width()}x{pix.height()})", flush=True)
+    return str(path)

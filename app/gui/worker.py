@@ -1,0 +1,602 @@
+"""The GUI's processing thread: it owns the Source, the Pipeline and the recording.
+
+Nothing here runs on the UI thread. Two threads per running source:
+
+- ``FrameGrabber`` (a plain thread) iterates the ``Source`` and keeps only the NEWEST frame in a
+  one-slot mailbox. When processing is slower than the source, older frames are overwritten and
+  counted as dropped, never queued. Video files are paced to their own frame rate (``realtime``),
+  so a file behaves like a camera; ``realtime=False, drop=False`` hands over every frame as fast
+  as the consumer takes them (the benchmark mode). Each frame is stamped with the wall clock
+  (``time.perf_counter()``) when it left the source: the UI measures latency from that stamp to
+  the moment the result is painted.
+- ``ProcessingWorker`` (a ``QThread``) takes the newest frame, runs ``Pipeline.process``, writes the
+  annotated frame when recording, and emits a ``Result`` through the ``result`` signal. The UI
+  talks to it only through a thread-safe command queue (``set_source``, ``set_model``, ``pause``,
+  ``start_recording`` ...), handled between frames.
+
+Errors (a source that does not open or breaks off, a model that fails to load, an unwritable
+recording path) are emitted as one-line messages on the ``error`` signal; the worker keeps running
+and accepts a new source or model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+from PyQt6.QtCore import QThread, pyqtSignal
+
+from app.core.types import FaceObservation, Frame, MonitorState
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- data sent to the UI
+@dataclass
+class Stats:
+    capture_fps: float = 0.0        # frames/s leaving the source (before dropping)
+    process_fps: float = 0.0        # results/s produced by the worker
+    frames_captured: int = 0
+    frames_processed: int = 0
+    frames_dropped: int = 0         # dropped by the grabber (processing slower than the source)
+    process_ms: float = 0.0         # Pipeline.process time of this frame
+    stage_ms: dict = field(default_factory=dict)
+    model: str = ""
+    provider: str = ""
+    source: str = ""
+    recording: Optional[str] = None  # path being recorded, None when not recording
+    recording_frames: int = 0
+
+
+@dataclass
+class Result:
+    image: np.ndarray                   # annotated BGR frame (owned by the UI from now on)
+    raw: Optional[np.ndarray]           # the raw frame (kept only when the worker is asked to)
+    observations: list                  # list[FaceObservation]
+    state: Optional[MonitorState]
+    frame: Frame                        # image is None-ed out to avoid keeping two buffers
+    wall_t: float                       # perf_counter() when the frame left the source
+    stats: Stats
+    events: list = field(default_factory=list)  # monitor events (start/end dicts) of this frame
+
+
+# --------------------------------------------------------------------------- grabber
+class FrameGrabber:
+    """Reads a started ``Source`` on its own thread; ``take()`` returns the newest frame."""
+
+    def __init__(self, source, *, realtime: bool = True, drop: bool = True):
+        self.source = source
+        self.realtime = bool(realtime) and not source.is_live
+        self.drop = bool(drop)
+        self._cv = threading.Condition()
+        self._slot: Optional[tuple[Frame, float]] = None
+        self._ended = False
+        self._stop = threading.Event()
+        self.captured = 0
+        self.dropped = 0
+        self._times: list[float] = []
+        self._thread = threading.Thread(target=self._run, name=f"grab:{source.name}", daemon=True)
+
+    def start(self) -> "FrameGrabber":
+        self.source.start()
+        self._thread.start()
+        return self
+
+    @property
+    def capture_fps(self) -> float:
+        with self._cv:
+            ts = list(self._times)
+        if len(ts) < 2 or ts[-1] <= ts[0]:
+            return 0.0
+        return (len(ts) - 1) / (ts[-1] - ts[0])
+
+    def _run(self) -> None:
+        t_wall0 = None
+        t_src0 = None
+        try:
+            while not self._stop.is_set():
+                f = self.source.read(timeout=0.1)
+                if f is None:
+                    if self.source.finished:
+                        break
+                    continue
+                if self.realtime:
+                    now = time.perf_counter()
+                    if t_wall0 is None:
+                        t_wall0, t_src0 = now, f.timestamp
+                    due = t_wall0 + (f.timestamp - t_src0)
+                    if due > now:
+                        if self._stop.wait(due - now):
+                            break
+                wall = time.perf_counter()
+                with self._cv:
+                    self.captured += 1
+                    self._times.append(wall)
+                    if len(self._times) > 60:
+                        del self._times[:-60]
+                    if self._slot is not None:
+                        if self.drop:
+                            self.dropped += 1
+                        else:
+                            while self._slot is not None and not self._stop.is_set():
+                                self._cv.wait(0.1)
+                    self._slot = (f, wall)
+                    self._cv.notify_all()
+        finally:
+            with self._cv:
+                self._ended = True
+                self._cv.notify_all()
+
+    def take(self, timeout: float = 0.1) -> Optional[tuple[Frame, float]]:
+        """The newest frame and its wall-clock stamp, or None (nothing new within ``timeout``)."""
+        with self._cv:
+            if self._slot is None and not self._ended:
+                self._cv.wait(timeout)
+            item, self._slot = self._slot, None
+            self._cv.notify_all()
+            return item
+
+    @property
+    def ended(self) -> bool:
+        """True once the source is exhausted (or broke off) and the last frame was taken."""
+        with self._cv:
+            return self._ended and self._slot is None
+
+    @property
+    def error(self) -> Optional[str]:
+        return getattr(self.source, "error", None)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+        try:
+            self.source.stop()
+        finally:
+            if self._thread.is_alive() and self._thread is not threading.current_thread():
+                self._thread.join(timeout=5.0)
+
+
+# --------------------------------------------------------------------------- recording
+def default_recording_path(folder: str | os.PathLike = "recordings") -> Path:
+    """recordings/YYYYmmdd-HHMMSS.mp4 (the events file goes beside it: .events.jsonl)."""
+    return Path(folder) / (time.strftime("%Y%m%d-%H%M%S") + ".mp4")
+
+
+def events_path_for(video_path: str | os.PathLike) -> Path:
+    p = Path(video_path)
+    return p.with_name(p.stem + ".events.jsonl")
+
+
+class Recorder:
+    """Annotated frames to an mp4 (app.io.writer.VideoWriter) plus the monitor events beside it."""
+
+    def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int], *, events: bool = True):
+        from app.io.writer import VideoWriter
+
+        self.path = Path(path)
+        if not self.path.parent.exists() and _parent_creatable(self.path.parent):
+            self.path.parent.mkdir(exist_ok=True)   # e.g. recordings/ on first use
+        self.writer = VideoWriter(self.path, fps, size)  # OutputError (one line) when not writable
+        self.events = None
+        if events:
+            try:
+                from app.monitor import EventLog
+            except ImportError:  # monitor package not installed: video only
+                EventLog = None
+            if EventLog is not None:
+                try:
+                    self.events = EventLog(events_path_for(self.path))
+                except Exception:
+                    self.writer.close()
+                    raise
+        self.t0: Optional[float] = None
+        self.frames = 0
+        self.started_wall = time.monotonic()
+
+    def write(self, image: np.ndarray, timestamp: float, events: list) -> None:
+        if self.t0 is None:
+            self.t0 = timestamp
+        self.writer.write(image, timestamp - self.t0)
+        self.frames += 1
+        if self.events is not None:
+            for ev in events:
+                _eventlog_write(self.events, ev)
+
+    def close(self, summary: Optional[dict] = None) -> None:
+        try:
+            self.writer.close()
+        finally:
+            if self.events is not None:
+                if summary is not None:
+                    _eventlog_write(self.events, summary)
+                self.events.close()
+
+
+def _parent_creatable(folder: Path) -> bool:
+    # create only a missing leaf folder (recordings/), never a deep tree under a bad path
+    return folder.parent.exists() and os.access(folder.parent, os.W_OK)
+
+
+def _eventlog_write(log_obj, ev: dict) -> None:
+    for name in ("write", "log", "add", "append"):
+        fn = getattr(log_obj, name, None)
+        if callable(fn):
+            fn(ev)
+            return
+    raise AttributeError("EventLog has no write method")
+
+
+# --------------------------------------------------------------------------- worker
+PipelineFactory = Callable[[Any], Any]   # settings -> Pipeline
+SourceFactory = Callable[..., Any]       # (spec, loop=...) -> Source
+
+
+def _default_pipeline_factory(settings):
+    from app.pipeline import Pipeline
+
+    return Pipeline(settings)
+
+
+def _default_source_factory(spec, *, loop: bool = False):
+    from app.io.capture import open_source
+
+    return open_source(spec, loop=loop)
+
+
+def _one_line(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return (s[0] if s else type(e).__name__)[:300]
+
+
+class ProcessingWorker(QThread):
+    """Capture + inference + recording off the UI thread. Communicate through the methods below."""
+
+    result = pyqtSignal(object)            # Result
+    error = pyqtSignal(str)                # one-line message for the user
+    info = pyqtSignal(str)                 # one-line status message ("opened ...", "model ...")
+    source_changed = pyqtSignal(str)       # name of the source now running ("" = none)
+    source_ended = pyqtSignal(str)         # the source finished (message: why)
+    model_changed = pyqtSignal(str, str, str)   # model name, provider, model path ("" = built-in)
+    recording_changed = pyqtSignal(str)    # path being recorded, "" when stopped
+    paused_changed = pyqtSignal(bool)
+
+    def __init__(self, settings, *, pipeline_factory: PipelineFactory = _default_pipeline_factory,
+                 source_factory: SourceFactory = _default_source_factory,
+                 realtime: bool = True, drop: bool = True, loop: bool = True, keep_raw: bool = False,
+                 parent=None):
+        super().__init__(parent)
+        self.settings = settings
+        self._pipeline_factory = pipeline_factory
+        self._source_factory = source_factory
+        self.realtime = realtime
+        self.drop = drop
+        self.loop = loop
+        self.keep_raw = keep_raw
+        self._cmds: "queue.Queue[tuple]" = queue.Queue()
+        self._quit = threading.Event()
+        self.pipeline = None
+        self.grabber: Optional[FrameGrabber] = None
+        self.recorder: Optional[Recorder] = None
+        self.paused = False
+        self._proc_times: list[float] = []
+        self.frames_processed = 0
+
+    # ---- commands (any thread) ---------------------------------------------------------
+    def set_source(self, spec) -> None:
+        self._cmds.put(("source", spec))
+
+    def stop_source(self) -> None:
+        self._cmds.put(("stop_source",))
+
+    def set_model(self, model_path: Optional[str]) -> None:
+        """A .onnx path, or None for the built-in face-mesh backend."""
+        self._cmds.put(("model", model_path))
+
+    def update_settings(self, settings) -> None:
+        """New Settings (thresholds, smoothing, layers): applied between frames."""
+        self._cmds.put(("settings", settings))
+
+    def set_paused(self, paused: bool) -> None:
+        self._cmds.put(("pause", bool(paused)))
+
+    def recalibrate(self) -> None:
+        self._cmds.put(("recalibrate",))
+
+    def start_recording(self, path: str | os.PathLike) -> None:
+        self._cmds.put(("record", str(path)))
+
+    def stop_recording(self) -> None:
+        self._cmds.put(("stop_record",))
+
+    def shutdown(self, timeout_ms: int = 10000) -> bool:
+        """Stop everything (finalizes a recording) and wait for the thread to end."""
+        self._quit.set()
+        self._cmds.put(("quit",))
+        return self.wait(timeout_ms)
+
+    # ---- thread body --------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._build_pipeline(self.settings, announce=True)
+            while not self._quit.is_set():
+                idle = self.paused or self.grabber is None or self.pipeline is None
+                self._handle_commands(block=idle)
+                if self._quit.is_set():
+                    break
+                if self.paused or self.grabber is None or self.pipeline is None:
+                    continue
+                item = self.grabber.take(timeout=0.05)
+                if item is None:
+                    if self.grabber.ended:
+                        self._end_source()
+                    continue
+                self._process(*item)
+        except Exception as e:  # never die silently: tell the UI
+            log.exception("GUI worker failed")
+            self.error.emit(f"processing stopped: {_one_line(e)}")
+        finally:
+            self._stop_recording()
+            if self.grabber is not None:
+                self.grabber.stop()
+                self.grabber = None
+
+    def _handle_commands(self, block: bool) -> None:
+        try:
+            cmd = self._cmds.get(timeout=0.05) if block else self._cmds.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._do(cmd)
+            try:
+                cmd = self._cmds.get_nowait()
+            except queue.Empty:
+                return
+
+    def _do(self, cmd: tuple) -> None:
+        kind = cmd[0]
+        if kind == "quit":
+            self._quit.set()
+        elif kind == "source":
+            self._open_source(cmd[1])
+        elif kind == "stop_source":
+            self._stop_recording()
+            if self.grabber is not None:
+                self.grabber.stop()
+                self.grabber = None
+            self.source_changed.emit("")
+        elif kind == "model":
+            from app.gui.binding import with_model
+
+            new = with_model(self.settings, cmd[1])
+            self._build_pipeline(new, announce=True)
+        elif kind == "settings":
+            self._apply_settings(cmd[1])
+        elif kind == "pause":
+            self.paused = cmd[1]
+            self.paused_changed.emit(self.paused)
+        elif kind == "recalibrate":
+            mon = getattr(self.pipeline, "monitor", None)
+            if mon is not None and hasattr(mon, "recalibrate"):
+                mon.recalibrate()
+                self.info.emit("recalibrating: look straight ahead")
+            else:
+                self.error.emit("recalibrate: the driver monitor is not active in this pipeline")
+        elif kind == "record":
+            self._start_recording(cmd[1])
+        elif kind == "stop_record":
+            self._stop_recording()
+
+    def _open_source(self, spec) -> None:
+        name = str(spec)
+        try:
+            src = self._source_factory(spec, loop=self.loop)
+        except Exception as e:  # SourceError: one line already
+            msg = _one_line(e)
+            log.error("source: %s", msg)
+            self.error.emit(msg)
+            return  # the previous source (if any) keeps running
+        self._stop_recording()
+        if self.grabber is not None:
+            self.grabber.stop()
+        self.grabber = FrameGrabber(src, realtime=self.realtime, drop=self.drop).start()
+        self._proc_times.clear()
+        name = getattr(src, "name", name)
+        w, h = getattr(src, "size", (0, 0))
+        fps = getattr(src, "fps", 0.0)
+        msg = f"source: {name} ({w}x{h} @ {fps:.1f} fps{', live' if src.is_live else ''})"
+        log.info(msg)
+        self.info.emit(msg)
+        self.source_changed.emit(name)
+
+    def _end_source(self) -> None:
+        g = self.grabber
+        self.grabber = None
+        err = g.error if g is not None else None
+        g.stop()
+        self._stop_recording()
+        if err:
+            log.error("source: %s", err)
+            self.error.emit(err)
+            self.source_ended.emit(err)
+        else:
+            msg = f"end of {g.source.name}"
+            self.info.emit(msg)
+            self.source_ended.emit(msg)
+
+    def _build_pipeline(self, settings, announce: bool) -> bool:
+        try:
+            p = self._pipeline_factory(settings)
+        except Exception as e:
+            msg = f"model failed to load: {_one_line(e)}"
+            log.error(msg)
+            self.error.emit(msg)
+            return False   # keep the previous pipeline
+        old, self.pipeline = self.pipeline, p
+        self.settings = settings
+        _close_quietly(old)
+        name = str(getattr(p, "model_name", "?"))
+        prov = str(getattr(p, "provider", "?"))
+        if announce:
+            log.info("model: %s on %s", name, prov)
+            self.info.emit(f"model: {name} on {prov}")
+        from app.gui.binding import get_model
+
+        self.model_changed.emit(name, prov, get_model(settings) or "")
+        return True
+
+    def _apply_settings(self, settings) -> None:
+        """Monitor thresholds are swapped into the running monitor (keeps the calibration) when
+        only the monitor / layers changed; anything else rebuilds the pipeline."""
+        old = self.settings
+        p = self.pipeline
+        if p is not None and _only_fields_changed(old, settings, {"monitor", "layers"}):
+            ok = True
+            if getattr(old, "monitor", None) != getattr(settings, "monitor", None):
+                ok = _swap_monitor_settings(p, settings.monitor)
+            if ok:
+                if hasattr(p, "settings"):
+                    try:
+                        p.settings = settings
+                    except Exception:
+                        pass
+                if hasattr(p, "layers") and hasattr(settings, "layers"):
+                    try:
+                        p.layers = settings.layers
+                    except Exception:
+                        pass
+                self.settings = settings
+                return
+        self._build_pipeline(settings, announce=True)
+
+    def _start_recording(self, path: str) -> None:
+        if self.recorder is not None:
+            self._stop_recording()
+        if self.grabber is None:
+            self.error.emit("recording: no source is running (open a camera or a video first)")
+            self.recording_changed.emit("")
+            return
+        src = self.grabber.source
+        try:
+            self.recorder = Recorder(path, src.fps or 30.0, tuple(src.size))
+        except Exception as e:
+            msg = f"recording: {_one_line(e)}"
+            log.error(msg)
+            self.error.emit(msg)
+            self.recorder = None
+            self.recording_changed.emit("")
+            return
+        log.info("recording to %s", path)
+        self.recording_changed.emit(str(path))
+
+    def _stop_recording(self) -> None:
+        rec, self.recorder = self.recorder, None
+        if rec is None:
+            return
+        summary = None
+        mon = getattr(self.pipeline, "monitor", None)
+        if mon is not None and hasattr(mon, "summary"):
+            try:
+                summary = mon.summary()
+                if isinstance(summary, dict) and "event" not in summary:
+                    summary = {"event": "summary", **summary}
+            except Exception:
+                summary = None
+        try:
+            rec.close(summary)
+            msg = f"recorded {rec.frames} frames to {rec.path}"
+            log.info(msg)
+            self.info.emit(msg)
+        except Exception as e:
+            self.error.emit(f"recording: could not finalize {rec.path}: {_one_line(e)}")
+        self.recording_changed.emit("")
+
+    def _process(self, frame: Frame, wall_t: float) -> None:
+        raw = frame.image.copy() if self.keep_raw else None
+        t = time.perf_counter()
+        observations, state, annotated = self.pipeline.process(frame)
+        dt = time.perf_counter() - t
+        events = _take_events(self.pipeline)
+        if self.recorder is not None:
+            try:
+                self.recorder.write(annotated, frame.timestamp, events)
+            except Exception as e:
+                self.error.emit(f"recording stopped: {_one_line(e)}")
+                self._stop_recording()
+        now = time.perf_counter()
+        self._proc_times.append(now)
+        if len(self._proc_times) > 60:
+            del self._proc_times[:-60]
+        self.frames_processed += 1
+        pt = self._proc_times
+        pfps = (len(pt) - 1) / (pt[-1] - pt[0]) if len(pt) > 1 and pt[-1] > pt[0] else 0.0
+        g = self.grabber
+        stats = Stats(
+            capture_fps=g.capture_fps, process_fps=pfps, frames_captured=g.captured,
+            frames_processed=self.frames_processed,
+            frames_dropped=g.dropped + int(getattr(g.source, "frames_dropped", 0) or 0),
+            process_ms=dt * 1000.0, stage_ms=dict(getattr(self.pipeline, "stage_ms", {}) or {}),
+            model=str(getattr(self.pipeline, "model_name", "")),
+            provider=str(getattr(self.pipeline, "provider", "")),
+            source=g.source.name,
+            recording=str(self.recorder.path) if self.recorder is not None else None,
+            recording_frames=self.recorder.frames if self.recorder is not None else 0,
+        )
+        lite = Frame(image=None, timestamp=frame.timestamp, index=frame.index)
+        self.result.emit(Result(image=annotated, raw=raw, observations=list(observations or []),
+                                state=state, frame=lite, wall_t=wall_t, stats=stats, events=events))
+
+
+# --------------------------------------------------------------------------- adapters to D2 / C
+def _only_fields_changed(a, b, allowed: set) -> bool:
+    if not (dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b)) or type(a) is not type(b):
+        return False
+    for f in dataclasses.fields(a):
+        if f.name in allowed:
+            continue
+        if getattr(a, f.name) != getattr(b, f.name):
+            return False
+    return True
+
+
+def _swap_monitor_settings(pipeline, monitor_settings) -> bool:
+    mon = getattr(pipeline, "monitor", None)
+    if mon is None:
+        return True   # no monitor running: nothing to update
+    if hasattr(mon, "update_settings"):
+        mon.update_settings(monitor_settings)
+        return True
+    if hasattr(mon, "settings"):
+        try:
+            mon.settings = monitor_settings
+            return True
+        except Exception:
+            return False
+    return False
+
+
+def _take_events(pipeline) -> list:
+    """Monitor events of the last processed frame, when the pipeline exposes them."""
+    ev = getattr(pipeline, "last_events", None)
+    if ev is None:
+        mon = getattr(pipeline, "monitor", None)
+        ev = getattr(mon, "last_events", None) if mon is not None else None
+    if callable(ev):
+        ev = ev()
+    return list(ev or [])
+
+
+def _close_quietly(obj) -> None:
+    fn = getattr(obj, "close", None)
+    if callable(fn):
+        try:
+            fn()
+        except Exception:
+            log.debug("close failed", exc_info=True)
