@@ -78,8 +78,9 @@ class VideoWriter:
         try:  # probe writability with the temp file itself
             with open(self._tmp, "wb"):
                 pass
-        except OSError as e:
-            raise OutputError(f"cannot record to {self.path}: {e.strerror or _one_line(e)} (choose a writable folder)")
+        except (OSError, ValueError) as e:
+            why = getattr(e, "strerror", None) or _one_line(e)
+            raise OutputError(f"cannot record to {self.path}: {why} (choose a writable folder)")
 
         codec = codec.lower()
         if codec not in ("h264", "mp4v"):
@@ -109,6 +110,8 @@ class VideoWriter:
         s.width, s.height = self.out_size
         s.pix_fmt = "yuv420p"
         s.time_base = TIME_BASE
+        # the encoder must count in the same clock, or close timestamps collapse onto one 1/fps tick
+        s.codec_context.time_base = TIME_BASE
         self._stream = s
         self.backend = "pyav-libx264"
 
@@ -160,8 +163,12 @@ class VideoWriter:
             frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
             frame.pts = pts
             frame.time_base = TIME_BASE
-            for packet in self._stream.encode(frame):
-                self._container.mux(packet)
+            try:
+                for packet in self._stream.encode(frame):
+                    self._container.mux(packet)
+            except Exception as e:  # av.error.* (disk full, ...): one line, the caller closes
+                raise OutputError(f"recording {self.path}: writing frame {self.frames_written} "
+                                  f"failed ({_one_line(e)})") from e
         else:
             self._cv.write(img)
         self.frames_written += 1
