@@ -1,0 +1,125 @@
+"""GUI plumbing without the full window: frame grabber drop policy on a real clip, the video view's
+pixels, the plot buffers, atomic PNG snapshots."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import shared
+
+pytest.importorskip("PyQt6")
+
+
+def _qimage_to_bgr(img):
+    from PyQt6.QtGui import QImage
+
+    img = img.convertToFormat(QImage.Format.Format_RGB888)
+    w, h, bpl = img.width(), img.height(), img.bytesPerLine()
+    ptr = img.constBits()
+    ptr.setsize(img.sizeInBytes())
+    a = np.frombuffer(ptr, np.uint8).reshape(h, bpl)[:, : w * 3].reshape(h, w, 3)
+    return a[:, :, ::-1].copy()
+
+
+def test_grabber_every_frame_when_not_dropping():
+    """Benchmark mode: no pacing, no dropping -> all 55 frames of the clip, in order."""
+    from app.gui.worker import FrameGrabber
+    from app.io.capture import open_source
+
+    g = FrameGrabber(open_source(shared("media", "talking_head_720p.mp4")), realtime=False, drop=False).start()
+    idx = []
+    t0 = time.monotonic()
+    while not g.ended and time.monotonic() - t0 < 60:
+        item = g.take(timeout=0.2)
+        if item is not None:
+            idx.append(item[0].index)
+    g.stop()
+    assert idx == list(range(55))
+    assert g.dropped == 0
+
+
+def test_grabber_drops_stale_frames_for_a_slow_consumer():
+    """Realtime pacing at the clip's 25 fps with a consumer that needs 100 ms per frame: the
+    consumer always gets the newest frame, older ones are dropped (counted), never queued."""
+    from app.gui.worker import FrameGrabber
+    from app.io.capture import open_source
+
+    g = FrameGrabber(open_source(shared("media", "talking_head_720p.mp4")), realtime=True, drop=True).start()
+    got, lags = [], []
+    t0 = time.monotonic()
+    while not g.ended and time.monotonic() - t0 < 30:
+        item = g.take(timeout=0.2)
+        if item is None:
+            continue
+        frame, wall = item
+        lags.append(time.perf_counter() - wall)
+        got.append(frame.index)
+        time.sleep(0.1)   # "processing" 2.5x slower than the source
+    g.stop()
+    # 55 frames at 25 fps = 2.2 s; a 10 fps consumer sees about a quarter to a half of them
+    assert 10 <= len(got) <= 35, got
+    assert got == sorted(got) and len(set(got)) == len(got)
+    assert g.dropped == 55 - len(got)
+    assert max(np.diff(got)) >= 2            # frames were skipped, not queued
+    assert got[-1] >= 50                     # the end of the clip is reached in real time
+    assert max(lags) < 0.1                   # a frame waits at most one consumer period
+    assert 20 < g.capture_fps < 30           # paced at the clip's 25 fps
+
+
+def test_video_view_shows_the_frame_scaled_with_aspect(qtbot):
+    from app.gui.video import VideoView
+
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[:, :100] = (255, 0, 0)     # left half blue (BGR)
+    img[:, 100:] = (0, 0, 255)     # right half red
+    v = VideoView()
+    qtbot.addWidget(v)
+    v.resize(400, 400)
+    v.set_image(img)
+    v.show()
+    qtbot.waitExposed(v)
+    shot = _qimage_to_bgr(v.grab().toImage())
+    r = v.target_rect()
+    # 200x100 into 400x400 -> 400x200, centred vertically (letterbox above and below)
+    assert (r.x(), r.y(), r.width(), r.height()) == (0, 100, 400, 200)
+    assert tuple(shot[200, 50]) == pytest.approx((255, 0, 0), abs=2)
+    assert tuple(shot[200, 350]) == pytest.approx((0, 0, 255), abs=2)
+    assert shot[50, 200].max() < 40 and shot[350, 200].max() < 40   # letterbox is dark
+    p = v.image_to_widget(150, 50)
+    assert (p.x(), p.y()) == (300, 200)
+
+
+def test_plot_buffers_keep_last_30_seconds(qtbot):
+    from app.gui.plots import SignalPlots
+
+    p = SignalPlots(window_s=30.0)
+    qtbot.addWidget(p)
+    for i in range(40 * 10):     # 40 s at 10 Hz
+        t = i / 10.0
+        p.append(t, yaw=math.sin(t), pitch=0.0, roll=float("nan"), eye_left=0.3, eye_right=0.25,
+                 perclos=0.1, mouth=0.2)
+    assert p.redraw() is True and p.redraw() is False
+    assert len(p) == 301                      # t in [9.9, 39.9]
+    assert p.curve_points("yaw") == 301
+    assert p.values("yaw")[-1] == pytest.approx(math.sin(39.9))
+    assert p.curve_points("roll") == 0        # all-NaN series draws nothing
+    p.set_thresholds(30, 20, 0.15, neutral_yaw=5.0, neutral_pitch=-2.0)
+    assert p.lines["yaw_hi"].value() == 35 and p.lines["yaw_lo"].value() == -25
+    assert p.lines["pitch_lo"].value() == -22 and p.lines["perclos"].value() == 0.15
+
+
+def test_png_snapshot_is_atomic(tmp_path):
+    import cv2
+
+    from app.gui.window import write_png_atomic
+
+    img = (np.arange(30 * 40 * 3) % 251).astype(np.uint8).reshape(30, 40, 3)
+    out = write_png_atomic(tmp_path / "snap.png", img)
+    assert np.array_equal(cv2.imread(str(out)), img)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["snap.png"]   # no temp file left
+    with pytest.raises(OSError):
+        write_png_atomic(tmp_path / "missing_dir" / "snap.png", img)
+    assert not (tmp_path / "missing_dir").exists()
