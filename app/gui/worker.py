@@ -79,6 +79,8 @@ class FrameGrabber:
         self._slot: Optional[tuple[Frame, float]] = None
         self._ended = False
         self._stop = threading.Event()
+        self._running = threading.Event()   # cleared = paused (files stop reading; cameras drop)
+        self._running.set()
         self.captured = 0
         self.dropped = 0
         self._times: list[float] = []
@@ -102,6 +104,10 @@ class FrameGrabber:
         t_src0 = None
         try:
             while not self._stop.is_set():
+                if not self._running.is_set() and not self.source.is_live:
+                    self._running.wait(0.1)      # a paused file keeps its position
+                    t_wall0 = None               # re-base the pacing clock on resume
+                    continue
                 f = self.source.read(timeout=0.1)
                 if f is None:
                     if self.source.finished:
@@ -133,6 +139,12 @@ class FrameGrabber:
             with self._cv:
                 self._ended = True
                 self._cv.notify_all()
+
+    def set_paused(self, paused: bool) -> None:
+        if paused:
+            self._running.clear()
+        else:
+            self._running.set()
 
     def take(self, timeout: float = 0.1) -> Optional[tuple[Frame, float]]:
         """The newest frame and its wall-clock stamp, or None (nothing new within ``timeout``)."""
@@ -288,6 +300,7 @@ class ProcessingWorker(QThread):
         self.paused = False
         self._proc_times: list[float] = []
         self.frames_processed = 0
+        self._last_process_error: Optional[str] = None
 
     # ---- commands (any thread) ---------------------------------------------------------
     def set_source(self, spec) -> None:
@@ -381,6 +394,8 @@ class ProcessingWorker(QThread):
             self._apply_settings(cmd[1])
         elif kind == "pause":
             self.paused = cmd[1]
+            if self.grabber is not None:
+                self.grabber.set_paused(self.paused)
             self.paused_changed.emit(self.paused)
         elif kind == "recalibrate":
             mon = getattr(self.pipeline, "monitor", None)
@@ -406,7 +421,9 @@ class ProcessingWorker(QThread):
         self._stop_recording()
         if self.grabber is not None:
             self.grabber.stop()
-        self.grabber = FrameGrabber(src, realtime=self.realtime, drop=self.drop).start()
+        self.grabber = FrameGrabber(src, realtime=self.realtime, drop=self.drop)
+        self.grabber.set_paused(self.paused)
+        self.grabber.start()
         self._proc_times.clear()
         name = getattr(src, "name", name)
         w, h = getattr(src, "size", (0, 0))
@@ -521,7 +538,16 @@ class ProcessingWorker(QThread):
     def _process(self, frame: Frame, wall_t: float) -> None:
         raw = frame.image.copy() if self.keep_raw else None
         t = time.perf_counter()
-        observations, state, annotated = self.pipeline.process(frame)
+        try:
+            observations, state, annotated = self.pipeline.process(frame)
+        except Exception as e:   # one bad frame must not end the session: report, skip it
+            msg = f"processing failed on frame {frame.index}: {_one_line(e)}"
+            if msg.split(":", 1)[1] != self._last_process_error:
+                log.exception(msg)
+                self.error.emit(msg)
+            self._last_process_error = msg.split(":", 1)[1]
+            return
+        self._last_process_error = None
         dt = time.perf_counter() - t
         events = _take_events(self.pipeline)
         if self.recorder is not None:

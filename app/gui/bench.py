@@ -1,0 +1,149 @@
+"""GUI cost benchmark: processing fps with the window open vs headless, on the same clip, in one run.
+
+    python -m app.gui.bench --video FILE [--model M.onnx] [--frames N] [--json OUT]
+
+1. headless: Source -> Pipeline.process for N frames (the clip loops), no window;
+2. GUI: the real MainWindow with its ProcessingWorker in benchmark mode (no pacing to the clip's
+   frame rate, no frame dropping: every frame is processed as fast as possible) for N frames,
+   the window redrawing video + plots at its normal rate.
+
+Reports both fps, the ratio (goal: the GUI costs <= 15 % of the headless fps), the UI latency
+(capture -> painted, median / p95), the UI thread's redraw cost and the plot redraw rate. Without a
+display it uses Qt's offscreen platform (painting still happens, nothing is shown).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+
+def _pct(xs, q):
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100.0 * (len(xs) - 1))))]
+
+
+def headless_fps(settings, video: str, frames: int, warmup: int = 5) -> dict:
+    from app.io.capture import open_source
+    from app.pipeline import Pipeline
+
+    pipe = Pipeline(settings)
+    src = open_source(video, loop=True).start()
+    n, t0 = 0, None
+    times = []
+    try:
+        for f in src:
+            t = time.perf_counter()
+            pipe.process(f)
+            times.append((time.perf_counter() - t) * 1000)
+            n += 1
+            if n == warmup:
+                t0 = time.perf_counter()
+            if n >= warmup + frames:
+                break
+    finally:
+        src.stop()
+    el = time.perf_counter() - t0
+    return {"fps": frames / el, "frames": frames, "process_ms_median": statistics.median(times[warmup:]),
+            "model": str(getattr(pipe, "model_name", "")), "provider": str(getattr(pipe, "provider", ""))}
+
+
+def gui_fps(settings, video: str, frames: int, warmup: int = 5) -> dict:
+    from PyQt6.QtCore import QSettings
+    from PyQt6.QtWidgets import QApplication
+    import tempfile
+
+    from app.gui.window import MainWindow
+    from app.gui.worker import ProcessingWorker
+
+    app = QApplication.instance() or QApplication(["bench"])
+    tmp = tempfile.mkdtemp(prefix="guibench-")
+    qs = QSettings(os.path.join(tmp, "gui.ini"), QSettings.Format.IniFormat)
+    worker = ProcessingWorker(settings, realtime=False, drop=False, loop=True)
+    redraw_ms = []
+    win = MainWindow(settings, source=video, qsettings=qs, worker=worker, restore=False,
+                     list_cameras_at_start=False, sound=_NoSound())
+    orig = win._redraw
+
+    def timed_redraw():
+        t = time.perf_counter()
+        orig()
+        redraw_ms.append((time.perf_counter() - t) * 1000)
+
+    win.timer.timeout.disconnect()
+    win.timer.timeout.connect(timed_redraw)
+    win.resize(1400, 820)
+    win.show()
+    t_start = time.perf_counter()
+    deadline = t_start + 600
+    t0 = None
+    lat_mark = plot_mark = 0
+    while win.results_received < warmup + frames and time.perf_counter() < deadline:
+        app.processEvents()
+        time.sleep(0.001)
+        if t0 is None and win.results_received >= warmup:
+            t0 = time.perf_counter()
+            lat_mark = len(win.latencies_ms)
+            plot_mark = win.plots.redraws
+            redraw_ms.clear()
+    el = time.perf_counter() - t0
+    n = win.results_received - warmup
+    lat = list(win.latencies_ms)[-min(len(win.latencies_ms), max(1, win.results_shown)):]
+    out = {"fps": n / el, "frames": n, "latency_ms_median": statistics.median(lat) if lat else float("nan"),
+           "latency_ms_p95": _pct(lat, 95), "redraw_ms_median": statistics.median(redraw_ms) if redraw_ms else 0.0,
+           "redraw_ms_p95": _pct(redraw_ms, 95), "plot_redraw_hz": (win.plots.redraws - plot_mark) / el,
+           "frames_shown": win.results_shown, "platform": app.platformName(),
+           "model": win.model_name, "provider": win.provider, "errors": list(win.errors)}
+    win.close()
+    return out
+
+
+class _NoSound:
+    def play(self):
+        pass
+
+
+def main(argv=None) -> int:
+    from app import cli
+
+    ap = argparse.ArgumentParser(prog="python -m app.gui.bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--video", required=True, help="clip to process (it loops)")
+    ap.add_argument("--model", default=None, help="ONNX model (default: built-in face mesh)")
+    ap.add_argument("--frames", type=int, default=150, help="frames measured per run (after 5 warm-up)")
+    ap.add_argument("--json", default=None, help="write the numbers as JSON here")
+    a = ap.parse_args(argv)
+    if not os.path.isfile(a.video):
+        print(f"error: video not found: {a.video}", file=sys.stderr)
+        return 2
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    cargs = ["--video", a.video] + (["--model", a.model] if a.model else [])
+    settings = cli.settings_from_args(cli.build_parser().parse_args(cargs))
+    h = headless_fps(settings, a.video, a.frames)
+    g = gui_fps(settings, a.video, a.frames)
+    ratio = g["fps"] / h["fps"]
+    res = {"video": a.video, "headless": h, "gui": g, "gui_over_headless": ratio,
+           "gui_cost_pct": 100 * (1 - ratio), "cpu_count": os.cpu_count()}
+    print(f"model {h['model']} on {h['provider']}, {a.frames} frames of {os.path.basename(a.video)}")
+    print(f"headless   {h['fps']:6.1f} fps (process median {h['process_ms_median']:.1f} ms)")
+    print(f"GUI        {g['fps']:6.1f} fps  ({g['platform']}; latency capture->painted median "
+          f"{g['latency_ms_median']:.0f} ms, p95 {g['latency_ms_p95']:.0f} ms; UI redraw median "
+          f"{g['redraw_ms_median']:.1f} ms, p95 {g['redraw_ms_p95']:.1f} ms; plots {g['plot_redraw_hz']:.1f} Hz)")
+    print(f"GUI / headless = {ratio:.3f}  (GUI cost {100 * (1 - ratio):.1f} %; goal <= 15 %)")
+    if g["errors"]:
+        print("GUI errors: " + "; ".join(g["errors"]), file=sys.stderr)
+    if a.json:
+        tmp = a.json + ".partial"
+        with open(tmp, "w") as f:
+            json.dump(res, f, indent=2)
+        os.replace(tmp, a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

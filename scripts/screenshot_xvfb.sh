@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# A real window under Xvfb on a shared clip; saves a screenshot and quits.
+#   scripts/screenshot_xvfb.sh [CLIP] [OUT.png] [SECONDS] [extra app flags...]
+# Needs Debian's xvfb + libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-cursor0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLIP=${1:-../shared/media/talking_head_720p.mp4}
+OUT=${2:-docs/screenshot.png}
+SECS=${3:-6}
+shift $(( $# < 3 ? $# : 3 ))
+
+if ! command -v Xvfb >/dev/null; then
+  echo "error: Xvfb not found; install it: apt-get install xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-cursor0" >&2
+  exit 2
+fi
+if [ ! -f "$CLIP" ]; then
+  echo "error: clip not found: $CLIP (pass a video path as the first argument)" >&2
+  exit 2
+fi
+
+# a free display number
+D=99
+while [ -e "/tmp/.X11-unix/X$D" ] || [ -e "/tmp/.X$D-lock" ]; do D=$((D + 1)); done
+Xvfb ":$D" -screen 0 1600x900x24 -nolisten tcp >/tmp/xvfb-$D.log 2>&1 &
+XPID=$!
+trap 'kill "$XPID" 2>/dev/null || true' EXIT
+for _ in $(seq 50); do [ -e "/tmp/.X11-unix/X$D" ] && break; sleep 0.1; done
+
+mkdir -p "$(dirname "$OUT")"
+env -u QT_QPA_PLATFORM DISPLAY=":$D" QT_QPA_PLATFORM=xcb \
+  python -m app.gui --video "$CLIP" --screenshot-after "$SECS" "$OUT" "$@"
