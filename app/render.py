@@ -77,6 +77,31 @@ class Layers:
     monitor: bool = True
     mesh_style: str = "wire"   # "wire" (decimated wireframe) | "points" (every vertex)
 
+    NAMES = ("box", "landmarks", "mesh", "axes", "text", "fps", "model", "monitor")
+
+    @classmethod
+    def from_spec(cls, spec: str) -> "Layers":
+        """CLI form: "all", "none", a comma list ("box,landmarks"), or changes to the defaults
+        ("-mesh,+points"; "points"/"wire" pick the mesh style). ValueError names a bad item."""
+        spec = (spec or "").strip().lower()
+        items = [x.strip() for x in spec.split(",") if x.strip()]
+        if items == ["all"]:
+            return cls()
+        if items == ["none"]:
+            return cls(**{n: False for n in cls.NAMES})
+        relative = all(x[0] in "+-" for x in items if x not in ("points", "wire"))
+        lay = cls() if relative else cls(**{n: False for n in cls.NAMES})
+        for x in items:
+            if x in ("points", "wire", "+points", "+wire"):
+                lay.mesh_style = x.lstrip("+")
+                continue
+            on = not x.startswith("-")
+            name = x.lstrip("+-")
+            if name not in cls.NAMES:
+                raise ValueError(f"unknown overlay layer {name!r} (choose from {', '.join(cls.NAMES)}, all, none)")
+            setattr(lay, name, on)
+        return lay
+
 
 # ----------------------------------------------------------------------------- helpers
 def _finite(a) -> bool:

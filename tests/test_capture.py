@@ -230,3 +230,21 @@ def test_live_source_drops_oldest_and_never_lags():
     assert src.frames_dropped > 100 and len(got) + src.frames_dropped == 200
     assert idx == sorted(idx) and idx[-1] == 199          # the newest frame is always delivered
     assert all(b > a for (_, a), (_, b) in zip(got, got[1:]))
+
+
+def test_realtime_file_is_paced_and_drops_like_a_camera():
+    img = shared("media", "portrait_glasses.jpg")
+    src = open_source([(img, 1.0)], fps=20, realtime=True, queue_size=1)
+    t0 = time.monotonic()
+    n = len(list(src))
+    elapsed = time.monotonic() - t0
+    assert n == 20 and src.frames_dropped == 0
+    assert 0.9 < elapsed < 3.0               # 20 frames at 20 fps take ~0.95 s, not a few ms
+    slow = open_source([(img, 1.0)], fps=20, realtime=True, queue_size=1)
+    got = []
+    with slow:
+        for f in slow:
+            got.append(f.index)
+            time.sleep(0.15)                  # slower than the clip: drop, do not fall behind
+    assert slow.frames_dropped > 5 and len(got) + slow.frames_dropped == 20
+    assert got[-1] == 19 and got == sorted(got)

@@ -243,3 +243,15 @@ def test_mediapipe_mesh_points_drawn_with_its_tessellation(face):
     ch = _changed(annotate(img, [mp_obs], layers=_only("mesh")), img)
     assert ch.sum() > 5000
     assert not ch[: int(y0) - 2].any() and not ch[int(y1) + 3:].any()
+
+
+def test_layers_from_cli_spec():
+    assert Layers.from_spec("all") == Layers()
+    assert not any(getattr(Layers.from_spec("none"), n) for n in Layers.NAMES)
+    lay = Layers.from_spec("box,landmarks")
+    assert [n for n in Layers.NAMES if getattr(lay, n)] == ["box", "landmarks"]
+    lay = Layers.from_spec("-mesh,-fps,points")
+    assert not lay.mesh and not lay.fps and lay.box and lay.monitor and lay.mesh_style == "points"
+    with pytest.raises(ValueError, match="unknown overlay layer 'meshes'"):
+        Layers.from_spec("meshes")
+    assert tuple(LAYER_NAMES) == Layers.NAMES

@@ -9,7 +9,8 @@ the end.
   frame is dropped (counted in ``frames_dropped``), so processing never lags behind the camera.
   Timestamps are ``time.monotonic()`` seconds since ``start()``.
 - Files (and stills / playlists) deliver every frame in order; the reader blocks while the queue
-  is full. Timestamps come from the container pts (PyAV), relative to the first frame, else
+  is full. With ``realtime=True`` they are paced to their timestamps instead and, like a camera,
+  hand over the newest frame (a file played "as a camera", e.g. in the GUI). Timestamps come from the container pts (PyAV), relative to the first frame, else
   ``index / fps``.
 - A file that breaks off midway stops cleanly: the frames decoded so far are delivered and
   ``Source.error`` says what happened (decoder error, or the video ending well before the duration
@@ -93,12 +94,17 @@ def _read_image(path: Path) -> np.ndarray:
 # It may set ``state["error"]`` before returning to report that it broke off.
 
 class _CameraReader:
-    def __init__(self, index: int):
+    def __init__(self, index: int, size: Optional[tuple[int, int]] = None, fps: Optional[float] = None):
         with _quiet_opencv():
             cap = cv2.VideoCapture(index)
             ok = cap.isOpened()
             first = None
             if ok:
+                if size:   # a request: the driver picks the nearest mode it supports
+                    cap.set(cv2.CAP_PROP_FRAME_WIDTH, int(size[0]))
+                    cap.set(cv2.CAP_PROP_FRAME_HEIGHT, int(size[1]))
+                if fps:
+                    cap.set(cv2.CAP_PROP_FPS, float(fps))
                 ok, first = cap.read()
         if not ok:
             cap.release()
@@ -114,6 +120,10 @@ class _CameraReader:
         self.fps_reported = bool(fps and fps > 0 and math.isfinite(fps))
         self.fps = float(fps) if self.fps_reported else 30.0  # nominal when the driver says nothing
         self.name = f"camera {index}"
+        if size and tuple(size) != self.size:
+            log.info("%s: asked for %dx%d, the camera delivers %dx%d", self.name, size[0], size[1], *self.size)
+        if not self.fps_reported:
+            log.info("%s: the driver reports no frame rate; assuming %.0f fps", self.name, self.fps)
 
     def frames(self, state: dict, stop: threading.Event) -> Iterator:
         t0 = state["t0"]
@@ -290,9 +300,12 @@ def _one_line(e: BaseException) -> str:
 class Source:
     """A started-on-demand frame source with a capture thread and a bounded queue."""
 
-    def __init__(self, reader, *, is_live: bool, queue_size: int = 4):
+    def __init__(self, reader, *, is_live: bool, queue_size: int = 4, realtime: bool = False):
         self._reader = reader
         self.is_live = bool(is_live)
+        # realtime: a file / still clip is paced to its timestamps and, like a camera, hands over
+        # the newest frame (dropping the oldest) when the consumer is slower than the clip
+        self.realtime = bool(realtime) and not self.is_live
         self.fps: float = float(reader.fps)
         self.size: tuple[int, int] = tuple(reader.size)
         self.name: str = reader.name
@@ -334,7 +347,7 @@ class Source:
     # ---- capture thread
     def _put(self, item) -> bool:
         """Queue an item; False when stopping."""
-        if self.is_live and item is not _END:
+        if (self.is_live or self.realtime) and item is not _END:
             while True:
                 try:
                     self._q.put_nowait(item)
@@ -364,6 +377,10 @@ class Source:
                     img, ts, idx = item
                     if ts is None:
                         ts = idx / self.fps
+                    if self.realtime:
+                        wait = state["t0"] + ts - time.monotonic()
+                        if wait > 0 and self._stop.wait(wait):
+                            break
                 self.frames_read += 1
                 if not self._put(Frame(image=img, timestamp=float(ts), index=int(idx))):
                     break
@@ -374,7 +391,7 @@ class Source:
             if state["error"]:
                 self.error = state["error"]
                 log.warning(self.error)
-            if self.is_live:
+            if self.is_live or self.realtime:
                 # the end marker must not be dropped, and must not evict a frame in a full queue
                 while not self._stop.is_set():
                     try:
@@ -421,12 +438,16 @@ SourceSpec = Union[int, str, os.PathLike, Sequence[tuple[Union[str, os.PathLike]
 
 
 def open_source(spec: SourceSpec, *, loop: bool = False, queue_size: int = 4,
-                repeat_seconds: Optional[float] = None, fps: Optional[float] = None) -> Source:
+                repeat_seconds: Optional[float] = None, fps: Optional[float] = None,
+                realtime: bool = False, camera_size: Optional[tuple[int, int]] = None) -> Source:
     """Open a camera index, a video file, an image, or a playlist of (image_path, seconds).
 
-    ``fps`` sets the frame rate of still-image clips and playlists (default 25). ``repeat_seconds``
-    turns one image into a still clip of that length. ``loop`` restarts files / playlists at the
-    end (timestamps keep increasing). Raises ``SourceError`` with one clear line on bad input.
+    ``fps`` sets the frame rate of still-image clips and playlists (default 25), or requests a
+    camera frame rate. ``repeat_seconds`` turns one image into a still clip of that length.
+    ``loop`` restarts files / playlists at the end (timestamps keep increasing). ``realtime`` plays
+    a file / still clip at its own pace and drops frames like a camera when the consumer is slower.
+    ``camera_size`` (w, h) requests a camera resolution. Raises ``SourceError`` with one clear line
+    on bad input.
     """
     if isinstance(spec, (list, tuple)):
         if not spec:
@@ -443,17 +464,18 @@ def open_source(spec: SourceSpec, *, loop: bool = False, queue_size: int = 4,
             segs.append((_read_image(Path(p)), secs))
         f = float(fps or DEFAULT_STILL_FPS)
         name = "playlist(" + ", ".join(Path(p).name for p, _ in spec) + ")"
-        return Source(_StillsReader(segs, f, name, loop=loop), is_live=False, queue_size=queue_size)
+        return Source(_StillsReader(segs, f, name, loop=loop), is_live=False, queue_size=queue_size,
+                      realtime=realtime)
 
     if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
-        return Source(_CameraReader(int(spec)), is_live=True, queue_size=queue_size)
+        return Source(_CameraReader(int(spec), camera_size, fps), is_live=True, queue_size=queue_size)
 
     path = Path(os.fspath(spec)).expanduser()
     if path.suffix.lower() in IMAGE_EXTS:
         img = _read_image(path)
         f = float(fps or DEFAULT_STILL_FPS)
         return Source(_StillsReader([(img, repeat_seconds)], f, path.name, loop=loop),
-                      is_live=False, queue_size=queue_size)
+                      is_live=False, queue_size=queue_size, realtime=realtime)
     if path.is_dir():
         raise SourceError(f"{path} is a folder: give a video file, an image, or a camera index")
-    return Source(_VideoFileReader(path, loop=loop), is_live=False, queue_size=queue_size)
+    return Source(_VideoFileReader(path, loop=loop), is_live=False, queue_size=queue_size, realtime=realtime)
