@@ -248,3 +248,29 @@ def test_realtime_file_is_paced_and_drops_like_a_camera():
             time.sleep(0.15)                  # slower than the clip: drop, do not fall behind
     assert slow.frames_dropped > 5 and len(got) + slow.frames_dropped == 20
     assert got[-1] == 19 and got == sorted(got)
+
+
+def test_display_rotation_of_phone_clips_is_applied(tmp_path):
+    """A clip whose mp4 track matrix says "rotate 90" (what phones write for portrait video):
+    the stored 64x32 frame is shown turned clockwise, 32 wide and 64 high (ffmpeg's autorotate)."""
+    import struct
+
+    img = np.zeros((32, 64, 3), np.uint8)
+    img[:, :8] = 255                 # left columns white
+    img[:4, 8:] = (0, 0, 255)        # top rows red
+    plain = tmp_path / "plain.mp4"
+    _write_clip(plain, [img] * 3)
+    data = bytearray(plain.read_bytes())
+    m = data.find(b"tkhd") + 4 + 40          # version-0 tkhd: the 3x3 matrix starts 40 bytes in
+    assert struct.unpack(">9i", data[m:m + 36]) == (1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30)
+    data[m:m + 36] = struct.pack(">9i", 0, 1 << 16, 0, -(1 << 16), 0, 0, 0, 0, 1 << 30)
+    rotated = tmp_path / "portrait.mp4"
+    rotated.write_bytes(bytes(data))
+    src = open_source(rotated)
+    assert src.size == (32, 64)
+    out = list(src)[0].image
+    assert out.shape == (64, 32, 3)
+    assert out[:6, :].min() > 200                       # white now along the top
+    red = (out[..., 2] > 150) & (out[..., 1] < 100)
+    assert red[10:, -3:].mean() > 0.9 and not red[:, :20].any()   # red now along the right side
+    assert list(open_source(plain))[0].image.shape == (32, 64, 3)

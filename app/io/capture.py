@@ -159,6 +159,7 @@ class _VideoFileReader:
         if not os.access(path, os.R_OK):
             raise SourceError(f"video file not readable: {path} (check its permissions)")
         self.container = None
+        self._rotation_logged = False
         self._open()
         try:
             self.first = next(self._decode_iter)
@@ -203,7 +204,17 @@ class _VideoFileReader:
                 if self.start_time is None:
                     self.start_time = t
                 t = t - self.start_time
-            yield f.to_ndarray(format="bgr24"), t
+            img = f.to_ndarray(format="bgr24")
+            rot = int(round(getattr(f, "rotation", 0) or 0)) % 360
+            if rot:
+                # phone clips: the display matrix rotates the stored frame counterclockwise by
+                # `rot` degrees (ffmpeg's autorotate does the same); np.rot90 turns counterclockwise
+                if not self._rotation_logged:
+                    log.info("%s: applying the file's display rotation (%d deg counterclockwise)",
+                             self.path.name, rot)
+                    self._rotation_logged = True
+                img = np.ascontiguousarray(np.rot90(img, k=rot // 90))
+            yield img, t
 
     def frames(self, state: dict, stop: threading.Event) -> Iterator:
         offset = 0.0   # timestamp offset when looping
