@@ -4,14 +4,14 @@ Layers (each a switch in ``Layers``): face box; 68 landmarks with the iBUG conto
 mesh; head axes; yaw/pitch/roll text; fps; which model / provider runs; and the driver-monitoring
 HUD (alert banner, gauges, "calibrating").
 
-Dense mesh cost (measured on this 2-core CPU, 1280x720 frame, BFM mean face 350 px tall, 53215
-vertices / 105840 triangles, see ``python -m app.render --bench``): all 159055 unique edges with
-one cv2.polylines call ~57 ms (too slow); every 8th edge ~5.5 ms (ragged); a wireframe of the mesh
-decimated by 3D vertex clustering (~40 cells across the face: ~9k edges between ~3k
-representative vertices) ~2.5 ms; splatting every vertex as an alpha-blended dot ~2.3 ms. Default
-``mesh_style="wire"`` (the decimated wireframe; ``"points"`` splats every vertex). The edge list is
-computed once per triangle array (cached by identity + fingerprint) from the first vertices seen;
-meshes with <= 20000 unique edges (mediapipe's 468-point mesh) draw every edge.
+Dense mesh cost (``python -m app.render --bench``, this 2-core CPU, 1280x720 frame, BFM mean face
+350 px tall, 53215 vertices / 105840 triangles): one cv2.polylines call over all 159055 unique
+edges 57 ms (too slow); every 8th edge 5.2 ms (and ragged); the chosen default ``mesh_style="wire"``,
+a wireframe of the mesh decimated by 3D vertex clustering (40 cells across the face: 8942 edges
+between ~3000 representative vertices), alpha-blended in the mesh's bounding box: 2.7 ms;
+``"points"`` (every vertex splatted as an alpha-blended dot) 1.9 ms. The edge list is computed once
+per triangle topology (47 ms, cached by shape + sampled content) from the first vertices seen; meshes
+with <= 20000 unique edges (mediapipe's 468-point mesh) draw every edge.
 
 Head axes: ``FaceObservation.rotation`` is the 3DMM R (rows from P2sRt; model x right-of-image,
 y up, z towards the camera). Model axis k appears in the image along (R[0, k], -R[1, k]) (image y
@@ -163,8 +163,9 @@ def mesh_edges(tri: np.ndarray, vertices: np.ndarray) -> np.ndarray:
     """Edge list to draw for this triangle array (cached): all edges of small meshes, a decimated
     wireframe of large ones."""
     tri = np.asarray(tri)
-    fp = hash(tri[:: max(1, len(tri) // 64)].tobytes())
-    key = (id(tri), tri.shape, fp)
+    # keyed by content (shape + 64 sampled rows), not identity: a per-frame copy of the same
+    # topology must not recompute the edge list
+    key = (tri.shape, hash(tri[:: max(1, len(tri) // 64)].astype(np.int64).tobytes()))
     e = _EDGE_CACHE.get(key)
     if e is None:
         t = tri.astype(np.int64, copy=False)
@@ -523,6 +524,16 @@ def _bench(argv=None) -> int:
     t = time.perf_counter()
     mesh_edges(tri, v)
     print(f"edge list (once per mesh): {(time.perf_counter() - t) * 1e3:.1f} ms")
+    # the alternatives that were not chosen, for the record
+    all_e = _unique_edges(tri.astype(np.int64))
+    for name, e in (("every edge", all_e), ("every 8th edge", all_e[::8])):
+        ts = []
+        for _ in range(max(3, args.repeat // 5)):
+            img = base.copy()
+            t = time.perf_counter()
+            cv2.polylines(img, _clip_int(v[:, :2][e]), False, C_MESH, 1, cv2.LINE_8)
+            ts.append(time.perf_counter() - t)
+        print(f"(not used) one polylines call, {name} ({len(e)} edges): median {np.median(ts) * 1e3:.2f} ms")
     for style in ("wire", "points"):
         lay = Layers(box=False, landmarks=False, axes=False, text=False, fps=False, model=False,
                      monitor=False, mesh_style=style)

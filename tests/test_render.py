@@ -217,6 +217,7 @@ def test_edge_lists(face):
     tri = obs.triangles
     e = mesh_edges(tri, obs.vertices)
     assert e is mesh_edges(tri, obs.vertices)                     # cached
+    assert e is mesh_edges(tri.astype(np.int64), obs.vertices)    # a copy of the topology too
     assert 5000 < len(e) < 20000 and e.min() >= 0 and e.max() < len(obs.vertices)
     assert np.all(e[:, 0] != e[:, 1])
     # small meshes: every edge of every triangle

@@ -170,3 +170,31 @@ def test_opencv_mp4v_fallback_is_announced(tmp_path, real_frames, monkeypatch, c
     assert n == 8 and fps == pytest.approx(25.0, abs=0.5)
     frames, codec, _ = _pyav_read(out)
     assert codec == "mpeg4" and len(frames) == 8
+
+
+def test_ctrl_c_without_close_still_leaves_a_playable_file(tmp_path):
+    """Ctrl-C (an uncaught KeyboardInterrupt) in a script that never calls close(): the atexit
+    hook finalises the recording, which then plays to the last written frame."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    out = tmp_path / "interrupted.mp4"
+    script = textwrap.dedent(f"""
+        import os, signal, numpy as np
+        from app.io.writer import VideoWriter
+        w = VideoWriter({str(out)!r}, 25, (96, 64))
+        for i in range(100):
+            w.write(np.full((64, 96, 3), (i * 7) % 256, np.uint8), i / 25)
+            if i == 11:
+                os.kill(os.getpid(), signal.SIGINT)
+    """)
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode != 0 and "KeyboardInterrupt" in r.stderr
+    assert out.exists() and not list(tmp_path.glob(".*partial*"))
+    frames, _, size = _pyav_read(out)
+    assert len(frames) == 12 and size == (96, 64)
+    assert _cv2_count(out)[0] == 12
