@@ -404,7 +404,7 @@ def draw_gauges(img: np.ndarray, state: MonitorState, s: float) -> None:
     h, w = img.shape[:2]
     bw, bh, gap = int(160 * s), max(6, int(10 * s)), int(22 * s)
     lx = int(10 * s)
-    bx = lx + int(70 * s)
+    bx = lx + int(82 * s)   # label column ("PERCLOS" at font 0.45)
     y = h - int(12 * s) - gap * len(rows)
     fs = 0.45 * s
     _blend_rect(img, 0, y - int(6 * s), bx + bw + int(70 * s), h, (0, 0, 0), 0.45)
