@@ -70,12 +70,14 @@ def test_stop_midway_joins_the_thread():
 
 def test_loop_restarts_with_increasing_timestamps():
     src = open_source(shared("media", "talking_head_720p.mp4"), loop=True)
-    ts = []
+    ts, idx = [], []
     with src:
         for f in src:
             ts.append(f.timestamp)
+            idx.append(f.index)
             if len(ts) == 60:
                 break
+    assert idx == list(range(60))
     assert np.all(np.diff(ts) > 0)
     assert ts[55] == pytest.approx(2.20, abs=1e-6)   # 55 frames x 0.04 s, then frame 0 again
 

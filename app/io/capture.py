@@ -218,6 +218,7 @@ class _VideoFileReader:
 
     def frames(self, state: dict, stop: threading.Event) -> Iterator:
         offset = 0.0   # timestamp offset when looping
+        total = 0      # frame index over all passes (keeps increasing when looping)
         try:
             while True:
                 n = 0
@@ -227,7 +228,8 @@ class _VideoFileReader:
                     img, t = self.first
                     self.first = None
                     n, last_t = 1, t
-                    yield img, (None if t is None else t + offset), n - 1
+                    total += 1
+                    yield img, (None if t is None else t + offset), total - 1
                 while not stop.is_set():
                     try:
                         img, t = next(it)
@@ -238,8 +240,9 @@ class _VideoFileReader:
                                           f"({_one_line(e)}); the file is damaged or truncated")
                         return
                     n += 1
+                    total += 1
                     last_t = t
-                    yield img, (None if t is None else t + offset), n - 1
+                    yield img, (None if t is None else t + offset), total - 1
                 if stop.is_set():
                     return
                 end = (last_t if last_t is not None else (n - 1) / self.fps) + 1.0 / self.fps
