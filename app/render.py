@@ -442,12 +442,16 @@ def draw_gauges(img: np.ndarray, state: MonitorState, s: float) -> None:
 def annotate(image: np.ndarray, observations: Sequence[FaceObservation] | None, *,
              layers: Optional[Layers] = None, state: Optional[MonitorState] = None,
              info: Optional[dict] = None, inplace: bool = False) -> np.ndarray:
-    """Draw the enabled layers on a BGR uint8 image and return it (a copy unless ``inplace``).
+    """Draw the enabled layers on a BGR uint8 image and return it (a copy unless ``inplace``;
+    a grayscale image is converted to a new BGR image).
 
     ``info`` may hold {"fps": float, "model": str, "provider": str}.
     """
     layers = layers or Layers()
-    img = image if inplace else image.copy()
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        img = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)        # always a new image
+    else:
+        img = image if inplace else image.copy()
     s = _ui_scale(img)
     observations = observations or []
     for obs in observations:

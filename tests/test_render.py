@@ -256,3 +256,12 @@ def test_layers_from_cli_spec():
     with pytest.raises(ValueError, match="unknown overlay layer 'meshes'"):
         Layers.from_spec("meshes")
     assert tuple(LAYER_NAMES) == Layers.NAMES
+
+
+def test_grayscale_input_becomes_bgr(face):
+    img, obs, _ = face
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    out = annotate(gray, [obs], layers=_only("box"))
+    assert out.shape == img.shape
+    ref = annotate(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), [obs], layers=_only("box"))
+    np.testing.assert_array_equal(out, ref)
