@@ -1,7 +1,6 @@
 """Frame sources: real clips from ../shared, stills, playlists, truncated files, bad input."""
 from __future__ import annotations
 
-import threading
 import time
 
 import av

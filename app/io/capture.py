@@ -26,7 +26,7 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import cv2
 import numpy as np
