@@ -558,7 +558,7 @@ class MainWindow(QMainWindow):
     def _on_info(self, msg: str) -> None:
         log.info(msg)
         self.messages.append(msg)
-        self.message.setStyleSheet("padding:3px; color:#ddd;")
+        self.message.setStyleSheet("padding:3px;")
         self.message.setText(msg)
 
     def _on_model_changed(self, name: str, provider: str, path: str) -> None:
@@ -676,7 +676,10 @@ class MainWindow(QMainWindow):
     def _restore_settings(self, settings):
         """Thresholds, smoothing and layers from the last run (explicit CLI flags win: the caller
         passes them in ``cli_explicit``)."""
-        explicit = getattr(self, "cli_explicit", set())
+        explicit = set(getattr(self, "cli_explicit", set()))
+        # "--no-mesh" / "--perclos-threshold" style flags count for their setting
+        explicit |= {e[3:] for e in explicit if e.startswith("no_")}
+        explicit |= {k for k in binding.THRESHOLDS if any(k in e for e in explicit)}
         qs = self.qs
         for key in binding.THRESHOLDS:
             v = qs.value(f"thresholds/{key}")
