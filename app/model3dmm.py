@@ -1,0 +1,176 @@
+"""Any ONNX file that follows the export contract (docs/export.md), run with onnxruntime.
+
+Contract: input ``image`` uint8 [N,120,120,3] BGR; outputs ``params`` [N,62], ``landmarks``
+[N,68,3] (crop pixels, the architecture's official convention), optional ``vertices`` [N,V,3],
+``rotation`` [N,3,3], ``translation`` [N,3], ``scale`` [N], optional constant ``triangles`` [T,3];
+metadata ``arch``, ``landmark_convention`` ... A file that lacks any of it raises ContractError.
+
+All faces of a frame go through one ``run`` (batch N). Each face is cut by one affine warp
+(geometry.crop_affine + cv2.warpAffine, the official crop + resize); outputs are mapped back to the
+image with geometry.crop_to_image. ``provider`` is what onnxruntime really runs (it falls back to
+CPU silently when CUDA cannot load, so it is read back from the session).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from app.core import geometry
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "image"
+REQUIRED_OUTPUTS = ("params", "landmarks", "rotation", "translation", "scale")
+OPTIONAL_OUTPUTS = ("vertices", "triangles")
+SIZE = geometry.STD_SIZE
+
+
+class ContractError(Exception):
+    """The ONNX file does not follow the export contract (the message names what is missing)."""
+
+
+class DeviceError(Exception):
+    """The requested device cannot run (e.g. --device cuda without a working CUDA provider)."""
+
+
+def pose_deg(R: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees, AFLW2000 Pose_Para convention, from a 3DMM rotation."""
+    fn = getattr(geometry, "pose_aflw_deg", None)
+    if fn is not None:
+        pitch, yaw, roll = [float(v) for v in fn(R)]
+        return yaw, pitch, roll
+    # empirical relation of 3DDFA-V2's matrix2angle to Pose_Para (pitch = -p, yaw = y, roll = -r)
+    y, p, r = geometry.matrix2angle_3ddfa_v2(R)
+    return float(y), float(-p), float(-r)
+
+
+def providers_for(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    avail = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in avail:
+            raise DeviceError("--device cuda: this onnxruntime has no CUDAExecutionProvider "
+                              f"(available: {', '.join(avail)}); use --device auto or cpu")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "auto":
+        return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in avail else []) + ["CPUExecutionProvider"]
+    raise ValueError(f"device must be auto, cuda or cpu, got {device!r}")
+
+
+class Model3DMM:
+    def __init__(self, path: str, device: str = "auto", threads: int = 0):
+        import onnxruntime as ort
+
+        self.path = str(path)
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"model file {self.path} not found: give an .onnx made by `python -m export`")
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = int(threads)
+        so.log_severity_level = 3   # errors only: a CUDA load failure is reported by our own check below
+        provs = providers_for(device)
+        # onnxruntime prints a multi-line error when the CUDA provider cannot load and then runs
+        # on the CPU silently; quiet it and say ourselves which provider really runs (below)
+        ort.set_default_logger_severity(4 if device == "auto" else 3)
+        try:
+            self.sess = ort.InferenceSession(self.path, sess_options=so, providers=provs)
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ContractError(f"{self.path} is not a loadable ONNX model ({msg}): re-export it with `python -m export`")
+        self.provider = self.sess.get_providers()[0]
+        if device == "cuda" and self.provider != "CUDAExecutionProvider":
+            raise DeviceError(f"--device cuda: onnxruntime could not start CUDA for {self.path} "
+                              f"(it runs {self.provider}); check the CUDA/cuDNN install or use --device auto")
+        if device == "auto" and "CUDAExecutionProvider" in provs and self.provider != "CUDAExecutionProvider":
+            log.warning("--device auto: the CUDA provider could not start (CUDA/cuDNN libraries missing?), "
+                        "running %s", self.provider)
+        self._check_contract()
+        meta = self.sess.get_modelmeta().custom_metadata_map
+        self.metadata = dict(meta)
+        self.arch = meta.get("arch", "")
+        self.landmark_convention = meta.get("landmark_convention", "")
+        base = os.path.splitext(os.path.basename(self.path))[0]
+        self.name = self.arch or base
+        self.has_vertices = "vertices" in self.output_names
+        self.triangles: Optional[np.ndarray] = None
+        self._run_names = [n for n in ("landmarks", "rotation", "translation", "scale", "vertices")
+                           if n in self.output_names]
+        if "triangles" in self.output_names:
+            # a constant output: fetch it once with a dummy batch
+            tri = self.sess.run(["triangles"], {INPUT_NAME: np.zeros((1, SIZE, SIZE, 3), np.uint8)})[0]
+            self.triangles = np.ascontiguousarray(tri, dtype=np.int32)
+        self.runs = 0            # number of session runs (one per frame with faces)
+        self.last_batch = 0      # N of the last run
+        self._batch = np.zeros((8, SIZE, SIZE, 3), np.uint8)
+        self._cuda = self.provider == "CUDAExecutionProvider"
+        log.info("3DMM model %s (%s) on %s", self.name, self.path, self.provider)
+
+    def _check_contract(self) -> None:
+        ins = {i.name: i for i in self.sess.get_inputs()}
+        outs = [o.name for o in self.sess.get_outputs()]
+        self.output_names = outs
+        problems = []
+        if INPUT_NAME not in ins:
+            problems.append(f"input '{INPUT_NAME}' (has {', '.join(ins) or 'none'})")
+        else:
+            i = ins[INPUT_NAME]
+            if i.type != "tensor(uint8)":
+                problems.append(f"input '{INPUT_NAME}' of type uint8 (has {i.type})")
+            shp = list(i.shape)
+            if len(shp) != 4 or shp[1:] != [SIZE, SIZE, 3]:
+                problems.append(f"input '{INPUT_NAME}' of shape [N,{SIZE},{SIZE},3] (has {shp})")
+        missing = [n for n in REQUIRED_OUTPUTS if n not in outs]
+        if missing:
+            problems.append("output" + ("s " if len(missing) > 1 else " ") + ", ".join(f"'{n}'" for n in missing))
+        if problems:
+            raise ContractError(f"{self.path} does not follow the export contract: missing {'; '.join(problems)}"
+                                " - re-export it with `python -m export`")
+
+    def crops(self, image_bgr: np.ndarray, roi_boxes) -> np.ndarray:
+        n = len(roi_boxes)
+        if self._batch.shape[0] < n:
+            self._batch = np.zeros((n, SIZE, SIZE, 3), np.uint8)
+        batch = self._batch[:n]
+        for k, roi in enumerate(roi_boxes):
+            cv2.warpAffine(image_bgr, geometry.crop_affine(roi, SIZE), (SIZE, SIZE), dst=batch[k],
+                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        return batch
+
+    def infer(self, batch: np.ndarray) -> dict:
+        """One session run on a [N,120,120,3] uint8 batch -> {output name: array} (crop space)."""
+        self.runs += 1
+        self.last_batch = int(batch.shape[0])
+        if self._cuda:
+            io = self.sess.io_binding()
+            io.bind_cpu_input(INPUT_NAME, np.ascontiguousarray(batch))
+            for n in self._run_names:
+                io.bind_output(n, "cpu")
+            self.sess.run_with_iobinding(io)
+            vals = io.copy_outputs_to_cpu()
+        else:
+            vals = self.sess.run(self._run_names, {INPUT_NAME: batch})
+        return dict(zip(self._run_names, vals))
+
+    @staticmethod
+    def to_image(out: dict, k: int, roi_box) -> dict:
+        """Face k of a batch output mapped to image pixels (official formula) + pose angles."""
+        lm = geometry.crop_to_image(out["landmarks"][k], roi_box)
+        res = {"landmarks": lm}
+        if "vertices" in out:
+            res["vertices"] = geometry.crop_to_image(out["vertices"][k], roi_box)
+        R = np.asarray(out["rotation"][k], dtype=np.float64)
+        sx, sy, ex, ey = [float(v) for v in roi_box[:4]]
+        kk = ((ex - sx) + (ey - sy)) / (2.0 * SIZE)
+        res["rotation"] = R
+        # the contract's translation is in crop space and in the architecture's own convention:
+        # not mapped (FaceObservation.translation stays None); landmarks carry the position.
+        res["scale"] = float(out["scale"][k]) * kk   # image pixels per model unit
+        res["yaw"], res["pitch"], res["roll"] = pose_deg(R)
+        return res

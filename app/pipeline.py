@@ -1,0 +1,216 @@
+"""The per-frame pipeline: Frame -> FaceObservation per face -> MonitorState -> annotated image.
+
+``Pipeline(settings).process(frame) -> (observations, state, annotated)``; used by the headless
+runner (app/headless.py), the benchmark (app/bench.py) and the GUI worker. Stages (``stage_ms``,
+milliseconds of the last frame): detect (detector or landmark-crop tracking), crop (affine warps
+into one batch), 3dmm (one onnxruntime run for all faces), post (crop -> image, pose), mesh/eyes
+(face mesh per face crop: eyes, mouth; the whole model in face-mesh mode), smoothing, monitor,
+overlay. decode / encode belong to the caller (source and writer) and are added there.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from app.core.types import FaceObservation, Frame, MonitorState
+from app.detect import FaceDetector
+from app.facemesh import FaceMesh, eye_openness, head_rotation, mouth_openness, to68
+from app.model3dmm import Model3DMM, pose_deg
+from app.render import annotate
+from app.settings import Settings
+from app.smoothing import OneEuroFilter
+from app.tracker import Tracker, Track, plausible
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+MESH_MODEL_NAME = "mediapipe_face_mesh"
+STAGES = ("decode", "detect", "crop", "3dmm", "post", "mesh/eyes", "smoothing", "monitor", "overlay", "encode")
+
+
+def default_model_path(models_dir: Path = ROOT / "models") -> Optional[str]:
+    """The first models/*.onnx by name, or None (then the face mesh runs)."""
+    found = sorted(models_dir.glob("*.onnx")) if models_dir.is_dir() else []
+    return str(found[0]) if found else None
+
+
+def _orthonormal(M: np.ndarray) -> np.ndarray:
+    u, _, vt = np.linalg.svd(M)
+    R = u @ vt
+    if np.linalg.det(R) < 0:
+        u[:, -1] *= -1
+        R = u @ vt
+    return R
+
+
+def _events_of(monitor) -> list:
+    """New events of the monitor's last update (C's monitor exposes them; names tried in order)."""
+    for name in ("pop_events", "take_events"):
+        fn = getattr(monitor, name, None)
+        if callable(fn):
+            return list(fn() or [])
+    ev = getattr(monitor, "last_events", None)
+    if callable(ev):
+        ev = ev()
+    return list(ev or [])
+
+
+class Pipeline:
+    def __init__(self, settings: Optional[Settings] = None, *, monitor=None):
+        self.settings = settings = settings or Settings()
+        settings.validate()
+        self.layers = settings.layers
+        path = settings.model or default_model_path()
+        self.model: Optional[Model3DMM] = None
+        if path:
+            self.model = Model3DMM(path, settings.device, settings.threads)
+            self.model_name = self.model.name
+            self.provider = self.model.provider.replace("ExecutionProvider", "")
+        else:
+            self.model_name = MESH_MODEL_NAME
+            self.provider = "mediapipe CPU"
+            log.info("model: %s (no --model and no models/*.onnx), runs on the CPU (TFLite)", MESH_MODEL_NAME)
+        self.use_mesh = self.model is None or settings.eyes_from_mesh
+        self.detector = FaceDetector(settings.detector, settings.min_detection_confidence)
+        self.tracker = Tracker(settings.detect_every, settings.max_faces, settings.iou_match, on_end=self._end_track)
+        self.monitor = monitor if monitor is not None else self._make_monitor(settings)
+        self._last_driver_box = None
+        self.last_events: list = []
+        self.stage_ms: dict[str, float] = {}
+        self.fps = float("nan")
+        self._last_t = None
+        self.frames = 0
+
+    # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _make_monitor(settings: Settings):
+        if settings.monitor is None:
+            return None
+        from app.monitor import DriverMonitor
+
+        return DriverMonitor(settings.monitor)
+
+    def _end_track(self, track: Track) -> None:
+        mesh = track.state.pop("mesh", None)
+        if mesh is not None:
+            mesh.close()
+
+    def close(self) -> None:
+        self.tracker.reset()
+        self.detector.close()
+
+    # ------------------------------------------------------------------ per frame
+    def process(self, frame: Frame) -> tuple[list[FaceObservation], Optional[MonitorState], np.ndarray]:
+        st = {}
+        image = frame.image
+        t0 = time.perf_counter()
+        tracks = self.tracker.step(image, self.detector)
+        t1 = time.perf_counter()
+        st["detect"] = (t1 - t0) * 1e3
+
+        results: list[tuple[Track, dict]] = []
+        if self.model is not None and tracks:
+            rois = [t.roi for t in tracks]
+            batch = self.model.crops(image, rois)
+            t2 = time.perf_counter()
+            out = self.model.infer(batch)
+            t3 = time.perf_counter()
+            for k, tr in enumerate(tracks):
+                results.append((tr, self.model.to_image(out, k, tr.roi)))
+            t4 = time.perf_counter()
+            st["crop"], st["3dmm"], st["post"] = (t2 - t1) * 1e3, (t3 - t2) * 1e3, (t4 - t3) * 1e3
+        else:
+            results = [(tr, {}) for tr in tracks]
+            st["crop"] = st["3dmm"] = st["post"] = 0.0
+
+        t4 = time.perf_counter()
+        kept: list[tuple[Track, dict]] = []
+        for tr, res in results:
+            if self.use_mesh:
+                mesh = tr.state.get("mesh")
+                if mesh is None:
+                    mesh = tr.state["mesh"] = FaceMesh(static=False)
+                pts = mesh(image, tr.roi)
+                if pts is None:   # no face in this crop: the track ends, detect on the next frame
+                    self.tracker.lose(tr)
+                    continue
+                res["mesh_points"] = pts
+                res["eye_open"] = eye_openness(pts)
+                res["mouth_open"] = mouth_openness(pts)
+                if self.model is None:
+                    lm = to68(pts)
+                    R = head_rotation(lm)
+                    res["landmarks"] = lm
+                    res["rotation"] = R
+                    res["yaw"], res["pitch"], res["roll"] = pose_deg(R)
+                    res["scale"] = float("nan")
+            if not plausible(res.get("landmarks"), tr.roi, image.shape):
+                self.tracker.lose(tr)
+                continue
+            self.tracker.update(tr, res["landmarks"], True)
+            kept.append((tr, res))
+        t5 = time.perf_counter()
+        st["mesh/eyes"] = (t5 - t4) * 1e3
+
+        observations = [self._observation(tr, res, frame.timestamp) for tr, res in kept]
+        t6 = time.perf_counter()
+        st["smoothing"] = (t6 - t5) * 1e3
+
+        state = None
+        self.last_events = []
+        if self.monitor is not None:
+            from app.monitor import select_driver
+
+            driver = select_driver(observations, self._last_driver_box)
+            if driver is not None:
+                self._last_driver_box = driver.box
+            state = self.monitor.update(frame.timestamp, frame.index, driver)
+            self.last_events = _events_of(self.monitor)
+        t7 = time.perf_counter()
+        st["monitor"] = (t7 - t6) * 1e3
+
+        if self._last_t is not None and frame.timestamp > self._last_t:
+            inst = 1.0 / (frame.timestamp - self._last_t)
+            self.fps = inst if not np.isfinite(self.fps) else 0.9 * self.fps + 0.1 * inst
+        self._last_t = frame.timestamp
+        annotated = annotate(image, observations, layers=self.layers, state=state,
+                             info={"fps": self.fps, "model": self.model_name, "provider": self.provider})
+        st["overlay"] = (time.perf_counter() - t7) * 1e3
+        self.stage_ms = st
+        self.frames += 1
+        return observations, state, annotated
+
+    def _observation(self, tr: Track, res: dict, t: float) -> FaceObservation:
+        lm = res["landmarks"]
+        verts = res.get("vertices")
+        R = res.get("rotation")
+        mesh_pts = res.get("mesh_points")
+        yaw, pitch, roll = res.get("yaw", np.nan), res.get("pitch", np.nan), res.get("roll", np.nan)
+        s = self.settings
+        if s.smoothing:
+            f = tr.state.get("filters")
+            if f is None:
+                mk = lambda: OneEuroFilter(s.smooth_min_cutoff, s.smooth_beta, s.smooth_d_cutoff)  # noqa: E731
+                f = tr.state["filters"] = {"lm": mk(), "v": mk(), "R": mk(), "mesh": mk()}
+            lm = f["lm"](lm, t)
+            if verts is not None:
+                verts = f["v"](verts, t)
+            if mesh_pts is not None and self.model is None:
+                mesh_pts = f["mesh"](mesh_pts, t)
+            if R is not None:
+                # smooth the 9 entries (rad-like units: x57 so beta acts on deg/s), re-orthonormalise
+                R = _orthonormal(f["R"](R * 57.29577951308232, t) / 57.29577951308232)
+                yaw, pitch, roll = pose_deg(R)
+        box = np.array([lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()], dtype=np.float64)
+        return FaceObservation(
+            box=box, landmarks=np.asarray(lm, np.float32), model=self.model_name,
+            vertices=verts, triangles=self.model.triangles if (self.model is not None and verts is not None) else None,
+            rotation=R, translation=None, scale=float(res.get("scale", np.nan)),
+            yaw=float(yaw), pitch=float(pitch), roll=float(roll),
+            eye_open=tuple(res.get("eye_open", (np.nan, np.nan))), mouth_open=float(res.get("mouth_open", np.nan)),
+            score=float(tr.score), roi_box=np.asarray(tr.roi, np.float64).copy(),
+            mesh_points=mesh_pts)

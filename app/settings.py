@@ -1,0 +1,80 @@
+"""Pipeline settings: one dataclass, every field a CLI flag (app/cli.py), each with its source.
+
+The driver-monitoring thresholds live in ``monitor`` (app.monitor.MonitorSettings, helper C's
+module) when that package is installed; ``None`` means "no monitor" (the pipeline still runs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from app.render import Layers
+
+
+@dataclass
+class Settings:
+    # ---- model
+    # Path of an ONNX file that follows the export contract (docs/export.md). None = the first
+    # models/*.onnx (sorted by name) when there is one, else the built-in mediapipe face mesh.
+    model: Optional[str] = None
+    # auto: CUDA then CPU (one log line says which provider really runs); cuda: CUDA or an error
+    # (never a silent CPU fallback); cpu: CPU only.
+    device: str = "auto"
+    # onnxruntime intra-op threads; 0 = onnxruntime's default (one per physical core). Measured
+    # with `python -m app.bench` on the 2-core dev machine (docs/benchmarks.md).
+    threads: int = 0
+
+    # ---- detection and tracking
+    # Run the face detector every K frames (and whenever a face is lost); in between, each face is
+    # followed from its previous landmarks (3DDFA-V2's landmark crop policy). K=1 detects every
+    # frame. 5 = detection cost (~2 ms with BlazeFace short range here) spread over 5 frames while a
+    # new face entering the view is picked up within 0.2 s at 25 fps.
+    detect_every: int = 5
+    # mediapipe BlazeFace model: "short" (faces within ~2 m, model_selection=0) or "full"
+    # (up to ~5 m, model_selection=1), both bundled with the mediapipe wheel.
+    detector: str = "short"
+    # BlazeFace score threshold; 0.5 is mediapipe's default.
+    min_detection_confidence: float = 0.5
+    # Most faces processed per frame (largest first); 1 is enough for driver monitoring.
+    max_faces: int = 4
+    # A detection continues a track when IoU(detection box, track box) >= this (0.3: the 68-point
+    # box and the BlazeFace box of the same face overlap at ~0.5-0.7 measured on the shared clips).
+    iou_match: float = 0.3
+
+    # ---- face mesh (eyes and mouth in every mode, the whole model in face-mesh mode)
+    # Run the mediapipe face mesh on each face crop also in ONNX mode (per-eye openness and mouth
+    # openness come from its eyelids / lips: 3DMM eyelids never close). Off = eye/mouth unknown (NaN).
+    eyes_from_mesh: bool = True
+
+    # ---- temporal smoothing (One Euro filter, Casiez et al. CHI 2012), per tracked face
+    smoothing: bool = True
+    # Hz; lower = steadier at rest. 1.0 Hz is the paper's starting point.
+    smooth_min_cutoff: float = 1.0
+    # cutoff grows by beta x speed (px/s or deg/s): at 300 px/s the cutoff is 1 + 0.05 * 300 = 16 Hz,
+    # i.e. almost no lag when the head moves fast, while sub-pixel jitter (~10 px/s) stays filtered.
+    smooth_beta: float = 0.05
+    # Hz, cutoff of the speed estimate (the paper's 1 Hz).
+    smooth_d_cutoff: float = 1.0
+
+    # ---- output
+    layers: Layers = field(default_factory=Layers)
+
+    # ---- driver monitoring (helper C's MonitorSettings); None = monitor off
+    monitor: Optional[Any] = None
+
+    def validate(self) -> None:
+        """ValueError naming the flag of the first bad value."""
+        if self.device not in ("auto", "cuda", "cpu"):
+            raise ValueError(f"--device must be auto, cuda or cpu, got {self.device!r}")
+        if self.detector not in ("short", "full"):
+            raise ValueError(f"--detector must be short or full, got {self.detector!r}")
+        if self.detect_every < 1:
+            raise ValueError(f"--detect-every must be >= 1, got {self.detect_every}")
+        if self.max_faces < 1:
+            raise ValueError(f"--max-faces must be >= 1, got {self.max_faces}")
+        if not 0.0 < self.min_detection_confidence < 1.0:
+            raise ValueError(f"--min-detection-confidence must be in (0, 1), got {self.min_detection_confidence}")
+        if self.threads < 0:
+            raise ValueError(f"--threads must be >= 0, got {self.threads}")
+        if self.smooth_min_cutoff <= 0 or self.smooth_d_cutoff <= 0 or self.smooth_beta < 0:
+            raise ValueError("--smooth-min-cutoff must be > 0 and --smooth-beta >= 0")
