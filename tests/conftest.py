@@ -23,3 +23,17 @@ def shared(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     return shared()
+
+
+@pytest.fixture(scope="session")
+def tddfa_onnx(tmp_path_factory) -> Path:
+    """The real 3DDFA-V2 x0.5 model exported once per session (fp32, dense, full mesh, verified)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from export.convert import export_checkpoint
+
+    m = shared("models", "3ddfa_v2_mb05")
+    out = tmp_path_factory.mktemp("onnx") / "3ddfa_v2_mb05.onnx"
+    export_checkpoint("3ddfa-v2", m / "mb05_120x120.pth", out, bfm_dir=shared("bfm", "3dmm_data"),
+                      param_stats=m / "param_mean_std_62d_120x120.pkl")
+    return out
