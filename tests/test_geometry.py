@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from app.core import geometry as g
 from tests.conftest import shared
@@ -46,3 +47,81 @@ def test_roi_box_from_landmarks_square_of_diagonal():
     roi = g.roi_box_from_landmarks(pts)
     side = np.hypot(100, 100)
     np.testing.assert_allclose(roi, [50 - side / 2, 25 - side / 2, 50 + side / 2, 25 + side / 2])
+
+
+# ---------------------------------------------------------------- AFLW2000 Pose_Para convention
+def test_pose_aflw_round_trip_made_up_angles():
+    rng = np.random.default_rng(0)
+    angles = np.concatenate([rng.uniform([-80, -85, -80], [80, 85, 80], (200, 3)),
+                             [[0, 0, 0], [30, 0, 0], [0, -60, 0], [0, 0, 45], [-10, 89, 5], [3, -89.9, -2]]])
+    for a in angles:
+        R = g.rotation_from_pose_aflw(*a)
+        np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+        assert np.linalg.det(R) == pytest.approx(1.0)
+        np.testing.assert_allclose(g.pose_aflw_deg(R), a, atol=1e-6)
+
+
+def test_pose_aflw_matches_3ddfa_matlab_rotation_matrix():
+    # RotationMatrix(phi, gamma, theta) of 3DDFA's Matlab code, typed from its definition
+    p, y, r = np.radians([12.0, -40.0, 7.0])
+    Rx = np.array([[1, 0, 0], [0, np.cos(p), np.sin(p)], [0, -np.sin(p), np.cos(p)]])
+    Ry = np.array([[np.cos(y), 0, -np.sin(y)], [0, 1, 0], [np.sin(y), 0, np.cos(y)]])
+    Rz = np.array([[np.cos(r), np.sin(r), 0], [-np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    np.testing.assert_allclose(g.rotation_from_pose_aflw(12.0, -40.0, 7.0), Rx @ Ry @ Rz, atol=1e-12)
+
+
+def test_pose_aflw_gimbal_lock_keeps_rotation():
+    for a in ([20.0, 90.0, 0.0], [-35.0, -90.0, 10.0]):
+        R = g.rotation_from_pose_aflw(*a)
+        back = g.pose_aflw_deg(R)
+        assert abs(back[1]) == pytest.approx(90.0) and back[2] == 0.0
+        np.testing.assert_allclose(g.rotation_from_pose_aflw(*back), R, atol=1e-9)
+
+
+def _bfm_landmarks_image(pitch, yaw, roll):
+    """BFM mean-face landmarks rotated by Pose_Para angles, image axes (x right, y down)."""
+    d = shared("bfm", "3dmm_data")
+    kp = np.load(d / "keypoints_sim.npy")
+    u = (np.load(d / "u_shp.npy") + np.load(d / "u_exp.npy"))[kp].reshape(68, 3)
+    u = u - u.mean(0)
+    v = u @ g.rotation_from_pose_aflw(pitch, yaw, roll).T  # model space, y up
+    return v * np.array([1.0, -1.0, 1.0])                     # image: y down
+
+
+def test_pose_aflw_meaning_on_the_mean_face():
+    nose, eyes_l, eyes_r = 30, slice(36, 42), slice(42, 48)  # iBUG: 36-41 image-left eye
+    f = _bfm_landmarks_image(0, 0, 0)
+    mid = lambda p: (p[eyes_l].mean(0) + p[eyes_r].mean(0)) / 2  # noqa: E731
+    eye_dist = f[eyes_r, 0].mean() - f[eyes_l, 0].mean()
+    assert eye_dist > 0 and abs(f[nose, 0] - mid(f)[0]) < 0.02 * eye_dist  # frontal: nose under the eyes
+    yl = _bfm_landmarks_image(0, 30, 0)  # positive yaw: nose moves to the image's left
+    assert yl[nose, 0] - mid(yl)[0] < -0.1 * (yl[eyes_r, 0].mean() - yl[eyes_l, 0].mean())
+    up = _bfm_landmarks_image(25, 0, 0)  # positive pitch: looking up, nose tip rises towards the eyes
+    assert up[nose, 1] - mid(up)[1] < 0.8 * (f[nose, 1] - mid(f)[1])
+    cw = _bfm_landmarks_image(0, 0, 20)  # positive roll: image-right eye lower (clockwise in the image)
+    assert cw[eyes_r, 1].mean() - cw[eyes_l, 1].mean() > 0.2 * eye_dist
+
+
+def test_pose_aflw_signs_on_real_images(tddfa_onnx):
+    """The real 3DDFA-V2 model's R read by pose_aflw_deg agrees in sign (and closely) with Pose_Para."""
+    import cv2
+    import onnxruntime as ort
+    import scipy.io as sio
+
+    from export.evaluate import crop_official
+    d = shared("media", "aflw2000")
+    p = np.load(d / "official_protocol.npz")
+    sess = ort.InferenceSession(str(tddfa_onnx), providers=["CPUExecutionProvider"])
+    crops = np.stack([crop_official(cv2.imread(str(d / f"{n}.jpg")), r) for n, r in zip(p["names"], p["roi_box"])])
+    R = sess.run(["rotation"], {"image": crops})[0]
+    est = np.array([g.pose_aflw_deg(r) for r in R])
+    gt = np.array([np.degrees(sio.loadmat(str(d / f"{n}.mat"))["Pose_Para"][0, :3]) for n in p["names"]])
+    big = np.abs(gt) > 10
+    assert big.sum() >= 8  # enough clear cases: 3 pitch, 4 yaw, 1 roll among the 8 images
+    np.testing.assert_array_equal(np.sign(est[big]), np.sign(gt[big]))
+    mae = np.abs(est - gt).mean(0)  # measured: pitch 4.78, yaw 3.27, roll 2.02
+    assert (mae < [6.0, 4.5, 3.0]).all(), mae
+    # the model's R is Pose_Para's matrix, not its transpose (the other plausible reading)
+    for r, a in zip(R, gt):
+        Rm = g.rotation_from_pose_aflw(*a)
+        assert np.linalg.norm(r - Rm) < np.linalg.norm(r - Rm.T) or abs(a).max() < 10

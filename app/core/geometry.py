@@ -104,3 +104,59 @@ def crop_to_image(points: np.ndarray, roi_box, size: int = STD_SIZE) -> np.ndarr
     out[..., 1] = out[..., 1] * ky + sy
     out[..., 2] = out[..., 2] * ((kx + ky) / 2.0)
     return out
+
+
+# ---------------------------------------------------------------- AFLW2000 Pose_Para convention
+def rotation_from_pose_aflw(pitch: float, yaw: float, roll: float, degrees: bool = True) -> np.ndarray:
+    """Rotation R of the model (rows as from P2sRt) for AFLW2000 ``Pose_Para`` angles.
+
+    3DDFA's Matlab ``RotationMatrix(phi, gamma, theta) = Rx'(phi) @ Ry'(gamma) @ Rz'(theta)`` with
+    Rx' = [1 0 0; 0 c s; 0 -s c], Ry' = [c 0 -s; 0 1 0; s 0 c], Rz' = [c s 0; -s c 0; 0 0 1]
+    (each the transpose of the textbook rotation) and (phi, gamma, theta) = Pose_Para[0:3] =
+    (pitch, yaw, roll). On the 8 shared AFLW2000-3D images the real 3DDFA-V2 x0.5 model's R (after
+    P2sRt) is closest to exactly this matrix (Frobenius 0.04-0.27), not its transpose or a y-flipped
+    variant (0.24-3.4): the networks were trained on parameters built this way in the model's y-up frame.
+    """
+    if degrees:
+        pitch, yaw, roll = np.radians([pitch, yaw, roll])
+    cp, sp = math.cos(pitch), math.sin(pitch)
+    cy, sy = math.cos(yaw), math.sin(yaw)
+    cr, sr = math.cos(roll), math.sin(roll)
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, cp, sp], [0.0, -sp, cp]])
+    ry = np.array([[cy, 0.0, -sy], [0.0, 1.0, 0.0], [sy, 0.0, cy]])
+    rz = np.array([[cr, sr, 0.0], [-sr, cr, 0.0], [0.0, 0.0, 1.0]])
+    return rx @ ry @ rz
+
+
+def pose_aflw_deg(R: np.ndarray) -> np.ndarray:
+    """[pitch, yaw, roll] in degrees, AFLW2000 ``Pose_Para`` convention, from the model rotation R.
+
+    Exact inverse of :func:`rotation_from_pose_aflw`. Expanding Rx'(p) Ry'(y) Rz'(r):
+    R[0] = [cy cr, cy sr, -sy], R[1, 2] = sp cy, R[2, 2] = cp cy, hence
+    yaw = asin(-R[0,2]), pitch = atan2(R[1,2], R[2,2]), roll = atan2(R[0,1], R[0,0]).
+    At the gimbal lock (|R[0,2]| > 1 - 1e-9, yaw within ~0.003 deg of +-90; atan2 needs no
+    division by cos(yaw), so the regular formulas stay exact up to there) roll is set to 0 and pitch is read from
+    R[1] = [sp sy, cp, sp cy]-style terms: pitch = atan2(-R[2,1], R[1,1]).
+
+    Meaning (checked on the shared AFLW2000-3D images and with the BFM mean face in
+    tests/test_geometry.py), for the person in the image:
+    - yaw > 0: face turned towards the image's LEFT (the subject's right; image02420, +71 deg,
+      profile facing left); yaw < 0: towards the image's right (image00251, -55 deg).
+    - pitch > 0: looking UP, chin raised (image00430, +34 deg); pitch < 0: looking down (image02545, -31 deg).
+    - roll > 0: head tilted clockwise as seen in the image (the image-right side of the face
+      lower, i.e. towards the subject's left shoulder).
+    Compared with 3DDFA-V2's ``matrix2angle`` (a Z-Y-X reading of the same matrix), yaw has the
+    same sign and pitch/roll the opposite sign for small angles, but the values differ at large
+    angles because the axis order differs (XYZ here): use this function for Pose_Para errors.
+    """
+    R = np.asarray(R, dtype=np.float64)
+    sy = -R[0, 2]
+    if abs(sy) > 1.0 - 1e-9:
+        yaw = math.copysign(math.pi / 2, sy)
+        roll = 0.0
+        pitch = math.atan2(-R[2, 1], R[1, 1])
+    else:
+        yaw = math.asin(sy)
+        pitch = math.atan2(R[1, 2], R[2, 2])
+        roll = math.atan2(R[0, 1], R[0, 0])
+    return np.degrees([pitch, yaw, roll])
