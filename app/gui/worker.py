@@ -474,7 +474,7 @@ class ProcessingWorker(QThread):
         only the monitor / layers changed; anything else rebuilds the pipeline."""
         old = self.settings
         p = self.pipeline
-        if p is not None and _only_fields_changed(old, settings, {"monitor", "layers"}):
+        if p is not None and _only_fields_changed(old, settings, {"monitor", "layers", "smoothing"}):
             ok = True
             if getattr(old, "monitor", None) != getattr(settings, "monitor", None):
                 ok = _swap_monitor_settings(p, settings.monitor)

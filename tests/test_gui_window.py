@@ -1,0 +1,238 @@
+"""The desktop window end to end, offscreen (QT_QPA_PLATFORM=offscreen from conftest): the real
+pipeline on a shared clip, overlays on screen, plots, status bar, alerts + sound, recording,
+switching model and source while running, bad input."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import shared
+
+pytest.importorskip("PyQt6")
+pytestmark = pytest.mark.slow   # each test runs the pipeline on real video for a few seconds
+
+CLIP = ("media", "talking_head_720p.mp4")
+WAIT_MS = 60_000   # generous upper bounds: 2 slow shared cores
+
+
+def _settings(**kw):
+    pytest.importorskip("app.pipeline")
+    from app.settings import Settings
+
+    s = Settings()
+    return dataclasses.replace(s, **kw) if kw else s
+
+
+def _bgr(qimage):
+    from PyQt6.QtGui import QImage
+
+    img = qimage.convertToFormat(QImage.Format.Format_RGB888)
+    w, h, bpl = img.width(), img.height(), img.bytesPerLine()
+    ptr = img.constBits()
+    ptr.setsize(img.sizeInBytes())
+    return np.frombuffer(ptr, np.uint8).reshape(h, bpl)[:, : w * 3].reshape(h, w, 3)[:, :, ::-1].copy()
+
+
+class _Sound:
+    def __init__(self):
+        self.calls = 0
+
+    def play(self):
+        self.calls += 1
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path):
+    from PyQt6.QtCore import QSettings
+
+    from app.gui.window import MainWindow
+    from app.gui.worker import ProcessingWorker
+
+    made = []
+
+    def make(settings=None, source=None, *, keep_raw=True, realtime=True):
+        settings = settings if settings is not None else _settings()
+        qs = QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat)
+        worker = ProcessingWorker(settings, keep_raw=keep_raw, realtime=realtime)
+        win = MainWindow(settings, source=source, qsettings=qs, worker=worker,
+                         list_cameras_at_start=False, sound=_Sound())
+        win.record_dir = str(tmp_path / "recordings")
+        win.snapshot_dir = str(tmp_path / "snapshots")
+        qtbot.addWidget(win)
+        win.resize(1280, 760)
+        win.show()
+        qtbot.waitExposed(win)
+        made.append(win)
+        return win
+
+    yield make
+    for w in made:
+        w.close()
+        assert not w.worker.isRunning()
+
+
+def test_clip_runs_with_overlays_plots_and_status(make_window, qtbot):
+    win = make_window(source=str(shared(*CLIP)))
+    N = 20
+    qtbot.waitUntil(lambda: win.results_shown >= N and bool(win.latest.observations), timeout=WAIT_MS)
+    r = win.latest
+    # the status bar names the model and the provider that really runs
+    assert r.stats.provider and r.stats.provider in win.status_text()
+    assert "CPU" in win.provider or "CUDA" in win.provider
+    assert win.model_name and win.model_name in win.status_text()
+    assert "processing" in win.status_text() and "latency" in win.status_text()
+    # the plots hold one point per processed frame (all of them within the 30 s window)
+    win._redraw()
+    assert len(win.plots) == win.results_received >= N
+    assert win.plots.curve_points("yaw") == len(win.plots)
+    assert np.isfinite(win.plots.values("yaw")).sum() >= N // 2
+    # the view on screen shows the annotated frame: where a landmark is drawn the pixels differ
+    # from the raw frame, far from the face they match it
+    win.view.set_image(r.image)
+    shot = _bgr(win.view.grab().toImage())
+    rect = win.view.target_rect()
+    import cv2
+
+    raw_scaled = cv2.resize(r.raw, (int(rect.width()), int(rect.height())), interpolation=cv2.INTER_AREA)
+    x0, y0 = int(rect.x()), int(rect.y())
+    on_screen = shot[y0:y0 + raw_scaled.shape[0], x0:x0 + raw_scaled.shape[1]].astype(int)
+    diff = np.abs(on_screen - raw_scaled.astype(int)).sum(axis=2)
+    face = max(r.observations, key=lambda o: o.area)
+    sx = raw_scaled.shape[1] / r.raw.shape[1]
+    lm = face.landmarks[:, :2] * sx
+    near = [diff[max(0, int(y) - 2):int(y) + 3, max(0, int(x) - 2):int(x) + 3].max() for x, y in lm]
+    assert np.mean(np.array(near) > 60) > 0.8, "landmark overlay not visible in the view"
+    far = diff[-40:, raw_scaled.shape[1] // 2 - 40: raw_scaled.shape[1] // 2 + 40]   # bottom centre
+    assert np.median(far) < 25
+
+
+def test_scripted_yaw_raises_banner_and_sound(make_window, qtbot):
+    """Synthetic head turns through the real DriverMonitor, fed through the window's result slot."""
+    monitor_mod = pytest.importorskip("app.monitor")
+    if not hasattr(monitor_mod, "DriverMonitor"):
+        pytest.skip("app.monitor.DriverMonitor not available")
+    from app.core.types import FaceObservation, Frame
+    from app.gui.worker import Result, Stats
+
+    win = make_window(source=None)
+    mon = monitor_mod.DriverMonitor(monitor_mod.MonitorSettings())
+    img = np.full((240, 320, 3), 90, np.uint8)
+    fps = 30.0
+    banner_seen, levels = False, []
+    for i in range(int(12 * fps)):
+        t = i / fps
+        yaw = 0.0 if t < 5.0 else 45.0     # calibrate straight ahead, then look away for 7 s
+        face = FaceObservation(box=np.array([100, 60, 220, 200], float), landmarks=np.zeros((68, 3), np.float32),
+                               model="synthetic", yaw=yaw, pitch=0.0, roll=0.0, eye_open=(0.3, 0.3), mouth_open=0.05)
+        st = mon.update(t, i, face)
+        win._on_result(Result(image=img, raw=None, observations=[face], state=st,
+                              frame=Frame(image=None, timestamp=t, index=i), wall_t=time.perf_counter(),
+                              stats=Stats()))
+        win._redraw()
+        if win.banner.isVisibleTo(win) and st.top_alert is not None:
+            banner_seen = True
+            levels.append(st.top_alert.level)
+    assert banner_seen
+    assert "warning" in levels and "critical" in levels
+    assert "LOOKING" in win.banner.text()
+    assert "#e00000" in win.banner.styleSheet()        # critical = red
+    assert win.sound.calls >= 1
+    assert win.lbl_calib.text().startswith("● calibrated")
+    assert len(win.plots) == int(12 * fps)
+
+
+def test_record_toggle_writes_playable_mp4_of_shown_frames(make_window, qtbot, tmp_path):
+    import av
+
+    win = make_window(source=str(shared(*CLIP)))
+    qtbot.waitUntil(lambda: win.results_shown >= 3, timeout=WAIT_MS)
+    out = tmp_path / "rec" / "take1.mp4"
+    (tmp_path / "rec").mkdir()
+    win.start_recording(str(out))
+    qtbot.waitUntil(lambda: win.recording_path is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: win.latest.stats.recording_frames >= 15, timeout=WAIT_MS)
+    assert "REC" in win.status_text()
+    win.stop_recording()
+    qtbot.waitUntil(lambda: win.recording_path is None, timeout=10_000)
+    assert out.exists() and not list(out.parent.glob("*.partial*"))
+    n_written = [m for m in win.messages if m.startswith("recorded ")][-1]
+    n = int(n_written.split()[1])
+    with av.open(str(out)) as c:
+        frames = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    assert len(frames) == n >= 15
+    assert frames[0].shape == win.latest.image.shape
+
+
+def test_closing_while_recording_finalizes_the_file(make_window, qtbot, tmp_path):
+    import av
+
+    win = make_window(source=str(shared(*CLIP)))
+    qtbot.waitUntil(lambda: win.results_shown >= 2, timeout=WAIT_MS)
+    out = tmp_path / "closing.mp4"
+    win.start_recording(str(out))
+    qtbot.waitUntil(lambda: win.latest.stats.recording_frames >= 5, timeout=WAIT_MS)
+    win.close()
+    assert not win.worker.isRunning()
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) >= 5
+
+
+def test_unwritable_recording_path_shows_error_and_keeps_running(make_window, qtbot, tmp_path):
+    win = make_window(source=str(shared(*CLIP)))
+    qtbot.waitUntil(lambda: win.results_shown >= 2, timeout=WAIT_MS)
+    win.start_recording(str(tmp_path / "no" / "such" / "dir" / "x.mp4"))
+    qtbot.waitUntil(lambda: any(e.startswith("recording:") for e in win.errors), timeout=10_000)
+    assert not win.btn_record.isChecked() and win.recording_path is None
+    n = win.results_received
+    qtbot.waitUntil(lambda: win.results_received > n + 5, timeout=WAIT_MS)
+
+
+def test_unreadable_file_shows_error_then_switch_source_and_model(make_window, qtbot, tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"this is not a video" * 100)
+    win = make_window(source=str(bad))
+    qtbot.waitUntil(lambda: len(win.errors) >= 1, timeout=WAIT_MS)
+    assert "broken.mp4" in win.errors[-1]
+    assert str(bad.name) in win.message.text()
+    assert win.worker.isRunning() and win.results_received == 0
+    # the app lives: a good source starts processing
+    win.open_source(str(shared(*CLIP)))
+    qtbot.waitUntil(lambda: win.results_received >= 5, timeout=WAIT_MS)
+    # a model that fails to load: an error, the previous model keeps running
+    before = win.model_name
+    notonnx = tmp_path / "bad.onnx"
+    notonnx.write_bytes(b"garbage")
+    win.set_model(str(notonnx))
+    qtbot.waitUntil(lambda: any("model failed to load" in e for e in win.errors), timeout=WAIT_MS)
+    n = win.results_received
+    qtbot.waitUntil(lambda: win.results_received > n + 5, timeout=WAIT_MS)
+    assert win.model_name == before
+    # switch source while running: another clip, its frames arrive
+    win.open_source(str(shared("media", "clips", "expressions_d18.mp4")))
+    qtbot.waitUntil(lambda: win.source_name == "expressions_d18.mp4", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: win.latest.image.shape[:2] != (720, 1280), timeout=WAIT_MS)
+
+
+def test_switch_to_onnx_model_and_back_while_running(make_window, qtbot, tddfa_onnx):
+    """Model combo path: the real 3DDFA-V2 x0.5 ONNX export replaces the face mesh mid-run (dense
+    mesh observations arrive, the status bar names the ONNX provider), then back to the mesh."""
+    win = make_window(source=str(shared(*CLIP)))
+    qtbot.waitUntil(lambda: win.results_received >= 3, timeout=WAIT_MS)
+    assert win.model_name == "mediapipe_face_mesh"
+    win.set_model(str(tddfa_onnx))
+    qtbot.waitUntil(lambda: win.model_name != "mediapipe_face_mesh", timeout=WAIT_MS)
+    assert win.provider in ("CPU", "CUDA")
+    assert win.model_combo.currentData() == str(tddfa_onnx)
+    qtbot.waitUntil(lambda: bool(win.latest.observations) and win.latest.observations[0].vertices is not None
+                    and win.latest.stats.model == win.model_name, timeout=WAIT_MS)
+    win._redraw()
+    assert f"provider: {win.provider}" in win.status_text()
+    assert win.latest.observations[0].vertices.shape[1] == 3
+    win.set_model(None)
+    qtbot.waitUntil(lambda: win.model_name == "mediapipe_face_mesh", timeout=WAIT_MS)
+    assert win.model_combo.currentIndex() == 0
