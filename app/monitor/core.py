@@ -1,0 +1,645 @@
+"""Driver-monitoring rules: pure state machine over (timestamp, driver observation or None).
+
+``DriverMonitor(settings).update(t, frame_index, face) -> MonitorState`` once per frame. Time
+comes only from the timestamps (never from frame counts), so the rules behave the same at 15, 30
+or 60 fps and with dropped frames or jitter. Conventions (docs/driver-monitoring.md):
+
+- Every "continuously for X s" timer runs from the timestamp of the first frame where its
+  condition holds to the current frame's timestamp; a frame gap longer than ``max_gap`` or an
+  unknown frame (no face, NaN angle/eye/mouth) breaks it. Unknown never raises an alert.
+- Time-weighted windows (PERCLOS, time sharing) hold each frame's state until the next frame's
+  timestamp (zero-order hold), at most ``max_gap`` s; the rest of a longer gap is "unknown" and
+  is left out of both numerator and denominator.
+- An alert starts when its rule fires and no cooldown of that kind is running; it ends when its
+  condition has been false (known) for ``clear_seconds``. Escalation warning -> critical is a new
+  "start" event with level "critical" (the alert keeps its ``since``); its "end" event carries the
+  last level. After an end, the kind is quiet for ``cooldown_seconds``; a rule still firing when
+  the cooldown runs out starts the alert then.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from datetime import datetime, timedelta, timezone
+from typing import Optional, Sequence
+
+import numpy as np
+
+from app.core.types import Alert, FaceObservation, MonitorState
+from app.monitor.settings import MonitorSettings
+
+log = logging.getLogger(__name__)
+
+EPS = 1e-6   # timestamps like i / 30 are not exact in binary: ">= 2 s" means ">= 2 s - 1 us"
+
+KINDS = ("eyes_closed", "no_driver", "looking_around", "time_sharing", "drowsy", "nodding", "yawning")
+_KIND_RANK = {k: i for i, k in enumerate(KINDS)}   # order among alerts of the same level
+_LEVEL_RANK = {"warning": 1, "critical": 2}
+
+
+def _finite(x) -> bool:
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _r(x, nd=4):
+    """Round for the event log; NaN/None -> None (JSON null)."""
+    return round(float(x), nd) if _finite(x) else None
+
+
+# ------------------------------------------------------------------------------ driver selection
+def select_driver(faces: Sequence[FaceObservation], last_box=None,
+                  max_jump: float = 1.0) -> Optional[FaceObservation]:
+    """The driver among ``faces``: the face whose centre is nearest the last driver box centre
+    when that distance is at most ``max_jump`` x the last box diagonal; otherwise (first frame,
+    driver gone) the largest face. None when there is no face."""
+    faces = [f for f in (faces or []) if f is not None]
+    if not faces:
+        return None
+    if last_box is not None:
+        lb = np.asarray(last_box, dtype=float).reshape(-1)[:4]
+        if np.all(np.isfinite(lb)):
+            c = np.array([(lb[0] + lb[2]) / 2.0, (lb[1] + lb[3]) / 2.0])
+            diag = float(np.hypot(lb[2] - lb[0], lb[3] - lb[1]))
+            d = [float(np.linalg.norm(f.center - c)) for f in faces]
+            i = int(np.argmin(d))
+            if d[i] <= max_jump * diag:
+                return faces[i]
+    return max(faces, key=lambda f: f.area)
+
+
+# ------------------------------------------------------------------------------ helpers
+class _Window:
+    """Time-weighted intervals [a, b) labelled with a key; totals per key over [start, now]."""
+
+    def __init__(self):
+        self.q: deque = deque()
+        self.sums: dict = {}
+
+    def add(self, a: float, b: float, key) -> None:
+        if b > a:
+            self.q.append((a, b, key))
+            self.sums[key] = self.sums.get(key, 0.0) + (b - a)
+
+    def totals(self, start: float) -> dict:
+        q = self.q
+        while q and q[0][1] <= start:
+            a, b, k = q.popleft()
+            self.sums[k] -= b - a
+        out = {k: max(0.0, v) for k, v in self.sums.items()}
+        if q and q[0][0] < start:
+            a, b, k = q[0]
+            out[k] = max(0.0, out[k] - (start - a))
+        return out
+
+    def clear(self) -> None:
+        self.q.clear()
+        self.sums.clear()
+
+
+class _Rule:
+    """One alert kind: start (with cooldown), escalation, hysteresis end."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.active: Optional[Alert] = None
+        self.clear_since: Optional[float] = None
+        self.cooldown_until = -math.inf
+        self.unknown_frames = 0
+        self.starts = {"warning": 0, "critical": 0}
+
+    def step(self, mon: "DriverMonitor", t: float, cond: Optional[bool], level: Optional[str],
+             values: dict) -> None:
+        s = mon.settings
+        if self.active is None:
+            if level is not None and t >= self.cooldown_until - EPS:
+                self.active = Alert(self.kind, level, t, dict(values))
+                self.clear_since = None
+                self.unknown_frames = 0
+                self.starts[level] += 1
+                mon._emit("start", self.kind, level, values)
+            return
+        a = self.active
+        if level is not None and _LEVEL_RANK[level] > _LEVEL_RANK[a.level]:
+            a.level = level
+            a.values = dict(values)
+            self.starts[level] += 1
+            mon._emit("start", self.kind, level, {**values, "escalated_from": "warning"})
+        if cond is True:
+            self.clear_since = None
+        elif cond is None:
+            self.unknown_frames += 1
+            self.clear_since = None      # "back for 1 s" must be 1 s of known, good frames
+        else:
+            if self.clear_since is None:
+                self.clear_since = t
+            if t - self.clear_since >= s.clear_seconds - EPS:
+                self.end(mon, t, {})
+
+    def end(self, mon: "DriverMonitor", t: float, extra: dict) -> None:
+        a = self.active
+        if a is None:
+            return
+        self.active = None
+        self.clear_since = None
+        self.cooldown_until = t + mon.settings.cooldown_seconds
+        mon._emit("end", self.kind, a.level, {"duration_s": _r(t - a.since, 3),
+                                              "unknown_frames": self.unknown_frames, **extra})
+
+
+# ------------------------------------------------------------------------------ the monitor
+class DriverMonitor:
+    """Per-frame driver-monitoring rules. See the module docstring for the time conventions."""
+
+    def __init__(self, settings: Optional[MonitorSettings] = None, *,
+                 wall_start: Optional[datetime] = None):
+        self.settings = (settings or MonitorSettings()).validate()
+        self._wall_start_given = wall_start
+        self.reset()
+
+    # -------------------------------------------------------------- public API
+    def reset(self) -> None:
+        """Forget everything (calibration, baselines, counters, alerts)."""
+        self.wall_start: Optional[datetime] = self._wall_start_given
+        self.t0: Optional[float] = None          # first timestamp (internal clock)
+        self.t_prev: Optional[float] = None
+        self.frame_prev = -1
+        self._t_now: Optional[float] = None
+        self._frame = -1
+        self._offset = 0.0                        # added to timestamps that went backwards
+        self._warned_time = False
+        self.frames = 0
+        self.last_events: list[dict] = []
+        self._pending: list[dict] = []
+        self.rules = {k: _Rule(k) for k in KINDS}
+        # calibration
+        self.neutral_yaw = math.nan
+        self.neutral_pitch = math.nan
+        self.calibrating = True
+        self.calibrations = 0
+        self.calibrated_at: Optional[float] = None
+        self._calib: deque = deque()
+        # previous frame's states (held until this frame's timestamp)
+        self._prev_away: Optional[bool] = None
+        self._prev_closed: Optional[bool] = None
+        # continuous runs (start timestamps)
+        self._away_start: Optional[float] = None
+        self._closure_start: Optional[float] = None
+        self._closure_last: Optional[float] = None
+        self._noface_start: Optional[float] = None
+        self._mouth_start: Optional[float] = None
+        self._mouth_counted = False
+        self._nod_state: Optional[tuple] = None   # ("down", t0) | ("held",) | None
+        # windows
+        self._vats = _Window()
+        self._perclos = _Window()
+        # eye baselines: per eye deque of (t, openness) of not-closed samples
+        self._eye_buf = (deque(), deque())
+        self._eye_base = [math.nan, math.nan]
+        # counters
+        self.blinks = 0
+        self.blink_times: deque = deque()
+        self.closures = 0                   # closures >= blink_max_seconds (not blinks)
+        self.closures_unknown_end = 0       # closures that ended in an unknown frame / gap
+        self.longest_closure = 0.0
+        self.yawns = 0
+        self.yawn_times: deque = deque()
+        self.nods = 0
+        self.nod_times: deque = deque()
+        self.time_distracted = 0.0
+        self.perclos = math.nan
+        self.perclos_max = math.nan
+        self.unknown = {"no_face_frames": 0, "pose_frames": 0, "eye_frames": 0, "mouth_frames": 0}
+        self.state = MonitorState()
+
+    def update_settings(self, settings: MonitorSettings) -> None:
+        """New thresholds, same calibration / baselines / counters."""
+        self.settings = settings.validate()
+
+    def recalibrate(self) -> None:
+        """Learn the neutral pose again from the next stable seconds; looking-around, time-sharing
+        and nodding alerts end now (their "end" events come with the next update)."""
+        if self.t_prev is not None:
+            saved = self.last_events
+            self.last_events = []
+            for k in ("looking_around", "time_sharing", "nodding"):
+                self.rules[k].end(self, self.t_prev, {"reason": "recalibrate"})
+                self.rules[k].cooldown_until = -math.inf
+            self._pending.extend(self.last_events)
+            self.last_events = saved
+        self.neutral_yaw = math.nan
+        self.neutral_pitch = math.nan
+        self.calibrating = True
+        self._calib.clear()
+        self._vats.clear()
+        self._away_start = None
+        self._prev_away = None
+        self._nod_state = None
+        self.nod_times.clear()
+
+    def update(self, t: float, frame_index: int, face: Optional[FaceObservation]) -> MonitorState:
+        s = self.settings
+        t = self._clock(t)
+        self.last_events = self._pending
+        self._pending = []
+        self._frame = int(frame_index)
+        self._t_now = t
+        first = self.t0 is None
+        if first:
+            self.t0 = t
+            if self.wall_start is None:
+                self.wall_start = datetime.now(timezone.utc).astimezone()
+        tp = t if first else self.t_prev
+        dt = t - tp
+        gap = dt > s.max_gap + EPS
+        known_dt = min(dt, s.max_gap)
+        self.frames += 1
+
+        # ---- windows: previous frame's state held over [tp, tp + known_dt)
+        self._hold(self._vats, tp, dt, known_dt, self._prev_away)
+        if self._prev_away:
+            self.time_distracted += known_dt
+        self._hold(self._perclos, tp, dt, known_dt, self._prev_closed)
+
+        # ---- signals of this frame
+        has_face = face is not None
+        yaw = float(face.yaw) if has_face and _finite(face.yaw) else math.nan
+        pitch = float(face.pitch) if has_face and _finite(face.pitch) else math.nan
+        pose_known = math.isfinite(yaw) and math.isfinite(pitch)
+        if not has_face:
+            self.unknown["no_face_frames"] += 1
+        elif not pose_known:
+            self.unknown["pose_frames"] += 1
+
+        # ---- calibration (before the rules, so the frame that completes it is judged by it)
+        self._recalibrate_due(t)
+        if pose_known:
+            self._calibrate(t, gap, yaw, pitch)
+
+        neutral = math.isfinite(self.neutral_yaw)
+        yaw_off = yaw - self.neutral_yaw if (pose_known and neutral) else math.nan
+        pitch_off = pitch - self.neutral_pitch if (pose_known and neutral) else math.nan
+        down = s.pitch_down_sign * pitch_off if math.isfinite(pitch_off) else math.nan
+        first_calib = self.calibrating and self.calibrations == 0
+        if math.isfinite(yaw_off) and not first_calib:
+            away: Optional[bool] = bool(abs(yaw_off) > s.alert_yaw or down > s.alert_pitch)
+        else:
+            away = None
+
+        # ---- looking around: continuous run
+        if away:
+            if self._away_start is None or gap:
+                self._away_start = t
+            away_s = t - self._away_start
+        else:
+            self._away_start = None
+            away_s = 0.0
+        level = None
+        if away:
+            if away_s >= s.critical_seconds - EPS:
+                level = "critical"
+            elif away_s >= s.alert_seconds - EPS:
+                level = "warning"
+        vals = {"yaw_offset": _r(yaw_off, 2), "pitch_offset": _r(pitch_off, 2), "pitch_down": _r(down, 2),
+                "away_s": _r(away_s, 3), "yaw": _r(yaw, 2), "pitch": _r(pitch, 2),
+                "neutral_yaw": _r(self.neutral_yaw, 2), "neutral_pitch": _r(self.neutral_pitch, 2),
+                "alert_yaw": s.alert_yaw, "alert_pitch": s.alert_pitch}
+        if away is None:
+            vals["unknown"] = True
+        self.rules["looking_around"].step(self, t, away, level, vals)
+
+        # ---- time sharing (VATS)
+        if neutral and not first_calib:
+            tot = self._vats.totals(t - s.vats_window)
+            vats_s = tot.get(True, 0.0)
+            vcond: Optional[bool] = vats_s >= s.vats_seconds - EPS
+        else:
+            vats_s, vcond = math.nan, None
+        self.rules["time_sharing"].step(self, t, vcond, "warning" if vcond else None,
+                                        {"away_s_in_window": _r(vats_s, 3), "window_s": s.vats_window})
+
+        # ---- nodding
+        self._nod_step(t, gap, down)
+        while self.nod_times and self.nod_times[0] < t - s.nod_window - EPS:
+            self.nod_times.popleft()
+        nods_w = len(self.nod_times)
+        ncond = (nods_w >= s.nod_count) if neutral else None
+        self.rules["nodding"].step(self, t, ncond, "warning" if ncond else None,
+                                   {"nods_in_window": nods_w, "window_s": s.nod_window})
+
+        # ---- eyes
+        eyes = self._eyes(t, face)
+        closed, rel = eyes["closed"], eyes["rel"]
+        if has_face and not any(math.isfinite(v) for v in eyes["raw"]):
+            self.unknown["eye_frames"] += 1
+        closed_s = self._closure_step(t, gap, closed)
+        level = None
+        if closed:
+            if closed_s >= s.eyes_closed_critical_seconds - EPS:
+                level = "critical"
+            elif closed_s >= s.eyes_closed_seconds - EPS:
+                level = "warning"
+        vals = {"closed_s": _r(closed_s, 3), "eye_open_rel": _r(rel), "eye_open_left": _r(eyes["raw"][0]),
+                "eye_open_right": _r(eyes["raw"][1]), "baseline_left": _r(self._eye_base[0]),
+                "baseline_right": _r(self._eye_base[1]), "eye_closed_ratio": s.eye_closed_ratio}
+        if closed is None:
+            vals["unknown"] = True
+        self.rules["eyes_closed"].step(self, t, closed, level, vals)
+
+        # ---- PERCLOS
+        tot = self._perclos.totals(t - s.perclos_window)
+        c, o = tot.get(True, 0.0), tot.get(False, 0.0)
+        if c + o >= s.perclos_min_seconds - EPS and c + o > 0:
+            self.perclos = c / (c + o)
+            if not (self.perclos_max >= self.perclos):
+                self.perclos_max = self.perclos
+            dcond: Optional[bool] = self.perclos >= s.perclos_threshold - 1e-12
+        else:
+            self.perclos = math.nan
+            dcond = None
+        self.rules["drowsy"].step(self, t, dcond, "warning" if dcond else None,
+                                  {"perclos": _r(self.perclos), "closed_s": _r(c, 3), "known_s": _r(c + o, 3),
+                                   "window_s": s.perclos_window, "perclos_threshold": s.perclos_threshold})
+
+        # ---- yawns
+        mouth = float(face.mouth_open) if has_face and _finite(face.mouth_open) else math.nan
+        if has_face and not math.isfinite(mouth):
+            self.unknown["mouth_frames"] += 1
+        self._yawn_step(t, gap, mouth)
+        while self.yawn_times and self.yawn_times[0] < t - s.yawn_window - EPS:
+            self.yawn_times.popleft()
+        yw = len(self.yawn_times)
+        ycond = yw >= s.yawn_count
+        self.rules["yawning"].step(self, t, ycond, "warning" if ycond else None,
+                                   {"yawns_in_window": yw, "window_s": s.yawn_window})
+
+        # ---- driver not visible
+        if not has_face:
+            if self._noface_start is None:
+                self._noface_start = t
+            miss = t - self._noface_start
+        else:
+            self._noface_start = None
+            miss = 0.0
+        level = "warning" if (not has_face and miss >= s.no_driver_seconds - EPS) else None
+        self.rules["no_driver"].step(self, t, not has_face, level, {"missing_s": _r(miss, 3)})
+
+        # ---- keep this frame's states for the next interval
+        self._prev_away = away
+        self._prev_closed = closed
+        self.t_prev = t
+        self.frame_prev = self._frame
+        self._t_now = None
+
+        while self.blink_times and self.blink_times[0] < t - s.blink_rate_window - EPS:
+            self.blink_times.popleft()
+        span = min(s.blink_rate_window, t - self.t0)
+        blink_rate = len(self.blink_times) * 60.0 / span if span >= min(10.0, s.blink_rate_window) else math.nan
+
+        alerts = [r.active for r in self.rules.values() if r.active is not None]
+        alerts.sort(key=lambda a: (-_LEVEL_RANK[a.level], _KIND_RANK[a.kind], a.since))
+        cur_closure = closed_s if closed else 0.0
+        self.state = MonitorState(
+            timestamp=t,
+            calibrated=neutral,
+            calibrating=self.calibrating,
+            neutral_yaw=self.neutral_yaw,
+            neutral_pitch=self.neutral_pitch,
+            alerts=alerts,
+            counters={
+                "blinks": self.blinks,
+                "blink_rate_per_min": blink_rate,
+                "closures": self.closures,
+                "yawns": self.yawns,
+                "nods": self.nods,
+                "perclos": self.perclos,
+                "perclos_max": self.perclos_max,
+                "longest_closure_s": max(self.longest_closure, cur_closure),
+                "time_distracted_s": self.time_distracted,
+                "vats_away_s": vats_s,
+                "frames": self.frames,
+                **{f"unknown_{k}": v for k, v in self.unknown.items()},
+            },
+            signals={
+                "yaw_offset": yaw_off,
+                "pitch_offset": pitch_off,
+                "pitch_down": down,
+                "yaw_threshold": s.alert_yaw,
+                "pitch_threshold": s.alert_pitch,
+                "eye_open_rel": rel,
+                "eye_closed_threshold": s.eye_closed_ratio,
+                "eye_open_left": eyes["raw"][0],
+                "eye_open_right": eyes["raw"][1],
+                "perclos": self.perclos,
+                "perclos_threshold": s.perclos_threshold,
+                "mouth_open": mouth,
+                "mouth_threshold": s.mouth_threshold,
+                "away_s": away_s,
+                "closed_s": cur_closure,
+            },
+        )
+        return self.state
+
+    def summary(self) -> dict:
+        """The run's totals as the final event-log line ({"event": "summary", ...})."""
+        t = self.t_prev if self.t_prev is not None else 0.0
+        dur = (t - self.t0) if self.t0 is not None else 0.0
+        ev = self._base_event(t, self.frame_prev)
+        ev.update({
+            "event": "summary",
+            "frames": self.frames,
+            "duration_s": _r(dur, 3),
+            "blinks": self.blinks,
+            "blink_rate_per_min": _r(self.blinks * 60.0 / dur, 2) if dur > 0 else None,
+            "closures": self.closures,
+            "yawns": self.yawns,
+            "nods": self.nods,
+            "longest_closure_s": _r(self.longest_closure, 3),
+            "perclos_max": _r(self.perclos_max),
+            "time_distracted_s": _r(self.time_distracted, 3),
+            "neutral_yaw": _r(self.neutral_yaw, 2),
+            "neutral_pitch": _r(self.neutral_pitch, 2),
+            "calibrations": self.calibrations,
+            "alerts": {k: dict(r.starts) for k, r in self.rules.items() if sum(r.starts.values())},
+            "signal_unknown": dict(self.unknown, closures_ended_unknown=self.closures_unknown_end),
+        })
+        return ev
+
+    def _recalibrate_due(self, t: float) -> bool:
+        s = self.settings
+        if (s.recalibrate_after > 0 and not self.calibrating and self.calibrated_at is not None
+                and t - self.calibrated_at >= s.recalibrate_after - EPS):
+            self.calibrating = True     # keep the old neutral meanwhile (see settings)
+            self._calib.clear()
+            return True
+        return False
+
+    # -------------------------------------------------------------- internals
+    def _clock(self, t) -> float:
+        try:
+            t = float(t)
+        except (TypeError, ValueError):
+            t = math.nan
+        if not math.isfinite(t):
+            if not self._warned_time:
+                log.warning("driver monitor: non-finite timestamp %r, using the previous one", t)
+                self._warned_time = True
+            return self.t_prev if self.t_prev is not None else 0.0
+        t += self._offset
+        if self.t_prev is not None and t < self.t_prev:
+            if not self._warned_time:
+                log.warning("driver monitor: timestamp went back by %.3f s; continuing from the last one",
+                            self.t_prev - t)
+                self._warned_time = True
+            self._offset += self.t_prev - t
+            t = self.t_prev
+        return t
+
+    @staticmethod
+    def _hold(win: _Window, tp: float, dt: float, known_dt: float, state) -> None:
+        if dt <= 0:
+            return
+        win.add(tp, tp + known_dt, state)     # state None = unknown
+        if dt > known_dt:
+            win.add(tp + known_dt, tp + dt, None)
+
+    def _base_event(self, t: float, frame: int) -> dict:
+        t0 = self.t0 if self.t0 is not None else t
+        ws = self.wall_start or datetime.now(timezone.utc).astimezone()
+        return {"time": (ws + timedelta(seconds=t - t0)).isoformat(timespec="milliseconds"),
+                "t": round(t - t0, 6), "frame": frame}
+
+    def _emit(self, what: str, kind: str, level: str, values: dict) -> None:
+        # stamped with the frame being processed, or (recalibrate() between frames) the last one
+        if self._t_now is not None:
+            ev = self._base_event(self._t_now, self._frame)
+        else:
+            ev = self._base_event(self.t_prev if self.t_prev is not None else 0.0, self.frame_prev)
+        ev.update({"event": what, "kind": kind, "level": level})
+        ev.update(values)
+        self.last_events.append(ev)
+
+    def _calibrate(self, t: float, gap: bool, yaw: float, pitch: float) -> None:
+        s = self.settings
+        if not self.calibrating:
+            return
+        buf = self._calib
+        if math.isfinite(self.neutral_yaw):
+            # periodic re-learning: only "looking ahead" samples (by the old neutral) count
+            down = s.pitch_down_sign * (pitch - self.neutral_pitch)
+            if abs(yaw - self.neutral_yaw) > s.alert_yaw or down > s.alert_pitch:
+                buf.clear()
+                return
+        if buf and (gap or t - buf[-1][0] > s.max_gap + EPS):
+            buf.clear()
+        buf.append((t, yaw, pitch))
+        while len(buf) > 1 and buf[1][0] <= t - s.calib_seconds + EPS:
+            buf.popleft()
+        if t - buf[0][0] < s.calib_seconds - EPS:
+            return
+        a = np.array([(b[1], b[2]) for b in buf])
+        med = np.median(a, axis=0)
+        spread = 1.4826 * np.median(np.abs(a - med), axis=0)
+        if np.all(spread <= s.calib_max_spread):
+            self.neutral_yaw, self.neutral_pitch = float(med[0]), float(med[1])
+            self.calibrating = False
+            self.calibrations += 1
+            self.calibrated_at = t
+            buf.clear()
+
+    def _nod_step(self, t: float, gap: bool, down: float) -> None:
+        s = self.settings
+        if not math.isfinite(down) or gap:
+            self._nod_state = None
+            if not math.isfinite(down):
+                return
+        st = self._nod_state
+        if st is None:
+            if down >= s.nod_pitch - EPS:
+                self._nod_state = ("down", t)
+        elif st[0] == "down":
+            if down < s.nod_pitch / 2.0:
+                if t - st[1] <= s.nod_seconds + EPS:
+                    self.nods += 1
+                    self.nod_times.append(t)
+                self._nod_state = None
+            elif t - st[1] > s.nod_seconds + EPS:
+                self._nod_state = ("held",)     # head stays down: not a nod; wait for recovery
+        elif down < s.nod_pitch / 2.0:
+            self._nod_state = None
+
+    def _eyes(self, t: float, face: Optional[FaceObservation]) -> dict:
+        """Relative openness (max over the eyes whose baseline is ready) and closed state."""
+        s = self.settings
+        raw = [math.nan, math.nan]
+        if face is not None and face.eye_open is not None:
+            try:
+                raw = [float(face.eye_open[0]), float(face.eye_open[1])]
+            except (TypeError, ValueError, IndexError):
+                raw = [math.nan, math.nan]
+        rels = []
+        for e in (0, 1):
+            v = raw[e]
+            if not (math.isfinite(v) and v >= 0):
+                raw[e] = math.nan
+                continue
+            base = self._eye_base[e]
+            buf = self._eye_buf[e]
+            ready = math.isfinite(base)
+            rel = v / base if ready and base > 0 else math.nan
+            if math.isfinite(rel):
+                rels.append(rel)
+            if not ready or not (rel < s.eye_closed_ratio):
+                buf.append((t, v))
+                while (len(buf) > 2 and buf[0][0] < t - s.eye_baseline_window - EPS
+                       and buf[-1][0] - buf[1][0] >= s.eye_baseline_min_seconds):
+                    buf.popleft()
+                if buf[-1][0] - buf[0][0] >= s.eye_baseline_min_seconds - EPS:
+                    vals = np.fromiter((b[1] for b in buf), float, len(buf))
+                    self._eye_base[e] = float(np.percentile(vals, s.eye_baseline_percentile))
+        rel = max(rels) if rels else math.nan
+        closed = bool(rel < s.eye_closed_ratio) if math.isfinite(rel) else None
+        return {"raw": raw, "rel": rel, "closed": closed}
+
+    def _closure_step(self, t: float, gap: bool, closed: Optional[bool]) -> float:
+        s = self.settings
+        if self._closure_start is not None and (closed is None or gap):
+            # the closure's end is unknown: keep it as a lower bound, never as a blink
+            d = self._closure_last - self._closure_start
+            self.longest_closure = max(self.longest_closure, d)
+            self.closures_unknown_end += 1
+            self._closure_start = None
+        if closed:
+            if self._closure_start is None:
+                self._closure_start = t
+            self._closure_last = t
+            return t - self._closure_start
+        if closed is False and self._closure_start is not None:
+            d = t - self._closure_start
+            self.longest_closure = max(self.longest_closure, d)
+            if d < s.blink_max_seconds - EPS:
+                self.blinks += 1
+                self.blink_times.append(t)
+            else:
+                self.closures += 1
+            self._closure_start = None
+        return 0.0
+
+    def _yawn_step(self, t: float, gap: bool, mouth: float) -> None:
+        s = self.settings
+        if math.isfinite(mouth) and mouth > s.mouth_threshold and not (gap and self._mouth_start is not None):
+            if self._mouth_start is None:
+                self._mouth_start = t
+                self._mouth_counted = False
+            if not self._mouth_counted and t - self._mouth_start >= s.yawn_seconds - EPS:
+                self.yawns += 1
+                self.yawn_times.append(t)
+                self._mouth_counted = True
+        elif math.isfinite(mouth) and mouth > s.mouth_threshold:   # gap inside an opening: restart
+            self._mouth_start = t
+            self._mouth_counted = False
+        else:
+            self._mouth_start = None

@@ -1,0 +1,252 @@
+"""Driver-monitoring thresholds: one dataclass, every field a CLI flag, each with its source.
+
+Sources (details and failure cases in docs/driver-monitoring.md):
+- [NCAP] Euro NCAP Assessment Protocol - Safety Assist / Safe Driving, Occupant Status (driver
+  state monitoring), version 10.x (2023): long distraction = one glance away >= 3 s; visual
+  attention time sharing (VATS) = >= 10 s away accumulated within a 30 s window; drowsiness /
+  microsleep = eye closure >= 1 s ... sleep = eye closure >= 3 s; unresponsive driver / driver
+  not visible to be detected within 10 s.
+- [P80] PERCLOS P80: fraction of time the eyelids are >= 80 % closed (Wierwille et al. 1994,
+  Dinges & Grace 1998, FHWA-MCRT-98-006), 1 minute window.
+- [OP] openpilot driver monitoring (selfdrive/monitoring): thresholds apply to the pose offset
+  from a neutral pose learned online from the driver's own face, not to absolute angles.
+- [MINE] this project's choice, reasoned in docs/driver-monitoring.md; change it with the flag.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass, fields
+
+
+@dataclass
+class MonitorSettings:
+    # ---- neutral pose (calibration) [OP]
+    # Seconds of a stable, detected face whose median yaw / pitch become the neutral pose. [MINE]
+    calib_seconds: float = 3.0
+    # "Stable" = robust spread (1.4826 x median absolute deviation) of yaw and of pitch over those
+    # seconds at most this many degrees; a driver checking mirrors during it delays calibration. [MINE]
+    calib_max_spread: float = 5.0
+    # Re-learn the neutral pose every S seconds after the last calibration (0 = never). The old
+    # neutral stays in use meanwhile and only samples within the alert thresholds of it are used,
+    # so a long look at a phone cannot become the new "ahead". [MINE]
+    recalibrate_after: float = 0.0
+    # Sign of "looking down" in the pitch angle: -1 for the AFLW2000 Pose_Para convention the
+    # models report (head down = negative pitch), +1 for a source where down is positive.
+    pitch_down_sign: float = -1.0
+
+    # ---- looking around (distraction) [NCAP]
+    # |yaw - neutral| above this (degrees) counts as looking away. 30 deg: a glance at the
+    # centre console / side mirror; the road ahead stays inside it. [MINE, OP uses a similar band]
+    alert_yaw: float = 30.0
+    # Pitch below neutral by more than this (degrees) counts as looking away (down: phone, lap). [MINE]
+    alert_pitch: float = 20.0
+    # Away continuously this long -> warning (a mirror glance is < 2 s). [NCAP: 3 s is "long
+    # distraction"; 2 s warns earlier, before it.]
+    alert_seconds: float = 2.0
+    # Away continuously this long -> critical. [NCAP long distraction: single glance >= 3 s]
+    critical_seconds: float = 3.0
+    # Visual attention time sharing: away time accumulated within the window -> warning. [NCAP]
+    vats_seconds: float = 10.0
+    vats_window: float = 30.0
+
+    # ---- alert hysteresis / repeat control (all kinds) [MINE]
+    # An active alert ends only after its condition has been false this long (gaze back, eyes open ...).
+    clear_seconds: float = 1.0
+    # After an alert of a kind ends, no new alert of that kind starts for this long.
+    cooldown_seconds: float = 5.0
+
+    # ---- eyes [P80, NCAP]
+    # Closed = relative openness (openness / the driver's own open-eye baseline) below this:
+    # 0.2 = eyelid gap at most 20 % of the driver's open gap = >= 80 % closed (P80).
+    eye_closed_ratio: float = 0.2
+    # Open-eye baseline = this percentile of recent not-closed openness, per eye. [MINE]
+    eye_baseline_percentile: float = 90.0
+    # ... over the last this many seconds (older samples are kept while fewer than 2 s remain,
+    # so a long closure cannot pull the baseline down). [MINE]
+    eye_baseline_window: float = 60.0
+    # Eye rules start once this many seconds of known openness are in the baseline. [MINE]
+    eye_baseline_min_seconds: float = 2.0
+    # A closure shorter than this is a blink. [typical blink 0.1-0.4 s; Schleicher et al. 2008]
+    blink_max_seconds: float = 0.5
+    # Closed continuously this long -> eyes_closed warning (microsleep). [NCAP]
+    eyes_closed_seconds: float = 1.0
+    # Closed continuously this long -> eyes_closed critical (sleep). [NCAP]
+    eyes_closed_critical_seconds: float = 3.0
+    # PERCLOS window (time-weighted, by timestamps) and its drowsy level. [P80: 1 min, 15 %]
+    perclos_window: float = 60.0
+    perclos_threshold: float = 0.15
+    # Known eye time needed in the window before PERCLOS is reported / can alert. [MINE]
+    perclos_min_seconds: float = 30.0
+    # Blink rate per minute is counted over this window. [MINE]
+    blink_rate_window: float = 60.0
+
+    # ---- yawns [MINE]
+    # mouth_open (inner-lip gap / inner mouth width, app.facemesh) above this = mouth wide open.
+    # Measured on shared/media/clips/expressions_d18.mp4 (docs/driver-monitoring.md).
+    mouth_threshold: float = 0.5
+    # Open continuously this long counts one yawn (speech openings are shorter).
+    yawn_seconds: float = 1.5
+    # This many yawns within the window -> yawning (fatigue) warning.
+    yawn_count: int = 3
+    yawn_window: float = 300.0
+
+    # ---- nodding [MINE]
+    # A pitch drop of at least this (degrees below neutral) ...
+    nod_pitch: float = 15.0
+    # ... recovered (back above half that drop) within this many seconds counts one nod.
+    nod_seconds: float = 1.5
+    # This many nods within the window -> nodding (fatigue) warning.
+    nod_count: int = 2
+    nod_window: float = 60.0
+
+    # ---- driver not visible [NCAP: detect within 10 s]
+    no_driver_seconds: float = 3.0
+
+    # ---- timing [MINE]
+    # A gap between two frames longer than this breaks every "continuously for" timer and counts
+    # only this much time as known (dropped frames at 15 fps are ~67 ms each).
+    max_gap: float = 0.5
+
+    def validate(self) -> "MonitorSettings":
+        """Raise ValueError naming the CLI flag of the first nonsense value; return self."""
+        def bad(name: str, why: str):
+            raise ValueError(f"{flag_of(name)} {getattr(self, name)!r}: {why}")
+
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+                bad(f.name, "must be a finite number")
+        for name in ("calib_seconds", "alert_seconds", "critical_seconds", "vats_seconds",
+                     "vats_window", "eye_closed_ratio", "eye_baseline_window",
+                     "eye_baseline_min_seconds", "blink_max_seconds", "eyes_closed_seconds",
+                     "eyes_closed_critical_seconds", "perclos_window", "perclos_threshold",
+                     "blink_rate_window", "mouth_threshold", "yawn_seconds", "yawn_window",
+                     "nod_pitch", "nod_seconds", "nod_window", "no_driver_seconds", "max_gap",
+                     "alert_yaw", "alert_pitch", "calib_max_spread", "eye_baseline_percentile"):
+            if getattr(self, name) <= 0:
+                bad(name, "must be > 0")
+        for name in ("recalibrate_after", "clear_seconds", "cooldown_seconds", "perclos_min_seconds"):
+            if getattr(self, name) < 0:
+                bad(name, "must be >= 0")
+        if self.pitch_down_sign not in (-1, 1):
+            bad("pitch_down_sign", "must be -1 (down = negative pitch, AFLW) or +1")
+        if self.alert_yaw >= 90:
+            bad("alert_yaw", "must be < 90 degrees (offset from the neutral pose)")
+        if self.alert_pitch >= 90:
+            bad("alert_pitch", "must be < 90 degrees")
+        if self.nod_pitch >= 90:
+            bad("nod_pitch", "must be < 90 degrees")
+        if self.eye_closed_ratio >= 1:
+            bad("eye_closed_ratio", "must be < 1 (fraction of the open-eye baseline)")
+        if self.eye_baseline_percentile > 100:
+            bad("eye_baseline_percentile", "must be <= 100")
+        if self.perclos_threshold > 1:
+            bad("perclos_threshold", "must be <= 1 (a fraction: 0.15 = 15 %)")
+        if self.critical_seconds < self.alert_seconds:
+            bad("critical_seconds", f"must be >= --alert-seconds ({self.alert_seconds})")
+        if self.vats_window <= self.vats_seconds:
+            bad("vats_window", f"must be longer than --vats-seconds ({self.vats_seconds})")
+        if self.eyes_closed_seconds < self.blink_max_seconds:
+            bad("eyes_closed_seconds", f"must be >= --blink-max-seconds ({self.blink_max_seconds})")
+        if self.eyes_closed_critical_seconds < self.eyes_closed_seconds:
+            bad("eyes_closed_critical_seconds",
+                f"must be >= --eyes-closed-seconds ({self.eyes_closed_seconds})")
+        if self.perclos_min_seconds > self.perclos_window:
+            bad("perclos_min_seconds", f"must be <= --perclos-window ({self.perclos_window})")
+        if self.eye_baseline_min_seconds > self.eye_baseline_window:
+            bad("eye_baseline_min_seconds",
+                f"must be <= --eye-baseline-window ({self.eye_baseline_window})")
+        if self.yawn_window <= self.yawn_seconds:
+            bad("yawn_window", f"must be longer than --yawn-seconds ({self.yawn_seconds})")
+        if self.nod_window <= self.nod_seconds:
+            bad("nod_window", f"must be longer than --nod-seconds ({self.nod_seconds})")
+        if self.perclos_window <= self.eyes_closed_seconds:
+            bad("perclos_window", f"must be longer than --eyes-closed-seconds ({self.eyes_closed_seconds})")
+        if self.yawn_count < 1 or self.yawn_count != int(self.yawn_count):
+            bad("yawn_count", "must be a whole number >= 1")
+        if self.nod_count < 1 or self.nod_count != int(self.nod_count):
+            bad("nod_count", "must be a whole number >= 1")
+        if self.calib_seconds <= self.max_gap:
+            bad("calib_seconds", f"must be longer than --max-gap ({self.max_gap})")
+        return self
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+_HELP = {
+    "calib_seconds": "seconds of a stable face that set the neutral pose",
+    "calib_max_spread": "max robust spread (deg) of yaw/pitch while calibrating",
+    "recalibrate_after": "re-learn the neutral pose every S seconds (0 = never)",
+    "pitch_down_sign": "-1 if looking down is a negative pitch (AFLW Pose_Para), +1 otherwise",
+    "alert_yaw": "yaw offset from neutral (deg) that counts as looking away",
+    "alert_pitch": "pitch below neutral (deg) that counts as looking away",
+    "alert_seconds": "seconds away before a looking_around warning",
+    "critical_seconds": "seconds away before it becomes critical (Euro NCAP: 3)",
+    "vats_seconds": "accumulated seconds away within --vats-window -> time_sharing warning",
+    "vats_window": "time-sharing window (s)",
+    "clear_seconds": "an alert ends after its condition is false this long (hysteresis)",
+    "cooldown_seconds": "no repeat of an alert kind within this long after it ended",
+    "eye_closed_ratio": "closed = openness below this fraction of the open-eye baseline (P80: 0.2)",
+    "eye_baseline_percentile": "percentile of recent openness used as the open-eye baseline",
+    "eye_baseline_window": "seconds of openness the baseline is taken over",
+    "eye_baseline_min_seconds": "seconds of known openness before eye rules start",
+    "blink_max_seconds": "a closure shorter than this is a blink",
+    "eyes_closed_seconds": "closure this long -> eyes_closed warning (microsleep)",
+    "eyes_closed_critical_seconds": "closure this long -> eyes_closed critical (sleep)",
+    "perclos_window": "PERCLOS window (s)",
+    "perclos_threshold": "PERCLOS fraction -> drowsy warning",
+    "perclos_min_seconds": "known eye seconds needed in the window before PERCLOS counts",
+    "blink_rate_window": "window (s) of the blink rate",
+    "mouth_threshold": "mouth_open above this = mouth wide open",
+    "yawn_seconds": "mouth wide open this long counts a yawn",
+    "yawn_count": "yawns within --yawn-window -> yawning warning",
+    "yawn_window": "yawn counting window (s)",
+    "nod_pitch": "pitch drop below neutral (deg) that starts a nod",
+    "nod_seconds": "a nod recovers within this many seconds",
+    "nod_count": "nods within --nod-window -> nodding warning",
+    "nod_window": "nod counting window (s)",
+    "no_driver_seconds": "no face this long -> no_driver warning",
+    "max_gap": "frame gap (s) that breaks continuous timers",
+}
+
+
+def add_monitor_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add one flag per MonitorSettings field (defaults from the dataclass) to ``parser``."""
+    g = parser.add_argument_group("driver monitoring (docs/driver-monitoring.md)")
+    d = MonitorSettings()
+    for f in fields(MonitorSettings):
+        default = getattr(d, f.name)
+        typ = int if isinstance(default, int) and not isinstance(default, bool) else float
+        g.add_argument(flag_of(f.name), dest=f"monitor_{f.name}", type=typ, default=default,
+                       metavar="N" if typ is int else "X",
+                       help=f"{_HELP.get(f.name, f.name)} (default {default:g})")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
+                       ) -> MonitorSettings:
+    """MonitorSettings from parsed flags; a nonsense value -> one line on stderr and exit 2
+    (``parser.error`` when the parser is given)."""
+    kw = {}
+    for f in fields(MonitorSettings):
+        key = f"monitor_{f.name}"
+        if hasattr(args, key):
+            kw[f.name] = getattr(args, key)
+    s = MonitorSettings(**kw)
+    try:
+        return s.validate()
+    except ValueError as e:
+        if parser is not None:
+            parser.error(str(e))   # prints usage + "error: ..." and exits 2
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def replace(settings: MonitorSettings, **changes) -> MonitorSettings:
+    """dataclasses.replace + validate."""
+    return dataclasses.replace(settings, **changes).validate()
