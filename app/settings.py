@@ -37,8 +37,9 @@ class Settings:
     min_detection_confidence: float = 0.5
     # Most faces processed per frame (largest first); 1 is enough for driver monitoring.
     max_faces: int = 4
-    # A detection continues a track when IoU(detection box, track box) >= this (0.3: the 68-point
-    # box and the BlazeFace box of the same face overlap at ~0.5-0.7 measured on the shared clips).
+    # A detection continues a track when IoU(detection box, track's 68-point box) >= this. The two
+    # boxes of the same face overlap at IoU 0.68-0.86 (min over the shared expression clips, face
+    # mesh, every 5th frame); 0.3 leaves room for fast motion between detections.
     iou_match: float = 0.3
 
     # ---- face mesh (eyes and mouth in every mode, the whole model in face-mesh mode)
