@@ -1,0 +1,478 @@
+"""Train a 62-parameter 3DMM regressor (Mobile-FRNet): 300W-LP recipe or distillation from a teacher.
+
+    python -m export.train mobilefrnet --data DIR --bfm-dir 3dmm_data --out runs/NAME [--epochs N]
+            [--batch B] [--lr LR] [--device cpu|cuda] [--resume CKPT]
+    python -m export.train mobilefrnet --distill-from models/teacher.onnx --frames VIDEO_OR_DIR [...]
+            --bfm-dir 3dmm_data --out runs/NAME [--holdout NAME] [--aflw DIR]
+
+Loss: L = l_wpdc * WPDC + l_wing * Wing(68 landmarks) on whitened parameters (export/losses.py).
+Writes into --out: last.pth (plain state_dict of the last complete epoch), best.pth (best
+validation NME), resume.pth (model + optimizer + schedule + epoch, for --resume), metrics.jsonl
+(one line per epoch), train_config.json, and face_cache.npz in distillation mode. Every file is
+written to a temporary name in the same folder and then renamed, so an interrupted run keeps
+the last complete checkpoint; Ctrl-C saves interrupted.pth and exits (status 130).
+See docs/training.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+ARCHS = ("mobilefrnet",)
+SIZE = 120
+
+
+class UsageError(Exception):
+    """Bad command-line input: one line on stderr, exit 2."""
+
+
+# ---------------------------------------------------------------- small utilities
+def atomic_save(obj, path: Path) -> None:
+    import torch
+
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Progress:
+    """One-line progress (tqdm-like): rewritten in place on a terminal, a line every ``every`` steps otherwise."""
+
+    def __init__(self, total: int, prefix: str, stream=sys.stderr, every: int = 10):
+        self.total, self.prefix, self.stream, self.every = total, prefix, stream, every
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.t0 = time.time()
+        self.n = 0
+
+    def update(self, n_items: int, step: int, info: dict) -> None:
+        self.n += n_items
+        dt = max(time.time() - self.t0, 1e-9)
+        frac = step / max(self.total, 1)
+        bar = "#" * int(20 * frac) + "." * (20 - int(20 * frac))
+        eta = dt / max(frac, 1e-9) - dt
+        terms = " ".join(f"{k} {v:.4g}" for k, v in info.items())
+        line = f"{self.prefix} [{bar}] {step}/{self.total} {terms} | {self.n / dt:.1f} img/s eta {eta:.0f}s"
+        if self.tty:
+            self.stream.write("\r" + line[:160].ljust(160))
+            if step == self.total:
+                self.stream.write("\n")
+        elif step % self.every == 0 or step == self.total:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def to_input(crops: np.ndarray, device):
+    """uint8 (B,120,120,3) BGR -> float NCHW (x - 127.5) / 128 on device."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(crops)).to(device)
+    return (x.permute(0, 3, 1, 2).float() - 127.5) / 128.0
+
+
+def build_model(arch: str):
+    if arch == "mobilefrnet":
+        try:
+            from export.nets.mobilefrnet import MobileFRNet
+        except ImportError as e:
+            raise UsageError(f"mobilefrnet: export/nets/mobilefrnet.py is not available ({e})")
+        return MobileFRNet(num_params=62)
+    raise UsageError(f"unknown architecture {arch!r} (choose from {', '.join(ARCHS)})")
+
+
+# ---------------------------------------------------------------- evaluation
+def nme_2d(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Per-sample 68-point 2D NME (fraction), normalised by sqrt(w*h) of the ground-truth landmark box."""
+    pred, gt = np.asarray(pred)[..., :2], np.asarray(gt)[..., :2]
+    wh = gt.max(axis=1) - gt.min(axis=1)
+    norm = np.sqrt(wh[:, 0] * wh[:, 1])
+    return np.linalg.norm(pred - gt, axis=2).mean(axis=1) / norm
+
+
+def crop_pixels(lm_model):
+    """(N,68,3) model crop-space points -> (N,68,2) crop pixels, 3DDFA-V2 convention (x - 1, 120 - y)."""
+    out = lm_model[..., :2].clone() if hasattr(lm_model, "clone") else lm_model[..., :2].copy()
+    out[..., 0] = lm_model[..., 0] - 1.0
+    out[..., 1] = SIZE - lm_model[..., 1]
+    return out
+
+
+class AFLWSet:
+    """The AFLW2000-3D protocol on a folder of imageNNNNN.jpg/.mat + official_protocol.npz (official crops)."""
+
+    def __init__(self, folder):
+        import cv2
+        from scipy.io import loadmat
+
+        from app.core import geometry
+
+        d = Path(folder)
+        prot = d / "official_protocol.npz"
+        if not prot.is_file():
+            raise UsageError(f"--aflw {d}: official_protocol.npz missing (the folder of the AFLW2000-3D images)")
+        z = np.load(prot)
+        crops, gts, rois = [], [], []
+        for name, roi in zip(z["names"], z["roi_box"]):
+            name = str(name)
+            stem = name[:-4] if name.endswith(".jpg") else name
+            img = cv2.imread(str(d / f"{stem}.jpg"), cv2.IMREAD_COLOR)
+            if img is None:
+                raise UsageError(f"--aflw {d / (stem + '.jpg')}: image missing or does not decode")
+            crops.append(cv2.warpAffine(img, geometry.crop_affine(roi), (SIZE, SIZE), flags=cv2.INTER_LINEAR))
+            gts.append(loadmat(str(d / f"{stem}.mat"))["pt3d_68"][:2].T)
+            rois.append(np.asarray(roi[:4], np.float64))
+        self.crops, self.gt, self.rois = np.stack(crops), np.stack(gts), np.stack(rois)
+        self.names = [str(n) for n in z["names"]]
+
+    def nme(self, lm_crop_px: np.ndarray) -> np.ndarray:
+        """(N,68,2) crop pixels -> per-image NME (fraction) against pt3d_68, mapped by the official formula."""
+        k = (self.rois[:, 2:] - self.rois[:, :2]) / SIZE
+        img = lm_crop_px * k[:, None, :] + self.rois[:, None, :2]
+        return nme_2d(img, self.gt)
+
+
+# ---------------------------------------------------------------- the trainer
+class Trainer:
+    """Generic loop over any nn.Module mapping normalised NCHW crops to whitened (N, 62) params."""
+
+    def __init__(self, model, criterion, out: Path, *, arch: str, epochs: int, lr: float, optimizer: str = "adamw",
+                 weight_decay: float = 1e-4, schedule: str = "cosine", warmup_steps: int = 100, device: str = "cpu",
+                 steps_per_epoch: int, log: Callable[[str], None] = print, max_minutes: float = 0.0):
+        import torch
+
+        self.model, self.crit = model.to(device), criterion.to(device)
+        self.out, self.arch, self.epochs, self.device = out, arch, epochs, device
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = epochs * steps_per_epoch
+        params = [p for p in model.parameters() if p.requires_grad]
+        if optimizer == "adamw":
+            self.opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        elif optimizer == "sgd":
+            self.opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+        else:
+            raise UsageError(f"--optimizer must be adamw or sgd, got {optimizer!r}")
+        self.base_lr, self.schedule, self.warmup = lr, schedule, warmup_steps
+        self.step, self.epoch, self.best = 0, 0, math.inf
+        self.log, self.max_minutes = log, max_minutes
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup:
+            return self.base_lr * (step + 1) / self.warmup
+        frac = min(1.0, (step - self.warmup) / max(1, self.total_steps - self.warmup))
+        if self.schedule == "cosine":
+            return self.base_lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac)))
+        if self.schedule == "step":          # 3DDFA: x0.2 at 60 % and 80 % of training
+            return self.base_lr * (0.2 ** ((frac >= 0.6) + (frac >= 0.8)))
+        raise UsageError(f"--schedule must be cosine or step, got {self.schedule!r}")
+
+    def state(self) -> dict:
+        return {"arch": self.arch, "epoch": self.epoch, "step": self.step, "best": self.best,
+                "model": self.model.state_dict(), "optimizer": self.opt.state_dict()}
+
+    def resume(self, path: Path) -> None:
+        import torch
+
+        from export import ExportInputError
+        from export.checkpoint import load_state_dict, strict_load
+
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            obj = None
+        try:
+            if isinstance(obj, dict) and "model" in obj and "arch" in obj:
+                if obj["arch"] != self.arch:
+                    raise UsageError(f"--resume {path}: a {obj['arch']} checkpoint, not {self.arch}")
+                strict_load(self.model, obj["model"], path, self.arch)
+                self.opt.load_state_dict(obj["optimizer"])
+                self.epoch, self.step, self.best = int(obj["epoch"]), int(obj["step"]), float(obj["best"])
+                self.log(f"resumed {path}: epoch {self.epoch}, step {self.step}")
+            else:   # plain weights (last.pth / best.pth): fine-tune from them
+                strict_load(self.model, load_state_dict(path), path, self.arch)
+                self.log(f"initialised from weights {path}")
+        except ExportInputError as e:
+            raise UsageError(f"--resume: {e}") from None
+
+    def train_epoch(self, batches, progress: Progress) -> dict:
+        import torch
+
+        self.model.train()
+        sums, n = {}, 0
+        for k, (crops, target) in enumerate(batches, 1):
+            for g in self.opt.param_groups:
+                g["lr"] = self.lr_at(self.step)
+            x = to_input(crops, self.device)
+            y = torch.from_numpy(target).to(self.device)
+            out = self.crit(self.model(x), y)
+            self.opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            self.opt.step()
+            self.step += 1
+            for key, v in out.items():
+                sums[key] = sums.get(key, 0.0) + float(v.detach()) * len(crops)
+            n += len(crops)
+            progress.update(len(crops), k, {key: float(v.detach()) for key, v in out.items()} | {"lr": self.lr_at(self.step)})
+            if self.time_up():
+                break
+        return {f"train_{k}": v / max(n, 1) for k, v in sums.items()} | {"train_samples": n}
+
+    def time_up(self) -> bool:
+        return bool(self.max_minutes) and (time.time() - self.t_start) > 60 * self.max_minutes
+
+    def predict_landmarks(self, crops: np.ndarray, batch: int = 64) -> np.ndarray:
+        """Crop pixels (N,68,2) of the model's predictions (eval mode)."""
+        import torch
+
+        self.model.eval()
+        outs = []
+        with torch.no_grad():
+            for k in range(0, len(crops), batch):
+                pw = self.model(to_input(crops[k:k + batch], self.device))
+                outs.append(crop_pixels(self.crit.landmarks(pw)).cpu().numpy())
+        return np.concatenate(outs)
+
+    def fit(self, make_batches: Callable[[int], object], steps_per_epoch: int,
+            validate: Callable[["Trainer"], dict], batch_size: int) -> dict:
+        """Train until ``epochs`` (or --max-minutes); checkpoints + metrics.jsonl each epoch."""
+        self.t_start = time.time()
+        metrics_path = self.out / "metrics.jsonl"
+        last: dict = {}
+        try:
+            while self.epoch < self.epochs and not self.time_up():
+                t0 = time.time()
+                prog = Progress(steps_per_epoch, f"epoch {self.epoch + 1}/{self.epochs}")
+                rec = self.train_epoch(make_batches(self.epoch), prog)
+                self.epoch += 1
+                rec["epoch"] = self.epoch
+                rec["step"] = self.step
+                rec["epoch_seconds"] = round(time.time() - t0, 2)
+                rec.update(validate(self))
+                key = rec.get("val_nme_teacher", rec.get("val_nme_aflw", rec.get("train_loss")))
+                is_best = key is not None and key < self.best
+                if is_best:
+                    self.best = float(key)
+                rec["best"] = self.best
+                rec["images_per_second"] = round(rec["train_samples"] / max(rec["epoch_seconds"], 1e-9), 2)
+                atomic_save(self.model.state_dict(), self.out / "last.pth")
+                if is_best:
+                    atomic_save(self.model.state_dict(), self.out / "best.pth")
+                atomic_save(self.state(), self.out / "resume.pth")
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                self.log("epoch {epoch}: ".format(**rec) + " ".join(
+                    f"{k} {v:.4g}" for k, v in rec.items() if isinstance(v, float)) + (" (best)" if is_best else ""))
+                last = rec
+        except KeyboardInterrupt:
+            sys.stderr.write("\n")
+            atomic_save(self.state(), self.out / "interrupted.pth")
+            raise
+        return last
+
+
+# ---------------------------------------------------------------- command line
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m export.train",
+                                 description="Train a 62-parameter 3DMM regressor (see docs/training.md).")
+    ap.add_argument("arch", choices=ARCHS)
+    src = ap.add_argument_group("data (one of --data or --distill-from)")
+    src.add_argument("--data", help="300W-LP training folder in the 3DDFA layout (train_aug_120x120/ ...)")
+    src.add_argument("--list", help="image list (default: DIR/train_aug_120x120.list.train)")
+    src.add_argument("--params", help="(N,62) whitened parameters (default: DIR/param_all_norm_v201.pkl|.npy)")
+    src.add_argument("--distill-from", help="teacher ONNX model following the export contract")
+    src.add_argument("--frames", nargs="+", help="videos, images or folders of them (distillation)")
+    src.add_argument("--holdout", nargs="*", default=None,
+                     help="hold out sources whose file name contains this (default: the last video)")
+    src.add_argument("--stride", type=int, default=2, help="use every k-th video frame (default 2)")
+    src.add_argument("--detector", choices=("short", "full"), default="full", help="BlazeFace model (default full)")
+    ap.add_argument("--bfm-dir", required=True, help="the 3dmm_data folder (BFM + param_whitening.pkl)")
+    ap.add_argument("--param-stats", help="whitening stats .pkl (default: BFM-DIR/param_whitening.pkl)")
+    ap.add_argument("--out", required=True, help="run folder (created)")
+    ap.add_argument("--aflw", help="AFLW2000-3D folder with official_protocol.npz: NME after each epoch")
+    ap.add_argument("--epochs", type=int, default=50)
+    ap.add_argument("--steps-per-epoch", type=int, default=0, help="default: one pass over the training set")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
+    ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--schedule", choices=("cosine", "step"), default="cosine")
+    ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    ap.add_argument("--l-wpdc", type=float, default=1.0, help="weight of WPDC")
+    ap.add_argument("--l-wing", type=float, default=0.1, help="weight of the Wing loss on the 68 landmarks")
+    ap.add_argument("--no-flip", action="store_true", help="supervised: no horizontal flip augmentation")
+    ap.add_argument("--no-augment", action="store_true")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--workers", type=int, default=0, help="supervised: DataLoader worker processes")
+    ap.add_argument("--resume", help="resume.pth of a run, or weights (last.pth/best.pth) to start from")
+    ap.add_argument("--max-minutes", type=float, default=0.0, help="stop (and save) after this wall time")
+    ap.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(args, model=None, log: Callable[[str], None] = _log) -> dict:
+    """Train as the CLI does; ``model`` replaces the architecture's network (tests: any nn.Module)."""
+    import torch
+
+    from export import datasets as D
+    from export.losses import BFMArrays, FRNetLoss, load_param_stats
+
+    if bool(args.data) == bool(args.distill_from):
+        raise UsageError("give either --data DIR (supervised) or --distill-from TEACHER.onnx --frames ... (distillation)")
+    if args.distill_from and not args.frames:
+        raise UsageError("--distill-from needs --frames VIDEO_OR_DIR [...]")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: torch sees no CUDA device here; use --device cpu")
+    if args.epochs < 1 or args.batch < 1:
+        raise UsageError("--epochs and --batch must be >= 1")
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bfm_dir = Path(args.bfm_dir)
+    try:
+        bfm = BFMArrays.from_dir(bfm_dir)
+        stats_path = Path(args.param_stats) if args.param_stats else bfm_dir / "param_whitening.pkl"
+        if not stats_path.is_file():
+            raise FileNotFoundError(f"{stats_path}: whitening stats missing (give --param-stats FILE)")
+        mean, std = load_param_stats(stats_path)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise UsageError(str(e)) from None
+    D.set_landmark_bfm(bfm)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test.tmp"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot write there ({e.strerror})") from None
+
+    aflw = AFLWSet(args.aflw) if args.aflw else None
+    rng = np.random.default_rng(args.seed)
+    augment = not args.no_augment
+    if args.data:
+        flipper = None if (args.no_flip or not augment) else D.ParamFlipper(bfm)
+        ds = D.SupervisedDataset(args.data, list_file=args.list, param_file=args.params, param_mean=mean,
+                                 param_std=std, augment=augment, flipper=flipper, seed=args.seed)
+        for i in (0, len(ds) - 1):   # fail early on undecodable images at both ends of the list
+            ds[i]
+        n_train = len(ds)
+        log(f"supervised: {n_train} crops from {ds.image_dir} ({ds.list_file.name}, {ds.param_file.name})")
+        val = None
+
+        def make_batches(epoch):
+            if args.workers > 0:
+                dl = torch.utils.data.DataLoader(
+                    ds, batch_size=args.batch, shuffle=True, num_workers=args.workers, drop_last=True,
+                    worker_init_fn=lambda w: setattr(ds, "rng", np.random.default_rng(args.seed * 1000 + epoch * 97 + w)),
+                    collate_fn=lambda b: (np.stack([x[0] for x in b]), np.stack([x[1] for x in b])))
+                yield from dl
+                return
+            order = rng.permutation(n_train)
+            for k in range(0, n_train - args.batch + 1 if n_train >= args.batch else 1, args.batch):
+                items = [ds[i] for i in order[k:k + args.batch]]
+                yield np.stack([x[0] for x in items]), np.stack([x[1] for x in items])
+        steps = args.steps_per_epoch or max(1, n_train // args.batch)
+    else:
+        teacher = D.TeacherONNX(args.distill_from, device=args.device)
+        log(f"teacher {args.distill_from} ({teacher.arch or 'unknown arch'}) on {teacher.provider}")
+        sources = D.expand_sources(args.frames)
+        key = D.cache_key(sources, args.distill_from, args.stride, args.detector)
+
+        def build():
+            log(f"detecting faces in {len(sources)} sources (every {args.stride} frames) ...")
+            return D.build_face_cache(sources, teacher, stride=args.stride, detector=args.detector, log=log)
+        cache = D.load_or_build_cache(out / "face_cache.npz", key, build, log=log)
+        holdout = args.holdout
+        if holdout is None:
+            vids = [s for s in cache.sources if Path(s).suffix.lower() in D.VIDEO_EXTS]
+            holdout = [Path(vids[-1]).name] if len(vids) >= 2 else []
+        tr_cache, va_cache = D.split_holdout(cache, holdout)
+        if len(tr_cache.group) == 0:
+            raise UsageError("--holdout leaves no training faces")
+        ds = D.DistillDataset(tr_cache, teacher, mean, std, augment=augment, seed=args.seed)
+        val = D.DistillDataset(va_cache, teacher, mean, std, augment=False) if len(va_cache.group) else None
+        n_train = len(ds)
+        log(f"distillation: {n_train} training faces, {len(va_cache.group)} held-out faces "
+            f"({', '.join(holdout) or 'none held out'})")
+
+        def make_batches(epoch):
+            order = rng.permutation(n_train)
+            total = steps * args.batch
+            order = np.resize(order, total) if total > n_train else order[:total]
+            for k in range(0, len(order), args.batch):
+                yield ds.batch(order[k:k + args.batch])
+        steps = args.steps_per_epoch or max(1, math.ceil(n_train / args.batch))
+
+    if model is None:
+        model = build_model(args.arch)
+    crit = FRNetLoss(bfm, mean, std, l_wpdc=args.l_wpdc, l_wing=args.l_wing)
+    trainer = Trainer(model, crit, out, arch=args.arch, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
+                      weight_decay=args.weight_decay, schedule=args.schedule, warmup_steps=args.warmup,
+                      device=args.device, steps_per_epoch=steps, log=log, max_minutes=args.max_minutes)
+    if args.resume:
+        trainer.resume(Path(args.resume))
+
+    def validate(tr: Trainer) -> dict:
+        rec = {}
+        if val is not None:
+            crops, tw = val.batch(range(len(val)))
+            t_lm = crop_pixels(tr.crit.landmarks(torch.from_numpy(tw).to(tr.device))).cpu().numpy()
+            rec["val_nme_teacher"] = float(nme_2d(tr.predict_landmarks(crops), t_lm).mean() * 100)
+        if aflw is not None:
+            per = aflw.nme(tr.predict_landmarks(aflw.crops))
+            rec["val_nme_aflw"] = float(per.mean() * 100)
+        return rec
+
+    config = {k: v for k, v in vars(args).items()} | {"param_stats_used": str(stats_path), "n_train": n_train,
+                                                      "steps_per_epoch": steps}
+    atomic_write_text(out / "train_config.json", json.dumps(config, indent=1))
+    log(f"training {args.arch}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, "
+        f"{args.epochs} epochs x {steps} steps x batch {args.batch}, {args.optimizer} lr {args.lr} {args.schedule}, "
+        f"device {args.device} ({torch.get_num_threads()} threads)")
+    t0 = time.time()
+    last = trainer.fit(make_batches, steps, validate, args.batch)
+    last["total_seconds"] = round(time.time() - t0, 1)
+    stats_opt = "" if not args.param_stats else f" --param-stats {stats_path}"
+    log(f"done in {last['total_seconds']:.0f} s: {out / 'last.pth'}, {out / 'best.pth'}; export with\n"
+        f"  python -m export {args.arch} --checkpoint {out / 'best.pth'} --bfm-dir {bfm_dir}{stats_opt} "
+        f"--out models/{args.arch}.onnx")
+    return last
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    from export import ExportInputError
+    from export.datasets import DataError
+
+    try:
+        run(args)
+    except (UsageError, DataError, ExportInputError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: current weights in {Path(args.out) / 'interrupted.pth'}; the last complete epoch is "
+              f"{Path(args.out) / 'last.pth'} (continue with --resume {Path(args.out) / 'resume.pth'})", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
