@@ -87,7 +87,7 @@ def test_clip_runs_with_overlays_plots_and_status(make_window, qtbot):
     assert win.model_name and win.model_name in win.status_text()
     assert "processing" in win.status_text() and "latency" in win.status_text()
     # the plots hold one point per processed frame (all of them within the 30 s window)
-    win._redraw()
+    win.refresh_now()
     assert len(win.plots) == win.results_received >= N
     assert win.plots.curve_points("yaw") == len(win.plots)
     assert np.isfinite(win.plots.values("yaw")).sum() >= N // 2
@@ -133,7 +133,7 @@ def test_scripted_yaw_raises_banner_and_sound(make_window, qtbot):
         win._on_result(Result(image=img, raw=None, observations=[face], state=st,
                               frame=Frame(image=None, timestamp=t, index=i), wall_t=time.perf_counter(),
                               stats=Stats()))
-        win._redraw()
+        win.refresh_now()
         if win.banner.isVisibleTo(win) and st.top_alert is not None:
             banner_seen = True
             levels.append(st.top_alert.level)
@@ -230,7 +230,7 @@ def test_switch_to_onnx_model_and_back_while_running(make_window, qtbot, tddfa_o
     assert win.model_combo.currentData() == str(tddfa_onnx)
     qtbot.waitUntil(lambda: bool(win.latest.observations) and win.latest.observations[0].vertices is not None
                     and win.latest.stats.model == win.model_name, timeout=WAIT_MS)
-    win._redraw()
+    win.refresh_now()
     assert f"provider: {win.provider}" in win.status_text()
     assert win.latest.observations[0].vertices.shape[1] == 3
     win.set_model(None)

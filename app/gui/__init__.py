@@ -67,6 +67,8 @@ def run(settings, args=None, *, argv=None) -> int:
     MainWindow.cli_explicit = explicit_flags(argv)
     win = MainWindow(settings, source=source)
     win.show()
+    if getattr(args, "record", None):
+        win.start_recording(args.record)     # after the source: commands run in order
 
     shot = getattr(args, "screenshot_after", None)
     if shot:

@@ -1,13 +1,15 @@
 """The video view: the latest annotated BGR frame, scaled to the widget keeping its aspect ratio.
 
-The numpy buffer is wrapped in a QImage without conversion (Format_BGR888) and drawn with smooth
-scaling in ``paintEvent``; Qt's backing store double-buffers the widget, so there is no tearing.
+The numpy buffer is scaled to the widget with OpenCV (bilinear, or pixel-area averaging below half
+size; ~0.3 ms for 720p, outside the GIL) and wrapped in a QImage without conversion
+(Format_BGR888) in ``paintEvent``; Qt's backing store double-buffers the widget, so there is no tearing.
 The widget keeps a reference to the array it shows, so the buffer outlives the QImage.
 """
 from __future__ import annotations
 
 from typing import Optional
 
+import cv2
 import numpy as np
 from PyQt6.QtCore import QPointF, QRectF, Qt
 from PyQt6.QtGui import QColor, QImage, QPainter
@@ -32,6 +34,7 @@ class VideoView(QWidget):
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent, True)
         self._img: Optional[np.ndarray] = None
         self._qimg: Optional[QImage] = None
+        self._scaled = None   # (source array, (w, h), scaled array, its QImage)
         self.placeholder = "No source: choose a camera or open a video file"
         self.frames_painted = 0
 
@@ -73,7 +76,18 @@ class VideoView(QWidget):
             p.setPen(QColor(200, 200, 200))
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.placeholder)
         else:
-            p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
-            p.drawImage(self.target_rect(), self._qimg)
+            r = self.target_rect()
+            w, h = int(round(r.width())), int(round(r.height()))
+            src_h, src_w = self._img.shape[:2]
+            if (w, h) != (src_w, src_h) and w > 0 and h > 0:
+                # scale with OpenCV (releases the GIL: the processing thread keeps running):
+                # bilinear down to half size, pixel-area averaging below that (no aliasing)
+                interp = cv2.INTER_LINEAR if w >= src_w / 2 else cv2.INTER_AREA
+                if self._scaled is None or self._scaled[0] is not self._img or self._scaled[1] != (w, h):
+                    small = cv2.resize(self._img, (w, h), interpolation=interp)
+                    self._scaled = (self._img, (w, h), small, qimage_from_bgr(small))
+                p.drawImage(QPointF(r.x(), r.y()), self._scaled[3])
+            else:
+                p.drawImage(QPointF(r.x(), r.y()), self._qimg)
             self.frames_painted += 1
         p.end()
