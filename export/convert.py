@@ -290,8 +290,8 @@ def export_checkpoint(arch: str, checkpoint, out, *, bfm_dir=None, param_stats=N
             pass
     except OSError as e:
         raise ExportInputError(f"cannot write --out {out} ({e.strerror or e}); choose a writable location") from None
-    extra_crops = _check_crop_array(check_crops) if check_crops is not None else None
     try:
+        extra_crops = _check_crop_array(check_crops) if check_crops is not None else None
         _log(progress, f"loading checkpoint {checkpoint}")
         sd = ckpt_mod.load_state_dict(checkpoint)
         sha = ckpt_mod.sha256_file(checkpoint)
