@@ -98,7 +98,9 @@ class Model3DMM:
         self.arch = meta.get("arch", "")
         self.landmark_convention = meta.get("landmark_convention", "")
         base = os.path.splitext(os.path.basename(self.path))[0]
-        self.name = self.arch or base
+        # the file name says which weights (e.g. 3ddfa_v2_mb05), the metadata which architecture
+        norm = lambda x: x.lower().replace("-", "_")  # noqa: E731
+        self.name = base if (not self.arch or norm(self.arch) in norm(base)) else f"{base} [{self.arch}]"
         self.has_vertices = "vertices" in self.output_names
         self.triangles: Optional[np.ndarray] = None
         self._run_names = [n for n in ("landmarks", "rotation", "translation", "scale", "vertices")
