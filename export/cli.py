@@ -67,7 +67,7 @@ def _read_crops(paths):
 def format_summary(r: dict) -> str:
     lines = [f"architecture   {r['arch']}" + (f" (width {r['widen_factor']:g})" if "widen_factor" in r else ""),
              f"parameters     {r['n_params']:,}",
-             f"cost           {r['gflops']:.3f} GFLOPs at 1x3x120x120 ({r['flops_source']})",
+             f"cost           {r['gmacs']:.4f} GMACs = {r['gflops']:.4f} GFLOPs at 1x3x120x120 ({r['flops_source']})",
              f"precision      {'fp16 network, fp32 I/O and geometry' if r['fp16'] else 'fp32'}, opset {r['opset']}",
              f"mesh           {r['mesh']} ({r['n_vertices']} vertices, {r['n_triangles']} triangles)",
              f"param stats    {r['param_stats']}",

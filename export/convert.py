@@ -176,14 +176,14 @@ def _cost(net) -> dict:
     if count_flops is not None:
         try:
             r = count_flops(net, (1, 3, 120, 120))
-            val = r.get("flops", r.get("total")) if isinstance(r, dict) else r
-            if val is not None:
-                return {"gflops": float(val) / 1e9, "flops_source": "export.flops.count_flops"}
+            if isinstance(r, dict) and "macs" in r:
+                return {"gflops": 2.0 * r["macs"] / 1e9, "gmacs": r["macs"] / 1e9,
+                        "flops_source": "export.flops.count_flops, GFLOPs = 2 x MACs"}
         except Exception as e:  # report, but the export itself does not depend on it
             print(f"export: export.flops.count_flops failed ({e}); using own MAC counter", file=sys.stderr)
     macs = count_macs(net)
     return {"gflops": 2.0 * macs / 1e9, "gmacs": macs / 1e9,
-            "flops_source": "export.convert.count_macs (Conv/Linear MACs, GFLOPs = 2 x MACs)"}
+            "flops_source": "export.convert.count_macs, GFLOPs = 2 x MACs"}
 
 
 # ---------------------------------------------------------------- verification crops
