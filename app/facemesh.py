@@ -1,8 +1,11 @@
 """mediapipe face mesh (468 points) on a face crop: 68-point subset, eyes, mouth and head pose.
 
 The mesh runs on one square crop per face (the same roi box the 3DMM uses), resized to
-``CROP_SIZE`` by one affine warp, with mediapipe's bundled ``face_landmark.tflite`` (through
-``mediapipe.solutions.face_mesh``, offline). One ``FaceMesh`` graph per tracked face (tracking
+``CROP_SIZE`` by one affine warp, with mediapipe's bundled ``face_landmark_with_attention.tflite``
+(``mediapipe.solutions.face_mesh`` with refine_landmarks=True, offline: 478 points, the first 468
+being the standard mesh). The attention model's eyelids close: on expressions_d14 (eyes shut, frame
+110) eye opening is 0.07 shut vs 0.34 open, where the plain face_landmark.tflite gives 0.15 vs 0.31
+(its eyelids never meet, so a "closed = 20 % of open" rule would never fire); it costs ~1 ms more. One ``FaceMesh`` graph per tracked face (tracking
 mode: it re-detects inside the crop only when it loses the face).
 
 - The dense overlay draws the 468 points with mediapipe's FACEMESH_TESSELATION edges
@@ -118,12 +121,12 @@ class FaceMesh:
         import mediapipe as mp
 
         self._fm = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=static, max_num_faces=1, refine_landmarks=False,
+            static_image_mode=static, max_num_faces=1, refine_landmarks=True,
             min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence)
         self._buf = np.empty((CROP_SIZE, CROP_SIZE, 3), np.uint8)
 
     def __call__(self, image_bgr: np.ndarray, roi_box) -> Optional[np.ndarray]:
-        """(468, 3) points in image pixels (z in the x scale, relative), or None when no face."""
+        """(478, 3) points in image pixels (z in the x scale, relative), or None when no face."""
         M = geometry.crop_affine(roi_box, CROP_SIZE)
         cv2.warpAffine(image_bgr, M, (CROP_SIZE, CROP_SIZE), dst=self._buf, flags=cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_CONSTANT)

@@ -121,12 +121,14 @@ def _clip_signals(name):
 
 @pytest.mark.slow
 def test_eye_closures_visible():
-    """expressions_d14 (eye closures, winks): measured per-eye 5th percentile 0.18 vs median 0.32."""
+    """expressions_d14 (eye closures, winks): shut eyes read <= 20 % of open (P80 closure is
+    measurable). Measured (refined mesh): per-eye min 0.07, 5th percentile ~0.09, median ~0.34."""
     eyes, _ = _clip_signals("expressions_d14.mp4")
     assert len(eyes) > 500
     med = np.median(eyes, axis=0)
     assert np.all((0.2 < med) & (med < 0.45))
-    assert np.all(np.percentile(eyes, 5, axis=0) < 0.7 * med)
+    assert np.all(np.percentile(eyes, 5, axis=0) < 0.4 * med)
+    assert np.all(eyes.min(axis=0) < 0.25 * med)
 
 
 @pytest.mark.slow
@@ -135,8 +137,8 @@ def test_mouth_opening_visible():
     eyes, mouth = _clip_signals("expressions_d18.mp4")
     assert np.median(mouth) < 0.15
     assert mouth.max() > 0.5
-    # the eyes stay open meanwhile
-    assert np.percentile(eyes, 5) > 0.2
+    # the eyes stay open most of the time (they narrow while the mouth is wide open)
+    assert np.all(np.median(eyes, axis=0) > 0.2)
 
 
 def test_eye_mouth_ratios_on_synthetic_points():
