@@ -20,12 +20,12 @@ CLIP = ("media", "talking_head_720p.mp4")
 WAIT_MS = 60_000   # generous upper bounds: 2 slow shared cores
 
 
-def _settings(**kw):
+def _settings(*flags: str):
+    """Settings exactly as main.py builds them from command-line flags (monitor included)."""
     pytest.importorskip("app.pipeline")
-    from app.settings import Settings
+    from app import cli
 
-    s = Settings()
-    return dataclasses.replace(s, **kw) if kw else s
+    return cli.settings_from_args(cli.build_parser().parse_args(list(flags)))
 
 
 def _bgr(qimage):
@@ -166,6 +166,11 @@ def test_record_toggle_writes_playable_mp4_of_shown_frames(make_window, qtbot, t
         frames = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
     assert len(frames) == n >= 15
     assert frames[0].shape == win.latest.image.shape
+    # the monitor's events go beside the video; the last line is the run summary
+    from app.monitor.events import read_events
+
+    ev = read_events(out.with_name("take1.events.jsonl"))
+    assert ev and ev[-1]["event"] == "summary"
 
 
 def test_closing_while_recording_finalizes_the_file(make_window, qtbot, tmp_path):
@@ -236,3 +241,31 @@ def test_switch_to_onnx_model_and_back_while_running(make_window, qtbot, tddfa_o
     win.set_model(None)
     qtbot.waitUntil(lambda: win.model_name == "mediapipe_face_mesh", timeout=WAIT_MS)
     assert win.model_combo.currentIndex() == 0
+
+
+def test_recalibrate_key_thresholds_and_settings_persist(make_window, qtbot, tmp_path):
+    """C (keyboard) restarts the calibration of the running monitor; threshold and layer changes
+    reach the running pipeline without a reload and are saved for the next start."""
+    # a still portrait looped at 25 fps: a perfectly steady face, calibrated after 3 s
+    win = make_window(source=str(shared("media", "portrait_glasses.jpg")))
+    qtbot.waitUntil(lambda: win.latest is not None and win.latest.state is not None, timeout=WAIT_MS)
+    pipe = win.worker.pipeline
+    qtbot.waitUntil(lambda: win.latest.state.calibrated, timeout=WAIT_MS)   # 3 s of a steady face
+    qtbot.keyClick(win, "c")
+    qtbot.waitUntil(lambda: win.latest.state.calibrating, timeout=10_000)
+    assert any("recalibrating" in m for m in win.messages)
+    win.spin["alert_yaw"].setValue(42)
+    win.spin["alert_yaw"].editingFinished.emit()
+    qtbot.keyClick(win, "m")                      # mesh layer off
+    assert not win.chk_layer["mesh"].isChecked()
+    qtbot.waitUntil(lambda: pipe.monitor.settings.alert_yaw == 42.0 and not pipe.layers.mesh, timeout=10_000)
+    assert win.worker.pipeline is pipe             # swapped in place: calibration kept, no reload
+    win.close()
+    from PyQt6.QtCore import QSettings
+
+    qs = QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat)
+    assert float(qs.value("thresholds/alert_yaw")) == 42.0
+    assert str(qs.value("layers/mesh")).lower() == "false"
+    win2 = make_window(source=None)
+    assert win2.spin["alert_yaw"].value() == 42 and not win2.chk_layer["mesh"].isChecked()
+    assert win2.settings.monitor.alert_yaw == 42.0 and not win2.settings.layers.mesh

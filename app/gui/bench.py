@@ -94,20 +94,29 @@ def gui_fps(settings, video: str, frames: int, warmup: int = 5, realtime: bool =
     win.plot_timer.timeout.connect(timed_plot)
     win.resize(1400, 820)
     win.show()
+    from PyQt6.QtCore import QEventLoop, QTimer
+
     t_start = time.perf_counter()
     deadline = t_start + 600
-    t0 = None
-    lat_mark = plot_mark = 0
-    while win.results_received < warmup + frames and time.perf_counter() < deadline:
-        app.processEvents()
-        time.sleep(0.001)
-        if t0 is None and win.results_received >= warmup:
-            t0 = time.perf_counter()
-            lat_mark = len(win.latencies_ms)
-            plot_mark = win.plots.redraws
+    mark = {}
+    loop = QEventLoop()
+
+    def check():     # the real event loop runs; this only looks at the counters every 20 ms
+        if "t0" not in mark and win.results_received >= warmup:
+            mark["t0"] = time.perf_counter()
+            mark["plots"] = win.plots.redraws
+            mark["cpu0"] = time.thread_time()
             redraw_ms.clear()
             plot_ms.clear()
-            cpu0 = time.thread_time()
+        if win.results_received >= warmup + frames or time.perf_counter() > deadline:
+            loop.quit()
+
+    chk = QTimer()
+    chk.timeout.connect(check)
+    chk.start(20)
+    loop.exec()
+    chk.stop()
+    t0, plot_mark, cpu0 = mark["t0"], mark["plots"], mark["cpu0"]
     el = time.perf_counter() - t0
     ui_cpu = (time.thread_time() - cpu0) / el
     n = win.results_received - warmup
