@@ -79,7 +79,7 @@ class Model3DMM:
         provs = providers_for(device)
         # onnxruntime prints a multi-line error when the CUDA provider cannot load and then runs
         # on the CPU silently; quiet it and say ourselves which provider really runs (below)
-        ort.set_default_logger_severity(4 if device == "auto" else 3)
+        ort.set_default_logger_severity(4 if "CUDAExecutionProvider" in provs else 3)
         try:
             self.sess = ort.InferenceSession(self.path, sess_options=so, providers=provs)
         except Exception as e:

@@ -1,0 +1,149 @@
+"""main.py --headless end to end (subprocess) and its bad-input behaviour."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.pipeline import default_model_path
+from tests.conftest import ROOT, shared
+
+CLIP = ("media", "talking_head_720p.mp4")
+
+
+def run_main(*args, env_drop=(), timeout=300):
+    env = {k: v for k, v in os.environ.items() if k not in env_drop}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=str(ROOT))
+
+
+def err_lines(p):
+    """stderr without mediapipe / absl / TFLite chatter."""
+    noise = ("W0000", "I0000", "INFO: Created TensorFlow", "WARNING: All log messages")
+    return [ln for ln in p.stderr.splitlines() if ln.strip() and not ln.startswith(noise)]
+
+
+def read_dump(path):
+    return [json.loads(ln) for ln in Path(path).read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_default_backend_dump(tmp_path):
+    """No --model: the face mesh (or the first models/*.onnx) runs the clip; one JSON line per frame."""
+    out = tmp_path / "d.jsonl"
+    p = run_main("--video", shared(*CLIP), "--headless", "--dump", out, "--quiet")
+    assert p.returncode == 0, p.stderr
+    rows = read_dump(out)
+    assert [r["frame"] for r in rows] == list(range(55))
+    assert rows[1]["t"] == pytest.approx(0.04, abs=1e-3)
+    with_face = [r for r in rows if r["faces"]]
+    assert len(with_face) >= 0.95 * 55
+    f = with_face[0]["faces"][0]
+    assert len(f["landmarks"]) == 68 and all(len(pt) == 3 for pt in f["landmarks"])
+    x0, y0, x1, y1 = f["box"]
+    assert 0 <= x0 < x1 <= 1280 and 0 <= y0 < y1 <= 720
+    assert all(x0 - 1 <= pt[0] <= x1 + 1 for pt in f["landmarks"])
+    for k in ("yaw", "pitch", "roll", "mouth_open"):
+        assert isinstance(f[k], float)
+    assert len(f["eye_open"]) == 2
+    expected = "mediapipe_face_mesh" if default_model_path() is None else Path(default_model_path()).stem
+    assert f["model"].startswith(expected)
+    log = "\n".join(err_lines(p))
+    assert "done: 55 frames" in log and expected in log
+
+
+@pytest.mark.slow
+def test_onnx_record_dump_events(tmp_path, tddfa_onnx):
+    import av
+
+    rec, dump, ev = tmp_path / "o.mp4", tmp_path / "o.jsonl", tmp_path / "e.jsonl"
+    p = run_main("--video", shared(*CLIP), "--headless", "--model", tddfa_onnx, "--device", "cpu",
+                 "--record", rec, "--dump", dump, "--events", ev)
+    assert p.returncode == 0, p.stderr
+    with av.open(str(rec)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 55
+    rows = read_dump(dump)
+    assert len(rows) == 55 and sum(bool(r["faces"]) for r in rows) >= 53
+    assert rows[0]["faces"][0]["model"] == "3ddfa_v2_mb05"
+    events = [json.loads(ln) for ln in ev.read_text().splitlines()]
+    assert events[-1]["event"] == "summary"
+    log = "\n".join(err_lines(p))
+    assert "CPUExecutionProvider" in log and "stage ms" in log
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["e.jsonl", "o.jsonl", "o.mp4"]
+
+
+def test_two_faces_image(tmp_path, tddfa_onnx):
+    dump = tmp_path / "d.jsonl"
+    p = run_main("--video", shared("media", "two_faces.jpg"), "--headless", "--model", tddfa_onnx,
+                 "--device", "cpu", "--dump", dump, "--no-monitor")
+    assert p.returncode == 0, p.stderr
+    rows = read_dump(dump)
+    assert len(rows) == 1 and len(rows[0]["faces"]) == 2
+
+
+def _bad(tmp_path, *args, env_drop=()):
+    """A run that must fail: exit 2, one error line on stderr, nothing left in tmp_path."""
+    before = sorted(tmp_path.iterdir())
+    p = run_main(*args, "--dump", tmp_path / "d.jsonl", env_drop=env_drop)
+    lines = [ln for ln in err_lines(p) if ln.startswith(("error", "main.py: error"))]
+    assert p.returncode == 2, p.stderr
+    assert len(lines) == 1, p.stderr
+    assert sorted(tmp_path.iterdir()) == before, "outputs left behind"
+    return lines[0]
+
+
+def test_missing_file(tmp_path):
+    line = _bad(tmp_path, "--video", tmp_path / "nope.mp4", "--headless")
+    assert "nope.mp4" in line
+
+
+def test_unreadable_file(tmp_path):
+    bad = tmp_path / "junk.mp4"
+    bad.write_bytes(os.urandom(4096))
+    line = _bad(tmp_path, "--video", bad, "--headless")
+    assert "junk.mp4" in line
+
+
+def test_onnx_not_following_contract(tmp_path):
+    from tests.test_model3dmm import make_onnx
+
+    m = make_onnx(tmp_path / "bad.onnx")
+    line = _bad(tmp_path, "--video", shared(*CLIP), "--headless", "--model", m)
+    assert "bad.onnx" in line and "'rotation'" in line
+
+
+def test_unwritable_record(tmp_path):
+    line = _bad(tmp_path, "--video", shared(*CLIP), "--headless", "--record", tmp_path / "no" / "such" / "o.mp4")
+    assert "o.mp4" in line
+
+
+def test_device_cuda_without_cuda(tmp_path, tddfa_onnx):
+    from app.model3dmm import DeviceError, Model3DMM
+
+    try:
+        Model3DMM(str(tddfa_onnx), "cuda")
+        pytest.skip("CUDA works on this machine")
+    except DeviceError:
+        pass
+    line = _bad(tmp_path, "--video", shared(*CLIP), "--headless", "--model", tddfa_onnx, "--device", "cuda")
+    assert "--device cuda" in line
+
+
+def test_no_input(tmp_path):
+    line = _bad(tmp_path, "--headless")
+    assert "--video" in line
+
+
+def test_bad_flag_value(tmp_path):
+    line = _bad(tmp_path, "--video", shared(*CLIP), "--headless", "--detect-every", "0")
+    assert "--detect-every" in line
+
+
+def test_gui_without_display(tmp_path):
+    line = _bad(tmp_path, "--video", shared(*CLIP), env_drop=("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
+    assert "--headless" in line
