@@ -269,3 +269,35 @@ def test_recalibrate_key_thresholds_and_settings_persist(make_window, qtbot, tmp
     win2 = make_window(source=None)
     assert win2.spin["alert_yaw"].value() == 42 and not win2.chk_layer["mesh"].isChecked()
     assert win2.settings.monitor.alert_yaw == 42.0 and not win2.settings.layers.mesh
+
+
+def test_source_breaking_off_midway_reports_and_app_lives(make_window, qtbot, tmp_path):
+    """Like a camera unplugged mid-run: a clip cut in half delivers its first frames, then the
+    window says what happened, and a new source can be opened."""
+    import av
+
+    full = tmp_path / "full.mkv"      # mkv: a cut file still opens (an mp4 keeps its index at the end)
+    with av.open(str(shared("media", "clips", "expressions_d18.mp4"))) as src, av.open(str(full), "w") as out:
+        st = out.add_stream("libx264", rate=25)
+        st.pix_fmt = "yuv420p"
+        st.options = {"preset": "ultrafast"}
+        for i, f in enumerate(src.decode(video=0)):
+            if i == 0:
+                st.width, st.height = f.width, f.height
+            if i >= 75:
+                break
+            for pkt in st.encode(av.VideoFrame.from_ndarray(f.to_ndarray(format="bgr24"), format="bgr24")):
+                out.mux(pkt)
+        for pkt in st.encode():
+            out.mux(pkt)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    win = make_window(source=str(cut))
+    qtbot.waitUntil(lambda: len(win.errors) >= 1, timeout=WAIT_MS)
+    assert win.results_received > 0                 # frames before the break were shown
+    assert "cut.mkv" in win.errors[-1] and win.source_name == ""
+    assert "cut.mkv" in win.message.text()
+    win.open_source(str(shared(*CLIP)))
+    n = win.results_received
+    qtbot.waitUntil(lambda: win.results_received > n + 5, timeout=WAIT_MS)
