@@ -399,7 +399,9 @@ class DriverMonitor:
         span = min(s.blink_rate_window, t - self.t0)
         blink_rate = len(self.blink_times) * 60.0 / span if span >= min(10.0, s.blink_rate_window) else math.nan
 
-        alerts = [r.active for r in self.rules.values() if r.active is not None]
+        # copies: a state handed out must not change when an alert escalates later
+        alerts = [Alert(r.active.kind, r.active.level, r.active.since, dict(r.active.values))
+                  for r in self.rules.values() if r.active is not None]
         alerts.sort(key=lambda a: (-_LEVEL_RANK[a.level], _KIND_RANK[a.kind], a.since))
         cur_closure = closed_s if closed else 0.0
         self.state = MonitorState(
@@ -542,7 +544,7 @@ class DriverMonitor:
             return
         a = np.array([(b[1], b[2]) for b in buf])
         med = np.median(a, axis=0)
-        spread = 1.4826 * np.median(np.abs(a - med), axis=0)
+        spread = np.percentile(np.abs(a - med), 90, axis=0)   # 90 % of the samples within it
         if np.all(spread <= s.calib_max_spread):
             self.neutral_yaw, self.neutral_pitch = float(med[0]), float(med[1])
             self.calibrating = False

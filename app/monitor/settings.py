@@ -26,9 +26,10 @@ class MonitorSettings:
     # ---- neutral pose (calibration) [OP]
     # Seconds of a stable, detected face whose median yaw / pitch become the neutral pose. [MINE]
     calib_seconds: float = 3.0
-    # "Stable" = robust spread (1.4826 x median absolute deviation) of yaw and of pitch over those
-    # seconds at most this many degrees; a driver checking mirrors during it delays calibration. [MINE]
-    calib_max_spread: float = 5.0
+    # "Stable" = at least 90 % of those seconds' samples within this many degrees of the median,
+    # for yaw and for pitch (a short glance is tolerated, checking mirrors delays calibration).
+    # 6 deg: a few degrees of per-frame pose noise plus normal head sway. [MINE]
+    calib_max_spread: float = 6.0
     # Re-learn the neutral pose every S seconds after the last calibration (0 = never). The old
     # neutral stays in use meanwhile and only samples within the alert thresholds of it are used,
     # so a long look at a phone cannot become the new "ahead". [MINE]
