@@ -1,0 +1,140 @@
+"""Pipeline benchmark: ``python -m app.bench --video FILE [--model M.onnx] [--frames N] [--json OUT]``.
+
+Runs the real headless path (threaded source, looping the clip -> Pipeline.process -> H.264
+recording to a temp file unless --no-record) for N frames after a warm-up, and prints per-stage
+median / p95 milliseconds and the end-to-end frame rate (frames / wall time of the measured loop).
+``decode`` is the time the loop waited for the capture thread (decoding itself overlaps
+processing on another core); ``total`` is one frame from that wait to the end of encoding.
+Every pipeline flag of main.py works (--detect-every, --layers, --threads, --no-smoothing ...).
+The JSON holds {"fps", "frames", "stage_ms": {stage: {"median", "p95"}}, "model", "provider",
+"settings", "machine"}.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.startswith("model name"):
+                    cpu = ln.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}"
+
+
+def run_bench(settings, video: str, frames: int = 300, warmup: int = 20, record: bool = True) -> dict:
+    from app.io.capture import open_source
+    from app.io.writer import VideoWriter
+    from app.pipeline import Pipeline
+
+    pipe = Pipeline(settings)
+    src = open_source(video, loop=True)
+    tmpdir = tempfile.mkdtemp(prefix="bench_")
+    writer = VideoWriter(os.path.join(tmpdir, "bench.mp4"), src.fps or 25.0, tuple(src.size)) if record else None
+    stage: dict[str, list[float]] = {}
+    faces = 0
+    it = iter(src)
+    try:
+        t_start = None
+        for i in range(warmup + frames):
+            if i == warmup:
+                t_start = time.perf_counter()
+            t0 = time.perf_counter()
+            frame = next(it)
+            t1 = time.perf_counter()
+            obs, _, ann = pipe.process(frame)
+            t2 = time.perf_counter()
+            if writer is not None:
+                writer.write(ann, frame.timestamp)
+            t3 = time.perf_counter()
+            if i >= warmup:
+                faces += bool(obs)
+                st = dict(pipe.stage_ms, decode=(t1 - t0) * 1e3, encode=(t3 - t2) * 1e3, total=(t3 - t0) * 1e3)
+                for k, v in st.items():
+                    stage.setdefault(k, []).append(v)
+        wall = time.perf_counter() - t_start
+    finally:
+        src.stop()
+        if writer is not None:
+            writer.abort()
+        try:
+            os.rmdir(tmpdir)
+        except OSError:
+            pass
+        pipe.close()
+    return {
+        "fps": frames / wall,
+        "frames": frames,
+        "frames_with_face": faces,
+        "stage_ms": {k: {"median": float(np.median(v)), "p95": float(np.percentile(v, 95))} for k, v in stage.items()},
+        "model": pipe.model_name,
+        "provider": pipe.provider,
+        "record": record,
+        "settings": {"detect_every": settings.detect_every, "smoothing": settings.smoothing,
+                     "threads": settings.threads, "eyes_from_mesh": settings.eyes_from_mesh,
+                     "mesh_layer": settings.layers.mesh, "mesh_style": settings.layers.mesh_style},
+        "machine": _machine(),
+    }
+
+
+ORDER = ("decode", "detect", "crop", "3dmm", "post", "mesh/eyes", "smoothing", "monitor", "overlay", "encode", "total")
+
+
+def format_table(res: dict) -> str:
+    lines = [f"model {res['model']} on {res['provider']}, {res['frames']} frames "
+             f"({res['frames_with_face']} with a face), recording {'on' if res['record'] else 'off'}",
+             f"{'stage':<10} {'median ms':>10} {'p95 ms':>8}"]
+    for k in ORDER:
+        if k in res["stage_ms"]:
+            s = res["stage_ms"][k]
+            lines.append(f"{k:<10} {s['median']:>10.2f} {s['p95']:>8.2f}")
+    lines.append(f"end-to-end {res['fps']:.1f} fps ({res['machine']})")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from app import cli
+
+    parser = cli.build_parser(prog="python -m app.bench")
+    g = parser.add_argument_group("benchmark")
+    g.add_argument("--frames", type=int, default=300, help="measured frames (the clip loops) (default %(default)s)")
+    g.add_argument("--warmup", type=int, default=20, help="frames run before measuring (default %(default)s)")
+    g.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
+    g.add_argument("--no-record", action="store_true", help="skip the H.264 recording stage")
+    args = parser.parse_args(argv)
+    if not args.video:
+        parser.error("--video FILE is required")
+    if args.frames < 1 or args.warmup < 0:
+        parser.error("--frames must be >= 1 and --warmup >= 0")
+    settings = cli.settings_from_args(args)
+    from app.io.capture import SourceError
+    from app.model3dmm import ContractError, DeviceError
+
+    try:
+        res = run_bench(settings, args.video, args.frames, args.warmup, record=not args.no_record)
+    except (SourceError, ContractError, DeviceError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(res))
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(res, f, indent=1)
+        os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
