@@ -301,3 +301,22 @@ def test_source_breaking_off_midway_reports_and_app_lives(make_window, qtbot, tm
     win.open_source(str(shared(*CLIP)))
     n = win.results_received
     qtbot.waitUntil(lambda: win.results_received > n + 5, timeout=WAIT_MS)
+
+
+def test_space_pauses_and_resumes_snapshot_writes_the_shown_frame(make_window, qtbot):
+    import cv2
+
+    win = make_window(source=str(shared(*CLIP)))
+    qtbot.waitUntil(lambda: win.results_received >= 3, timeout=WAIT_MS)
+    qtbot.keyClick(win, " ")
+    assert win.btn_pause.isChecked() and win.btn_pause.text() == "Start"
+    qtbot.wait(500)                                  # a frame in flight may still arrive
+    n = win.results_received
+    qtbot.wait(1000)
+    assert win.results_received == n                # paused: nothing processed
+    path = win.snapshot()
+    assert path is not None and path.suffix == ".png"
+    assert np.array_equal(cv2.imread(str(path)), win.latest.image)
+    qtbot.keyClick(win, " ")
+    assert not win.btn_pause.isChecked()
+    qtbot.waitUntil(lambda: win.results_received > n + 3, timeout=WAIT_MS)
