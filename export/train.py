@@ -111,37 +111,37 @@ def crop_pixels(lm_model):
 
 
 class AFLWSet:
-    """The AFLW2000-3D protocol on a folder of imageNNNNN.jpg/.mat + official_protocol.npz (official crops)."""
+    """AFLW2000-3D with the official protocol of export.evaluate (B): official rounded crop, 68-pt 2D NME
+    normalised by sqrt(w*h) of the ground-truth box; either layout export.evaluate reads."""
 
     def __init__(self, folder):
         import cv2
-        from scipy.io import loadmat
 
-        from app.core import geometry
+        from export import evaluate as E
 
-        d = Path(folder)
-        prot = d / "official_protocol.npz"
-        if not prot.is_file():
-            raise UsageError(f"--aflw {d}: official_protocol.npz missing (the folder of the AFLW2000-3D images)")
-        z = np.load(prot)
-        crops, gts, rois = [], [], []
-        for name, roi in zip(z["names"], z["roi_box"]):
-            name = str(name)
-            stem = name[:-4] if name.endswith(".jpg") else name
-            img = cv2.imread(str(d / f"{stem}.jpg"), cv2.IMREAD_COLOR)
-            if img is None:
-                raise UsageError(f"--aflw {d / (stem + '.jpg')}: image missing or does not decode")
-            crops.append(cv2.warpAffine(img, geometry.crop_affine(roi), (SIZE, SIZE), flags=cv2.INTER_LINEAR))
-            gts.append(loadmat(str(d / f"{stem}.mat"))["pt3d_68"][:2].T)
-            rois.append(np.asarray(roi[:4], np.float64))
-        self.crops, self.gt, self.rois = np.stack(crops), np.stack(gts), np.stack(rois)
-        self.names = [str(n) for n in z["names"]]
+        try:
+            samples = E.load_aflw2000(folder)
+            crops, gts = [], []
+            for s in samples:
+                img = cv2.imread(str(s.image_path), cv2.IMREAD_COLOR)
+                if img is None:
+                    raise UsageError(f"--aflw {s.image_path}: image does not decode (replace the file)")
+                crops.append(E.crop_official(img, s.roi_box))
+                gt = s.pts68 if s.pts68 is not None else E._load_mat(s.mat_path)["pt3d_68"]
+                gts.append(np.asarray(gt, np.float64))
+        except E.EvalInputError as e:
+            raise UsageError(f"--aflw {folder}: {e}") from None
+        self._nme = E.nme_aflw
+        self.crops, self.gt = np.stack(crops), gts
+        self.rois = np.stack([np.asarray(s.roi_box[:4], np.float64) for s in samples])
+        self.names = [s.name for s in samples]
 
     def nme(self, lm_crop_px: np.ndarray) -> np.ndarray:
-        """(N,68,2) crop pixels -> per-image NME (fraction) against pt3d_68, mapped by the official formula."""
-        k = (self.rois[:, 2:] - self.rois[:, :2]) / SIZE
-        img = lm_crop_px * k[:, None, :] + self.rois[:, None, :2]
-        return nme_2d(img, self.gt)
+        """(N,68,2) crop pixels (3DDFA-V2 convention) -> per-image NME (fraction), official mapping to the image."""
+        from app.core.geometry import crop_to_image
+
+        pts = np.concatenate([lm_crop_px, np.zeros(lm_crop_px.shape[:2] + (1,))], axis=2)
+        return np.array([self._nme(crop_to_image(p, r), g) for p, r, g in zip(pts, self.rois, self.gt)])
 
 
 # ---------------------------------------------------------------- the trainer
@@ -390,7 +390,7 @@ def run(args, model=None, log: Callable[[str], None] = _log) -> dict:
                 yield np.stack([x[0] for x in items]), np.stack([x[1] for x in items])
         steps = args.steps_per_epoch or max(1, n_train // args.batch)
     else:
-        teacher = D.TeacherONNX(args.distill_from, device=args.device)
+        teacher = D.TeacherONNX(args.distill_from, device=args.device, threads=args.threads)
         log(f"teacher {args.distill_from} ({teacher.arch or 'unknown arch'}) on {teacher.provider}")
         sources = D.expand_sources(args.frames)
         key = D.cache_key(sources, args.distill_from, args.stride, args.detector)
