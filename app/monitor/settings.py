@@ -155,6 +155,8 @@ class MonitorSettings:
         if self.eyes_closed_critical_seconds < self.eyes_closed_seconds:
             bad("eyes_closed_critical_seconds",
                 f"must be >= --eyes-closed-seconds ({self.eyes_closed_seconds})")
+        if self.perclos_window <= self.eyes_closed_seconds:
+            bad("perclos_window", f"must be longer than --eyes-closed-seconds ({self.eyes_closed_seconds})")
         if self.perclos_min_seconds > self.perclos_window:
             bad("perclos_min_seconds", f"must be <= --perclos-window ({self.perclos_window})")
         if self.eye_baseline_min_seconds > self.eye_baseline_window:
@@ -164,8 +166,6 @@ class MonitorSettings:
             bad("yawn_window", f"must be longer than --yawn-seconds ({self.yawn_seconds})")
         if self.nod_window <= self.nod_seconds:
             bad("nod_window", f"must be longer than --nod-seconds ({self.nod_seconds})")
-        if self.perclos_window <= self.eyes_closed_seconds:
-            bad("perclos_window", f"must be longer than --eyes-closed-seconds ({self.eyes_closed_seconds})")
         if self.yawn_count < 1 or self.yawn_count != int(self.yawn_count):
             bad("yawn_count", "must be a whole number >= 1")
         if self.nod_count < 1 or self.nod_count != int(self.nod_count):

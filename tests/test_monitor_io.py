@@ -1,0 +1,161 @@
+"""Event log (JSONL, atomic), alert sound (file, playback fallback, rate limit)."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.monitor import AlertSound, DriverMonitor, EventLog, read_events
+from app.core.types import FaceObservation
+
+ROOT = Path(__file__).resolve().parents[1]
+WAV = ROOT / "assets" / "alert.wav"
+
+
+# ----------------------------------------------------------------------------- event log
+def test_event_log_is_atomic_and_valid_jsonl(tmp_path):
+    p = tmp_path / "run.events.jsonl"
+    log = EventLog(p)
+    log.write({"event": "start", "kind": "eyes_closed", "t": 1.0, "x": float("nan"),
+               "arr": np.array([1.5, np.inf]), "n": np.int64(3)})
+    assert not p.exists() and (tmp_path / "run.events.jsonl.tmp").exists()   # nothing half-written at p
+    log.write({"event": "end", "kind": "eyes_closed", "t": 2.0})
+    log.close()
+    assert p.exists() and not (tmp_path / "run.events.jsonl.tmp").exists()
+    lines = p.read_text().splitlines()
+    assert len(lines) == 2
+    first = json.loads(lines[0])
+    assert first["x"] is None and first["arr"] == [1.5, None] and first["n"] == 3
+    assert read_events(p)[1]["event"] == "end"
+    log.close()     # idempotent
+    with pytest.raises(ValueError):
+        log.write({"event": "late"})
+
+
+def test_event_log_context_manager_publishes_on_error_and_keeps_old_file_until_then(tmp_path):
+    p = tmp_path / "e.jsonl"
+    p.write_text('{"old": true}\n')
+    with pytest.raises(RuntimeError):
+        with EventLog(p) as log:
+            log.write({"event": "start"})
+            assert json.loads(p.read_text()) == {"old": True}     # the old file is intact meanwhile
+            raise RuntimeError("pipeline failed")
+    assert read_events(p) == [{"event": "start"}]
+    log2 = EventLog(p)
+    log2.write({"event": "x"})
+    log2.discard()
+    assert read_events(p) == [{"event": "start"}] and not (tmp_path / "e.jsonl.tmp").exists()
+
+
+def test_event_log_bad_paths(tmp_path):
+    with pytest.raises(OSError, match="folder .* does not exist"):
+        EventLog(tmp_path / "missing" / "e.jsonl")
+    with pytest.raises(OSError, match="is a folder"):
+        EventLog(tmp_path)
+    (tmp_path / "x.jsonl.tmp").mkdir()     # the temp name is taken by a folder: open() fails (also as root)
+    with pytest.raises(OSError, match=r"cannot write the event log .*x.jsonl: Is a directory"):
+        EventLog(tmp_path / "x.jsonl")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user that can write to read-only folders (root)")
+        with pytest.raises(OSError, match="cannot write the event log"):
+            EventLog(ro / "e.jsonl")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_monitor_events_end_to_end_into_the_log(tmp_path):
+    mon = DriverMonitor()
+    p = tmp_path / "drive.events.jsonl"
+    with EventLog(p) as log:
+        for i in range(30 * 12):
+            t = i / 30
+            yaw = 45.0 if 5 <= t < 9 else 0.0
+            f = FaceObservation(box=np.array([0, 0, 100, 100.]), landmarks=np.zeros((68, 3)),
+                                model="synthetic", yaw=yaw, pitch=0.0, eye_open=(0.3, 0.3), mouth_open=0.1)
+            mon.update(t, i, f)
+            log.write_all(mon.last_events)
+        log.write(mon.summary())
+    ev = read_events(p)
+    assert [(e["event"], e.get("kind"), e.get("level")) for e in ev] == [
+        ("start", "looking_around", "warning"), ("start", "looking_around", "critical"),
+        ("end", "looking_around", "critical"), ("summary", None, None)]
+    assert ev[-1]["time_distracted_s"] == pytest.approx(4.0, abs=1e-6)
+    assert all(isinstance(e["time"], str) and e["frame"] >= 0 for e in ev)
+
+
+# ----------------------------------------------------------------------------- sound
+def test_alert_wav_format_and_tones():
+    with wave.open(str(WAV), "rb") as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 22050)
+        x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(float)
+    assert len(x) == pytest.approx(0.4 * 22050, abs=2)
+    assert 0.3 * 32767 < np.abs(x).max() <= 0.55 * 32767
+    half = len(x) // 2
+    for seg, f in ((x[:half], 880.0), (x[half:], 660.0)):
+        spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
+        peak = np.fft.rfftfreq(len(seg), 1 / 22050)[np.argmax(spec)]
+        assert abs(peak - f) < 10
+    assert abs(x[0]) < 50 and abs(x[-1]) < 50        # faded: no click
+
+
+def test_make_alert_sound_reproduces_the_committed_file(tmp_path):
+    out = tmp_path / "a.wav"
+    r = subprocess.run([sys.executable, str(ROOT / "assets" / "make_alert_sound.py"), str(out)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == WAV.read_bytes()
+    r = subprocess.run([sys.executable, str(ROOT / "assets" / "make_alert_sound.py"),
+                        str(tmp_path / "no" / "a.wav")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "does not exist" in r.stderr
+
+
+def test_alert_sound_without_audio_output_logs_once_and_never_raises(caplog):
+    snd = AlertSound(str(WAV), min_interval=0.0, backend="none")
+    assert snd.duration == pytest.approx(0.4, abs=1e-3)
+    with caplog.at_level(logging.WARNING, logger="app.monitor.sound"):
+        assert snd.play() is False
+        assert snd.play() is False
+    msgs = [r.getMessage() for r in caplog.records if "no audio output available" in r.getMessage()]
+    assert len(msgs) == 1
+
+
+def test_alert_sound_auto_backend_reports_what_runs():
+    snd = AlertSound(str(WAV))
+    assert snd.backend in ("sounddevice", "aplay", "paplay", "none")
+    assert snd.reason
+    snd.play()     # must not raise, whatever this machine has
+
+
+def test_alert_sound_rate_limit_with_a_fake_player(tmp_path, monkeypatch):
+    # a stand-in "aplay" on PATH that records its calls: play() starts it without waiting
+    log = tmp_path / "calls.txt"
+    fake = tmp_path / "aplay"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\nsleep 0.2\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    snd = AlertSound(str(WAV), min_interval=30.0, backend="aplay")
+    assert snd.backend == "aplay"
+    import time
+    t = time.monotonic()
+    assert snd.play() is True
+    assert time.monotonic() - t < 0.15            # non-blocking
+    assert snd.play() is False and snd.skipped == 1   # rate-limited
+    snd._proc.wait(timeout=10)
+    assert log.read_text().split() == ["-q", str(WAV)]
+
+
+def test_alert_sound_missing_file():
+    with pytest.raises(FileNotFoundError, match="make_alert_sound.py"):
+        AlertSound("/nonexistent/alert.wav")
