@@ -66,7 +66,7 @@ def providers_for(device: str) -> list[str]:
 
 
 class Model3DMM:
-    def __init__(self, path: str, device: str = "auto", threads: int = 0):
+    def __init__(self, path: str, device: str = "auto", threads: int = 1):
         import onnxruntime as ort
 
         self.path = str(path)
@@ -75,6 +75,8 @@ class Model3DMM:
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = int(threads)
+        # no busy-waiting of idle intra-op threads: they would take CPU from the face mesh / encoder
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3   # errors only: a CUDA load failure is reported by our own check below
         provs = providers_for(device)
         # onnxruntime prints a multi-line error when the CUDA provider cannot load and then runs

@@ -20,9 +20,11 @@ class Settings:
     # auto: CUDA then CPU (one log line says which provider really runs); cuda: CUDA or an error
     # (never a silent CPU fallback); cpu: CPU only.
     device: str = "auto"
-    # onnxruntime intra-op threads; 0 = onnxruntime's default (one per physical core). Measured
-    # with `python -m app.bench` on the 2-core dev machine (docs/benchmarks.md).
-    threads: int = 0
+    # onnxruntime intra-op threads; 0 = onnxruntime's default (one per physical core). 1 because
+    # the frame's other stages (decode thread, face mesh, encoder) use the other core: 3DDFA-V2 x0.5
+    # batch 1 with dense vertices measured 3.7 ms median with 1 thread vs 8.0 ms with 2 on the
+    # busy 2-core dev machine (docs/benchmarks.md).
+    threads: int = 1
 
     # ---- detection and tracking
     # Run the face detector every K frames (and whenever a face is lost); in between, each face is
