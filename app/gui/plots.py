@@ -53,6 +53,8 @@ class SignalPlots(QWidget):
         self.p_perclos = mk(2, c("#ff9030", "PERCLOS") + " " + c("#ffb000", "- - drowsy"), (0, 0.5))
         self.p_mouth = mk(3, c("#e070ff", "Mouth openness"), (0, 1.0))
         self.p_mouth.setLabel("bottom", "seconds")
+        for p in (self.p_angles, self.p_eyes, self.p_perclos):
+            p.getAxis("bottom").setStyle(showValues=False)   # one time axis (bottom) is enough
         for p in (self.p_eyes, self.p_perclos, self.p_mouth):
             p.setXLink(self.p_angles)
         pen = lambda c: pg.mkPen(c, width=2)

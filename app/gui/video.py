@@ -85,7 +85,10 @@ class VideoView(QWidget):
                 interp = cv2.INTER_LINEAR if w >= src_w / 2 else cv2.INTER_AREA
                 if self._scaled is None or self._scaled[0] is not self._img or self._scaled[1] != (w, h):
                     small = cv2.resize(self._img, (w, h), interpolation=interp)
-                    self._scaled = (self._img, (w, h), small, qimage_from_bgr(small))
+                    # BGRA bytes = Qt's native RGB32 on little-endian: drawn without a conversion
+                    bgra = cv2.cvtColor(small, cv2.COLOR_BGR2BGRA)
+                    q = QImage(bgra.data, w, h, int(bgra.strides[0]), QImage.Format.Format_RGB32)
+                    self._scaled = (self._img, (w, h), bgra, q)
                 p.drawImage(QPointF(r.x(), r.y()), self._scaled[3])
             else:
                 p.drawImage(QPointF(r.x(), r.y()), self._qimg)
