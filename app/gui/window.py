@@ -339,7 +339,7 @@ class MainWindow(QMainWindow):
     def _fill_model_combo(self) -> None:
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        self.model_combo.addItem(MESH_MODEL_LABEL, None)
+        self.model_combo.addItem(_default_model_label(), None)
         current = binding.get_model(self.settings)
         paths = model_choices()
         if current and os.path.realpath(current) not in {os.path.realpath(p) for p in paths}:
@@ -753,6 +753,17 @@ class MainWindow(QMainWindow):
 
 
 # ---------------------------------------------------------------------- helpers
+def _default_model_label() -> str:
+    """What Settings.model = None runs (app.pipeline: the first models/*.onnx, else the mesh)."""
+    try:
+        from app.pipeline import default_model_path
+
+        d = default_model_path()
+    except Exception:
+        d = None
+    return MESH_MODEL_LABEL if d is None else f"Default ({Path(d).name})"
+
+
 def _main_face(observations):
     """The driver for the side panel: the largest face (the monitor's own choice is similar)."""
     if not observations:
