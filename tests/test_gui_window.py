@@ -320,3 +320,20 @@ def test_space_pauses_and_resumes_snapshot_writes_the_shown_frame(make_window, q
     qtbot.keyClick(win, " ")
     assert not win.btn_pause.isChecked()
     qtbot.waitUntil(lambda: win.results_received > n + 3, timeout=WAIT_MS)
+
+
+def test_blocked_ui_does_not_pile_up_results(make_window, qtbot):
+    """While the UI thread is busy (here: blocked 2 s), the worker keeps processing but at most
+    MAX_PENDING results wait in the event queue; the UI then continues with fresh frames."""
+    from PyQt6.QtWidgets import QApplication
+
+    from app.gui.worker import MAX_PENDING
+
+    win = make_window(source=str(shared(*CLIP)))
+    qtbot.waitUntil(lambda: win.results_received >= 3, timeout=WAIT_MS)
+    n, skipped = win.results_received, win.worker.results_skipped
+    time.sleep(2.0)                      # the UI thread does nothing for 2 s (clip paced at 25 fps)
+    QApplication.processEvents()
+    assert win.results_received - n <= MAX_PENDING + 1
+    assert win.worker.results_skipped - skipped >= 20
+    qtbot.waitUntil(lambda: win.results_received > n + MAX_PENDING + 5, timeout=WAIT_MS)

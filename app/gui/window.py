@@ -527,6 +527,7 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ worker signals
     def _on_result(self, r: Result) -> None:
+        self.worker.result_taken()
         self.results_received += 1
         self.latest = r
         self._latest_new = True

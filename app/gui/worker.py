@@ -247,6 +247,7 @@ def _eventlog_write(log_obj, ev: dict) -> None:
 
 
 # --------------------------------------------------------------------------- worker
+MAX_PENDING = 3                          # results in flight to the UI before the worker skips some
 PipelineFactory = Callable[[Any], Any]   # settings -> Pipeline
 SourceFactory = Callable[..., Any]       # (spec, loop=...) -> Source
 
@@ -301,6 +302,11 @@ class ProcessingWorker(QThread):
         self._proc_times: list[float] = []
         self.frames_processed = 0
         self._last_process_error: Optional[str] = None
+        # results emitted but not yet taken by the UI: above MAX_PENDING the worker skips emitting
+        # (the UI is busy, e.g. a modal dialog): nothing piles up in the Qt event queue
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self.results_skipped = 0
 
     # ---- commands (any thread) ---------------------------------------------------------
     def set_source(self, spec) -> None:
@@ -328,6 +334,11 @@ class ProcessingWorker(QThread):
 
     def stop_recording(self) -> None:
         self._cmds.put(("stop_record",))
+
+    def result_taken(self) -> None:
+        """Called by the UI for every Result it receives."""
+        with self._pending_lock:
+            self._pending = max(0, self._pending - 1)
 
     def shutdown(self, timeout_ms: int = 10000) -> bool:
         """Stop everything (finalizes a recording) and wait for the thread to end."""
@@ -575,6 +586,11 @@ class ProcessingWorker(QThread):
             recording=str(self.recorder.path) if self.recorder is not None else None,
             recording_frames=self.recorder.frames if self.recorder is not None else 0,
         )
+        with self._pending_lock:
+            if self._pending >= MAX_PENDING:
+                self.results_skipped += 1
+                return
+            self._pending += 1
         lite = Frame(image=None, timestamp=frame.timestamp, index=frame.index)
         self.result.emit(Result(image=annotated, raw=raw, observations=list(observations or []),
                                 state=state, frame=lite, wall_t=wall_t, stats=stats, events=events))
