@@ -12,7 +12,9 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -150,8 +152,24 @@ def run(settings, args) -> int:
     t_progress = t_start
     max_frames = getattr(args, "max_frames", None)
     it = iter(source)
+    # Ctrl-C: finish the current frame (so the recording, the dump and the events agree), then stop
+    # and finalize; a second Ctrl-C interrupts at once (outputs are still finalized).
+    stop = {"requested": False}
+
+    def on_sigint(signum, frame_):
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+
+    old_handler = None
+    if threading.current_thread() is threading.main_thread():
+        old_handler = signal.signal(signal.SIGINT, on_sigint)
     try:
         while max_frames is None or frames < max_frames:
+            if stop["requested"]:
+                interrupted = True
+                print("interrupted: finalizing outputs", file=sys.stderr)
+                break
             t0 = time.perf_counter()
             frame = next(it, None)
             t1 = time.perf_counter()
@@ -188,6 +206,8 @@ def run(settings, args) -> int:
         log.debug("processing error", exc_info=True)
         rc = 1
     finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
         source.stop()
         elapsed = time.perf_counter() - t_start
         summary = None

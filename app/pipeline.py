@@ -135,13 +135,17 @@ class Pipeline:
                 if mesh is None:
                     mesh = tr.state["mesh"] = FaceMesh(static=False)
                 pts = mesh(image, tr.roi)
-                if pts is None:   # no face in this crop: the track ends, detect on the next frame
-                    self.tracker.lose(tr)
-                    continue
-                res["mesh_points"] = pts
-                res["eye_open"] = eye_openness(pts)
-                res["mouth_open"] = mouth_openness(pts)
-                if self.model is None:
+                if pts is None:
+                    if self.model is None:   # no face in this crop: the track ends, detect next frame
+                        self.tracker.lose(tr)
+                        continue
+                    # 3DMM mode: keep the 3DMM face (it copes with profiles the mesh misses);
+                    # eyes and mouth are unknown on this frame
+                else:
+                    res["mesh_points"] = pts
+                    res["eye_open"] = eye_openness(pts)
+                    res["mouth_open"] = mouth_openness(pts)
+                if pts is not None and self.model is None:
                     lm = to68(pts)
                     R = head_rotation(lm)
                     res["landmarks"] = lm
@@ -173,10 +177,12 @@ class Pipeline:
         t7 = time.perf_counter()
         st["monitor"] = (t7 - t6) * 1e3
 
-        if self._last_t is not None and frame.timestamp > self._last_t:
-            inst = 1.0 / (frame.timestamp - self._last_t)
+        # processing rate (wall clock between calls, smoothed), shown by the overlay
+        now = time.perf_counter()
+        if self._last_t is not None and now > self._last_t:
+            inst = 1.0 / (now - self._last_t)
             self.fps = inst if not np.isfinite(self.fps) else 0.9 * self.fps + 0.1 * inst
-        self._last_t = frame.timestamp
+        self._last_t = now
         annotated = annotate(image, observations, layers=self.layers, state=state,
                              info={"fps": self.fps, "model": self.model_name, "provider": self.provider})
         st["overlay"] = (time.perf_counter() - t7) * 1e3

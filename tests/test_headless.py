@@ -147,3 +147,32 @@ def test_bad_flag_value(tmp_path):
 def test_gui_without_display(tmp_path):
     line = _bad(tmp_path, "--video", shared(*CLIP), env_drop=("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
     assert "--headless" in line
+
+
+@pytest.mark.slow
+def test_ctrl_c_finalizes_outputs(tmp_path):
+    """SIGINT during a looping run: the recording and the dump are finalized and agree."""
+    import signal
+    import time
+
+    import av
+
+    rec, dump = tmp_path / "o.mp4", tmp_path / "d.jsonl"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--video", str(shared(*CLIP)), "--loop",
+                             "--headless", "--record", str(rec), "--dump", str(dump), "--no-monitor"],
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
+    deadline = time.time() + 120
+    for line in proc.stderr:   # wait for the first progress line: frames are flowing
+        if line.startswith("frame ") or time.time() > deadline:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 0, rest
+    assert "interrupted" in rest
+    n = len(dump.read_text().splitlines())
+    assert n > 20
+    with av.open(str(rec)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == n
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["d.jsonl", "o.mp4"]
