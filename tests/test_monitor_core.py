@@ -329,8 +329,8 @@ def test_eyes_closed_warning_critical_and_end(fps):
     assert c["t"] == pytest.approx(43.0, abs=tol)
     assert [x["t"] for x in e] == pytest.approx([22.5, 45.0], abs=tol)
     assert e[1]["level"] == "critical"
-    # the more open eye decides (both must be closed): max(0.02 / 0.30, 0.02 / 0.28)
-    assert w[0]["eye_open_rel"] == pytest.approx(0.02 / 0.28, abs=1e-4)
+    # below the shut level (0.08): relative openness 0
+    assert w[0]["eye_open_rel"] == 0.0
     cnt = states[-1].counters
     assert cnt["blinks"] == 0 and cnt["closures"] == 2
     assert cnt["longest_closure_s"] == pytest.approx(4.0, abs=tol)
@@ -583,3 +583,18 @@ def test_select_driver():
     # the last driver is gone (nearest face is far away): largest again
     assert select_driver([big, small], last_box=np.array([900, 500, 960, 560.])) is big
     assert select_driver([small], last_box=[np.nan] * 4) is small
+
+
+def test_relative_openness_above_the_shut_level():
+    # baseline 0.30 (P90 of open samples), shut level 0.08: 0.19 -> (0.19-0.08)/(0.30-0.08) = 0.5;
+    # 0.12 -> 0.1818 (closed, < 0.2); 0.13 -> 0.2273 (open)
+    vals = {10.0: 0.19, 10.5: 0.12, 11.0: 0.13}
+    def fn(t):
+        v = next((x for k, x in vals.items() if k <= t < k + 0.2), 0.30)
+        return face(eyes=(v, v))
+    mon, events, states, ts = run(fn, dur=12)
+    by_t = {round(t, 6): st for t, st in zip(ts, states)}
+    assert by_t[10.0].signals["eye_open_rel"] == pytest.approx(0.5)
+    assert by_t[10.5].signals["eye_open_rel"] == pytest.approx(0.04 / 0.22)
+    assert by_t[11.0].signals["eye_open_rel"] == pytest.approx(0.05 / 0.22)
+    assert states[-1].counters["blinks"] == 1        # the 0.12 stretch (0.2 s) only

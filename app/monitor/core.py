@@ -591,10 +591,12 @@ class DriverMonitor:
             base = self._eye_base[e]
             buf = self._eye_buf[e]
             ready = math.isfinite(base)
-            rel = v / base if ready and base > 0 else math.nan
+            span = base - s.eye_shut_level
+            # a baseline at the shut level: this eye is never seen open, its state is unknown
+            rel = max(0.0, (v - s.eye_shut_level) / span) if ready and span > 1e-3 else math.nan
             if math.isfinite(rel):
                 rels.append(rel)
-            if not ready or not (rel < s.eye_closed_ratio):
+            if not ready or not (rel < s.eye_closed_ratio):   # NaN rel (no open baseline) too
                 buf.append((t, v))
                 while (len(buf) > 2 and buf[0][0] < t - s.eye_baseline_window - EPS
                        and buf[-1][0] - buf[1][0] >= s.eye_baseline_min_seconds):
