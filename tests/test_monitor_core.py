@@ -138,6 +138,11 @@ def test_recalibrate_after_relearns_but_only_from_looking_ahead_samples():
     assert abs(changed - 17.5) <= 1 / 30 + 1e-9      # 3 s of "ahead" samples after the glance
     assert all(n == pytest.approx(0.0) for t, n in neutral if 3.0 <= t < 17.4)
     assert states[-1].neutral_pitch == pytest.approx(0.0)   # the phone glance did not count
+    # meanwhile the old neutral stays in use: not shown as "calibrating", alerts still possible
+    relearn = [st for t, st in zip(ts, states) if 13.0 <= t < 17.4]
+    assert all(not st.calibrating and st.counters["relearning_neutral"] for st in relearn)
+    assert not states[-1].counters["relearning_neutral"]
+    assert mon.summary()["calibrations"] == 2
 
 
 # ----------------------------------------------------------------------------- looking around

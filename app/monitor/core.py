@@ -407,7 +407,8 @@ class DriverMonitor:
         self.state = MonitorState(
             timestamp=t,
             calibrated=neutral,
-            calibrating=self.calibrating,
+            # a periodic re-learn (--recalibrate-after) keeps the old neutral: not "calibrating"
+            calibrating=self.calibrating and not neutral,
             neutral_yaw=self.neutral_yaw,
             neutral_pitch=self.neutral_pitch,
             alerts=alerts,
@@ -423,6 +424,7 @@ class DriverMonitor:
                 "time_distracted_s": self.time_distracted,
                 "vats_away_s": vats_s,
                 "frames": self.frames,
+                "relearning_neutral": bool(self.calibrating and neutral),
                 **{f"unknown_{k}": v for k, v in self.unknown.items()},
             },
             signals={
