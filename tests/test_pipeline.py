@@ -158,3 +158,46 @@ def test_smoothing_reduces_jitter_without_lag(tddfa_onnx):
     # no visible lag: the smoothed points stay within ~2 px of the raw ones on average
     # (measured: jitter 2.63 -> 1.45 px/frame^2, mean |smooth - raw| 1.63 px on a 220 px face)
     assert np.abs(smooth - raw).mean() < 2.5
+
+
+def test_tracker_ids_matching_and_loss():
+    """Made-up detections: IDs follow IoU, detection every K frames, a lost track forces detection."""
+    from app.detect import Detection
+    from app.tracker import Tracker
+
+    def square_lm(box):   # 68 points spread over a box (a stand-in for model landmarks)
+        x = np.linspace(box[0], box[2], 68)
+        y = np.linspace(box[1], box[3], 68)
+        return np.stack([x, y, np.zeros(68)], 1)
+
+    script = {0: [[100, 100, 200, 200]], 3: [[105, 100, 205, 200], [400, 100, 500, 200]],
+              6: [[400, 100, 500, 200]]}
+    calls = []
+
+    def detect(img, n):
+        calls.append(frame_i)
+        boxes = script.get(frame_i, script[max(k for k in script if k <= frame_i)])
+        return [Detection(np.array(b, float), 0.9) for b in boxes][:n]
+
+    ended = []
+    tr = Tracker(detect_every=3, max_faces=4, on_end=lambda t: ended.append(t.id))
+    img = np.zeros((480, 640, 3), np.uint8)
+    ids = {}
+    for frame_i in range(8):
+        tracks = tr.step(img, detect)
+        ids[frame_i] = [t.id for t in tracks]
+        for t in tracks:
+            box = t.box if t.detected else t.box + np.array([1, 0, 1, 0])
+            tr.update(t, square_lm(box), ok=True)
+    assert calls == [0, 3, 6]
+    assert ids[0] == [0] and ids[2] == [0]
+    assert ids[3] == [0, 1]            # the first face keeps its id, the new one gets 1
+    assert ids[6] == [1] and ended == [0]
+    # between detections the crop comes from the landmarks (3DDFA-V2 policy)
+    np.testing.assert_allclose(tracks[0].roi, geometry.roi_box_from_landmarks(tr.tracks[0].landmarks
+                                                                              - np.array([1, 0, 0])), atol=1e-9)
+    # a lost face ends its track and forces a detection on the next frame
+    tr.lose(tr.tracks[0])
+    frame_i = 8
+    tr.step(img, detect)
+    assert calls[-1] == 8
