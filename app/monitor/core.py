@@ -241,6 +241,13 @@ class DriverMonitor:
         self.nod_times.clear()
 
     def update(self, t: float, frame_index: int, face: Optional[FaceObservation]) -> MonitorState:
+        """One frame: ``t`` its timestamp (s), ``face`` the driver or None (no face)."""
+        try:
+            return self._update(t, frame_index, face)
+        finally:
+            self._t_now = None
+
+    def _update(self, t, frame_index: int, face: Optional[FaceObservation]) -> MonitorState:
         s = self.settings
         t = self._clock(t)
         self.last_events = self._pending
