@@ -603,3 +603,26 @@ def test_relative_openness_above_the_shut_level():
     assert by_t[10.5].signals["eye_open_rel"] == pytest.approx(0.04 / 0.22)
     assert by_t[11.0].signals["eye_open_rel"] == pytest.approx(0.05 / 0.22)
     assert states[-1].counters["blinks"] == 1        # the 0.12 stretch (0.2 s) only
+
+
+def test_blinks_and_closures_with_dropped_frames_and_jitter():
+    blinks = [(10 + 3 * k, 10.3 + 3 * k) for k in range(10)]
+    closures = blinks + [(45.0, 46.5)]
+    mon, events, states, ts = run(eyes_fn(closures), fps=30, dur=50, jitter=0.3, drop=0.2, seed=7)
+    gap = max(np.diff(ts))
+    assert gap < 0.5                               # no gap long enough to break a closure
+    c = states[-1].counters
+    assert c["blinks"] == 10 and c["closures"] == 1
+    s = one(events, "eyes_closed", "start", "warning")
+    e = one(events, "eyes_closed", "end")
+    assert 46.0 - 1e-6 <= s["t"] <= 46.0 + 2 * gap and 47.5 - 1e-6 <= e["t"] <= 47.5 + 2 * gap
+    assert len(events) == 2
+
+
+def test_recalibrate_before_any_frame_and_summary_of_an_empty_run():
+    mon = DriverMonitor()
+    mon.recalibrate()
+    summ = mon.summary()
+    assert summ["frames"] == 0 and summ["event"] == "summary" and summ["alerts"] == {}
+    st = mon.update(0.0, 0, face())
+    assert st.calibrating and mon.last_events == []
