@@ -172,3 +172,32 @@ def test_bad_teacher_breaks_contract(tmp_path):
     r = _cli("mobilefrnet", "--distill-from", str(junk), "--frames", str(shared("media", "portrait_glasses.jpg")),
              "--bfm-dir", str(shared("bfm", "3dmm_data")), "--out", str(tmp_path / "run"))
     assert r.returncode == 2 and "not a loadable ONNX model" in r.stderr, r.stderr
+
+
+@pytest.mark.slow
+def test_trained_mobilefrnet_checkpoint_exports_and_matches(tmp_path):
+    """last.pth of a (1-epoch) Mobile-FRNet run exports with `python -m export mobilefrnet`; ONNX landmarks = torch."""
+    pytest.importorskip("export.nets.mobilefrnet")
+    data = make_dataset(tmp_path / "data", n=8)
+    out = tmp_path / "run"
+    T.run(_args(data, out, "--epochs", "1", "--batch", "4", "--no-augment"), log=lambda m: None)
+    onnx_path = tmp_path / "frnet.onnx"
+    r = subprocess.run([sys.executable, "-m", "export", "mobilefrnet", "--checkpoint", str(out / "last.pth"),
+                        "--bfm-dir", str(shared("bfm", "3dmm_data")), "--no-dense", "--out", str(onnx_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    import onnxruntime as ort
+    from export.losses import FRNetLoss
+    from export.nets.mobilefrnet import MobileFRNet
+
+    crop = cv2.imread(str(data / "train_aug_120x120" / "img000.jpg"))
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    lm_onnx = sess.run(["landmarks"], {"image": crop[None]})[0][0]
+    net = MobileFRNet(num_params=62).eval()
+    net.load_state_dict(torch.load(out / "last.pth", weights_only=True))
+    bfm = BFMArrays.from_dir(shared("bfm", "3dmm_data"))
+    mean, std = load_param_stats(shared("bfm", "3dmm_data", "param_whitening.pkl"))
+    crit = FRNetLoss(bfm, mean, std)
+    with torch.no_grad():
+        lm_t = T.crop_pixels(crit.landmarks(net(T.to_input(crop[None], "cpu"))))[0].numpy()
+    np.testing.assert_allclose(lm_onnx[:, :2], lm_t, atol=1e-2)
