@@ -82,6 +82,60 @@ class JsonLines:
         return None
 
 
+class BackgroundWriter:
+    """Encodes on its own thread (libx264 / PyAV release the GIL) so that frame N is encoded while
+    frame N+1 is processed. ``write`` blocks only when ``depth`` frames are already waiting (the
+    time it blocks is the "encode" stage of headless / bench). An encoder error is raised by the
+    next ``write`` or by ``close``. ``close`` writes every queued frame, then finalizes the file."""
+
+    def __init__(self, writer, depth: int = 2):
+        import queue
+
+        self.writer = writer
+        self.path = writer.path
+        self._q: "queue.Queue" = queue.Queue(maxsize=depth)
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="encoder", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self.writer.write(*item)
+                except BaseException as e:  # reported to the main thread
+                    self._error = e
+
+    def write(self, image: np.ndarray, timestamp: float) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put((image, timestamp))
+
+    @property
+    def frames_written(self) -> int:
+        return self.writer.frames_written
+
+    def _join(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+
+    def close(self):
+        self._join()
+        if self._error is not None:
+            self.writer.abort()
+            raise self._error
+        return self.writer.close()
+
+    def abort(self) -> None:
+        self._error = self._error or RuntimeError("aborted")
+        self._join()
+        self.writer.abort()
+
+
 def _one_line(e: BaseException) -> str:
     s = str(e).strip().splitlines()
     return s[0] if s else type(e).__name__
@@ -118,7 +172,7 @@ def run(settings, args) -> int:
             raise UsageError("--events needs driver monitoring (app.monitor is not installed, or --no-monitor was given)")
         pipe = Pipeline(settings)
         if args.record:
-            writer = VideoWriter(args.record, source.fps or 25.0, tuple(source.size))
+            writer = BackgroundWriter(VideoWriter(args.record, source.fps or 25.0, tuple(source.size)))
         if args.dump:
             dump = JsonLines(args.dump, "the per-frame dump")
         if args.events:

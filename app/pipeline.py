@@ -4,13 +4,15 @@
 runner (app/headless.py), the benchmark (app/bench.py) and the GUI worker. Stages (``stage_ms``,
 milliseconds of the last frame): detect (detector or landmark-crop tracking), crop (affine warps
 into one batch), 3dmm (one onnxruntime run for all faces), post (crop -> image, pose), mesh/eyes
-(face mesh per face crop: eyes, mouth; the whole model in face-mesh mode), smoothing, monitor,
-overlay. decode / encode belong to the caller (source and writer) and are added there.
+(face mesh per face crop: eyes, mouth; the whole model in face-mesh mode; in 3DMM mode it runs in
+a worker thread while the 3DMM runs, and "mesh wait" is the part the overlap did not hide),
+smoothing, monitor, overlay. decode / encode belong to the caller (source and writer) and are added there.
 """
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
@@ -29,13 +31,24 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 MESH_MODEL_NAME = "mediapipe_face_mesh"
-STAGES = ("decode", "detect", "crop", "3dmm", "post", "mesh/eyes", "smoothing", "monitor", "overlay", "encode")
+STAGES = ("decode", "detect", "crop", "3dmm", "post", "mesh/eyes", "mesh wait", "smoothing", "monitor", "overlay",
+          "encode")
 
 
 def default_model_path(models_dir: Path = ROOT / "models") -> Optional[str]:
     """The first models/*.onnx by name, or None (then the face mesh runs)."""
     found = sorted(models_dir.glob("*.onnx")) if models_dir.is_dir() else []
     return str(found[0]) if found else None
+
+
+class _Done:
+    """An already computed result with the Future interface."""
+
+    def __init__(self, value):
+        self._value = value
+
+    def result(self):
+        return self._value
 
 
 def _orthonormal(M: np.ndarray) -> np.ndarray:
@@ -75,6 +88,8 @@ class Pipeline:
             self.provider = "mediapipe CPU"
             log.info("model: %s (no --model and no models/*.onnx), runs on the CPU (TFLite)", MESH_MODEL_NAME)
         self.use_mesh = self.model is None or settings.eyes_from_mesh
+        self._pool = (ThreadPoolExecutor(1, thread_name_prefix="facemesh")
+                      if (self.model is not None and self.use_mesh) else None)
         self.detector = FaceDetector(settings.detector, settings.min_detection_confidence)
         self.tracker = Tracker(settings.detect_every, settings.max_faces, settings.iou_match, on_end=self._end_track)
         self.monitor = monitor if monitor is not None else self._make_monitor(settings)
@@ -99,7 +114,20 @@ class Pipeline:
         if mesh is not None:
             mesh.close()
 
+    def _run_meshes(self, image: np.ndarray, tracks: list[Track]) -> tuple[list, float]:
+        t = time.perf_counter()
+        out = []
+        for tr in tracks:
+            mesh = tr.state.get("mesh")
+            if mesh is None:
+                mesh = tr.state["mesh"] = FaceMesh(static=False)
+            out.append(mesh(image, tr.roi))
+        return out, (time.perf_counter() - t) * 1e3
+
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self.tracker.reset()
         self.detector.close()
 
@@ -111,6 +139,14 @@ class Pipeline:
         tracks = self.tracker.step(image, self.detector)
         t1 = time.perf_counter()
         st["detect"] = (t1 - t0) * 1e3
+
+        # the face mesh (own thread, C++ releases the GIL) overlaps the 3DMM run in this thread
+        mesh_job = None
+        if self.use_mesh and tracks:
+            if self.model is not None and self._pool is not None:
+                mesh_job = self._pool.submit(self._run_meshes, image, tracks)
+            else:
+                mesh_job = _Done(self._run_meshes(image, tracks))
 
         results: list[tuple[Track, dict]] = []
         if self.model is not None and tracks:
@@ -128,13 +164,12 @@ class Pipeline:
             st["crop"] = st["3dmm"] = st["post"] = 0.0
 
         t4 = time.perf_counter()
+        meshes, mesh_ms = mesh_job.result() if mesh_job is not None else ([None] * len(tracks), 0.0)
+        st["mesh/eyes"] = mesh_ms                         # its own duration (overlapped in 3DMM mode)
+        st["mesh wait"] = (time.perf_counter() - t4) * 1e3  # what the overlap did not hide
         kept: list[tuple[Track, dict]] = []
-        for tr, res in results:
+        for (tr, res), pts in zip(results, meshes):
             if self.use_mesh:
-                mesh = tr.state.get("mesh")
-                if mesh is None:
-                    mesh = tr.state["mesh"] = FaceMesh(static=False)
-                pts = mesh(image, tr.roi)
                 if pts is None:
                     if self.model is None:   # no face in this crop: the track ends, detect next frame
                         self.tracker.lose(tr)
@@ -158,7 +193,6 @@ class Pipeline:
             self.tracker.update(tr, res["landmarks"], True)
             kept.append((tr, res))
         t5 = time.perf_counter()
-        st["mesh/eyes"] = (t5 - t4) * 1e3
 
         observations = [self._observation(tr, res, frame.timestamp) for tr, res in kept]
         t6 = time.perf_counter()
