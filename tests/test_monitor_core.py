@@ -354,14 +354,28 @@ def test_wink_is_not_a_closure():
     assert events == [] and states[-1].counters["longest_closure_s"] == 0
 
 
-def test_baseline_is_per_driver_so_small_eyes_still_close():
-    # narrow eyes (0.12 open, e.g. glasses / eye shape): an absolute 0.15 threshold would call them
-    # closed all the time; relative to the driver's own baseline only the real closure counts
+def test_baseline_is_per_driver():
+    # narrow eyes (0.21 open; d14 reads 0.42): a fixed threshold at half of d14's openness would
+    # call them closed all the time; relative to the driver's own baseline only the real closure
+    # counts, and a half-open 0.15 is not "closed" for them (rel 0.54) though it is below 0.2
     def fn(t):
-        return face(eyes=(0.01, 0.012) if 20 <= t < 22 else (0.12, 0.11))
+        if 20 <= t < 22:
+            return face(eyes=(0.07, 0.075))
+        return face(eyes=(0.15, 0.15) if 25 <= t < 28 else (0.21, 0.20))
     mon, events, states, ts = run(fn, dur=30)
     assert [(e["event"], e["level"], round(e["t"], 3)) for e in events] == [
         ("start", "warning", 21.0), ("end", "warning", 23.0)]
+
+
+def test_started_with_eyes_shut_the_eye_state_is_unknown_until_seen_open():
+    # asleep when the monitor starts: the baseline would be the shut level. Unknown, not "open".
+    def fn(t):
+        return face(eyes=(0.09, 0.095) if t < 10 else OPEN)
+    mon, events, states, ts = run(fn, dur=16)
+    early = [st for t, st in zip(ts, states) if 2.1 < t < 10]
+    assert all(math.isnan(st.signals["eye_open_rel"]) for st in early)
+    assert states[-1].signals["eye_open_rel"] == pytest.approx(1.0, abs=0.05)
+    assert events == []
 
 
 def test_long_closure_does_not_drag_the_baseline_down():

@@ -601,11 +601,11 @@ class DriverMonitor:
             buf = self._eye_buf[e]
             ready = math.isfinite(base)
             span = base - s.eye_shut_level
-            # a baseline at the shut level: this eye is never seen open, its state is unknown
-            rel = max(0.0, (v - s.eye_shut_level) / span) if ready and span > 1e-3 else math.nan
+            # a baseline below eye_min_open: this eye was never seen open, its state is unknown
+            rel = max(0.0, (v - s.eye_shut_level) / span) if ready and base >= s.eye_min_open else math.nan
             if math.isfinite(rel):
                 rels.append(rel)
-            if not ready or not (rel < s.eye_closed_ratio):   # NaN rel (no open baseline) too
+            if not (rel < s.eye_closed_ratio):   # also while not ready / no open baseline (NaN)
                 buf.append((t, v))
                 while (len(buf) > 2 and buf[0][0] < t - s.eye_baseline_window - EPS
                        and buf[-1][0] - buf[1][0] >= s.eye_baseline_min_seconds):

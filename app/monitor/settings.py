@@ -69,6 +69,10 @@ class MonitorSettings:
     # (tests/data/eye_closure_labels.json): 0.074-0.10 (one frame 0.16); open: 0.24-0.47.
     # 0.08 = at the low end of the shut readings. [measured]
     eye_shut_level: float = 0.08
+    # A baseline below this is not an open eye (e.g. the monitor started while the eyes were
+    # shut): that eye's state stays unknown until it is seen open. Between the shut (<= 0.16)
+    # and open (>= 0.24) readings measured on the shared clips. [measured]
+    eye_min_open: float = 0.18
     # Open-eye baseline = this percentile of recent not-closed openness, per eye. [MINE]
     eye_baseline_percentile: float = 90.0
     # ... over the last this many seconds (older samples are kept while fewer than 2 s remain,
@@ -128,7 +132,7 @@ class MonitorSettings:
                 bad(f.name, "must be a finite number")
         for name in ("calib_seconds", "alert_seconds", "critical_seconds", "vats_seconds",
                      "vats_window", "eye_closed_ratio", "eye_baseline_window",
-                     "eye_baseline_min_seconds", "blink_max_seconds", "eyes_closed_seconds",
+                     "eye_baseline_min_seconds", "blink_max_seconds", "eye_min_open", "eyes_closed_seconds",
                      "eyes_closed_critical_seconds", "perclos_window", "perclos_threshold",
                      "blink_rate_window", "mouth_threshold", "yawn_seconds", "yawn_window",
                      "nod_pitch", "nod_seconds", "nod_window", "no_driver_seconds", "max_gap",
@@ -149,6 +153,8 @@ class MonitorSettings:
             bad("nod_pitch", "must be < 90 degrees")
         if self.eye_closed_ratio >= 1:
             bad("eye_closed_ratio", "must be < 1 (fraction of the open-eye baseline)")
+        if self.eye_min_open <= self.eye_shut_level:
+            bad("eye_min_open", f"must be > --eye-shut-level ({self.eye_shut_level})")
         if self.eye_baseline_percentile > 100:
             bad("eye_baseline_percentile", "must be <= 100")
         if self.perclos_threshold > 1:
@@ -201,6 +207,7 @@ _HELP = {
     "cooldown_seconds": "no repeat of an alert kind within this long after it ended",
     "eye_closed_ratio": "closed = openness below this fraction of the open-eye baseline (P80: 0.2)",
     "eye_shut_level": "openness the eye measure reports for a shut eye (its floor)",
+    "eye_min_open": "a baseline below this is not an open eye (eye state unknown)",
     "eye_baseline_percentile": "percentile of recent openness used as the open-eye baseline",
     "eye_baseline_window": "seconds of openness the baseline is taken over",
     "eye_baseline_min_seconds": "seconds of known openness before eye rules start",
