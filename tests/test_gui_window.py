@@ -134,9 +134,11 @@ def test_scripted_yaw_raises_banner_and_sound(make_window, qtbot):
                               frame=Frame(image=None, timestamp=t, index=i), wall_t=time.perf_counter(),
                               stats=Stats()))
         win.refresh_now()
-        if win.banner.isVisibleTo(win) and st.top_alert is not None:
+        if win.banner_level is not None:
             banner_seen = True
-            levels.append(st.top_alert.level)
+            levels.append(win.banner_level)
+        else:
+            assert st.top_alert is None and win.banner.text() == "no alerts"
     assert banner_seen
     assert "warning" in levels and "critical" in levels
     assert "LOOKING" in win.banner.text()
@@ -269,6 +271,8 @@ def test_recalibrate_key_thresholds_and_settings_persist(make_window, qtbot, tmp
     win2 = make_window(source=None)
     assert win2.spin["alert_yaw"].value() == 42 and not win2.chk_layer["mesh"].isChecked()
     assert win2.settings.monitor.alert_yaw == 42.0 and not win2.settings.layers.mesh
+    qtbot.waitUntil(lambda: win2.worker.pipeline is not None, timeout=WAIT_MS)
+    assert win2.worker.pipeline.monitor.settings.alert_yaw == 42.0   # the running pipeline uses them
 
 
 def test_source_breaking_off_midway_reports_and_app_lives(make_window, qtbot, tmp_path):

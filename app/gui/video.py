@@ -71,12 +71,25 @@ class VideoView(QWidget):
     # ---- painting
     def paintEvent(self, ev) -> None:  # noqa: N802 (Qt API)
         p = QPainter(self)
-        p.fillRect(self.rect(), QColor(20, 20, 20))
+        bg = QColor(20, 20, 20)
         if self._qimg is None:
+            p.fillRect(self.rect(), bg)
             p.setPen(QColor(200, 200, 200))
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.placeholder)
         else:
             r = self.target_rect()
+            # paint only the letterbox bars; the frame covers the rest (opaque widget)
+            W, H = self.width(), self.height()
+            x0, y0 = int(r.x()), int(r.y())
+            x1, y1 = x0 + int(round(r.width())), y0 + int(round(r.height()))
+            if y0 > 0:
+                p.fillRect(0, 0, W, y0, bg)
+            if y1 < H:
+                p.fillRect(0, y1, W, H - y1, bg)
+            if x0 > 0:
+                p.fillRect(0, 0, x0, H, bg)
+            if x1 < W:
+                p.fillRect(x1, 0, W - x1, H, bg)
             w, h = int(round(r.width())), int(round(r.height()))
             src_h, src_w = self._img.shape[:2]
             if (w, h) != (src_w, src_h) and w > 0 and h > 0:
@@ -89,8 +102,8 @@ class VideoView(QWidget):
                     bgra = cv2.cvtColor(small, cv2.COLOR_BGR2BGRA)
                     q = QImage(bgra.data, w, h, int(bgra.strides[0]), QImage.Format.Format_RGB32)
                     self._scaled = (self._img, (w, h), bgra, q)
-                p.drawImage(QPointF(r.x(), r.y()), self._scaled[3])
+                p.drawImage(QPointF(x0, y0), self._scaled[3])
             else:
-                p.drawImage(QPointF(r.x(), r.y()), self._qimg)
+                p.drawImage(QPointF(x0, y0), self._qimg)
             self.frames_painted += 1
         p.end()

@@ -35,11 +35,12 @@ log = logging.getLogger(__name__)
 
 REDRAW_HZ = 30          # video redraw rate (at most this many results shown per second)
 PLOT_HZ = 20            # plot redraw rate (issue 5 asks >= 15 Hz)
-STATUS_HZ = 5           # status bar / numbers refresh rate
+PANEL_HZ = 8            # numbers, calibration indicator, status bar refresh rate
 ROOT = Path(__file__).resolve().parents[2]
 ALERT_WAV = ROOT / "assets" / "alert.wav"
 MESH_MODEL_LABEL = "Face mesh (built-in)"
 LEVEL_STYLE = {
+    "none": "background:#2a2a2a; color:#9a9a9a; font-size:16pt; padding:6px;",
     "warning": "background:#ffb000; color:#000; font-weight:bold; font-size:16pt; padding:6px;",
     "critical": "background:#e00000; color:#fff; font-weight:bold; font-size:16pt; padding:6px;",
 }
@@ -108,6 +109,8 @@ class MainWindow(QMainWindow):
             settings = self._restore_settings(settings)
         self.settings = settings
         self.worker = worker if worker is not None else ProcessingWorker(settings)
+        if not self.worker.isRunning():
+            self.worker.settings = settings    # restored settings: the pipeline is built from these
         self.sound = sound if sound is not None else self._make_sound()
         self.latest: Optional[Result] = None
         self._latest_new = False
@@ -143,8 +146,8 @@ class MainWindow(QMainWindow):
         self.plot_timer.timeout.connect(self.plots.redraw)
         self.plot_timer.start(int(1000 / PLOT_HZ))
         self.status_timer = QTimer(self)
-        self.status_timer.timeout.connect(self._update_status_labels)
-        self.status_timer.start(int(1000 / STATUS_HZ))
+        self.status_timer.timeout.connect(self._update_panel)
+        self.status_timer.start(int(1000 / PANEL_HZ))
 
         self.worker.start()
         if source is None and restore:
@@ -213,9 +216,10 @@ class MainWindow(QMainWindow):
         lv = QVBoxLayout(left)
         lv.setContentsMargins(0, 0, 0, 0)
         lv.setSpacing(2)
-        self.banner = QLabel("")
+        self.banner = QLabel("driver monitor off")
         self.banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.banner.setVisible(False)
+        self.banner.setStyleSheet(LEVEL_STYLE["none"])
+        self.banner_level = None
         lv.addWidget(self.banner)
         self.view = VideoView()
         lv.addWidget(self.view, 1)
@@ -237,6 +241,7 @@ class MainWindow(QMainWindow):
             val = QLabel("–")
             val.setAlignment(Qt.AlignmentFlag.AlignCenter)
             val.setStyleSheet("font-size:20pt; font-weight:bold;")
+            val.setMinimumWidth(120)        # "+123.4°" fits: text changes never re-layout
             nums.addWidget(cap, 0, i)
             nums.addWidget(val, 1, i)
             self.lbl_angles[k] = val
@@ -300,10 +305,10 @@ class MainWindow(QMainWindow):
         sb = QStatusBar()
         self.setStatusBar(sb)
         self.st = {}
-        for k, w in (("model", 220), ("provider", 110), ("capture", 110), ("process", 120),
+        for k, w in (("model", 220), ("provider", 175), ("capture", 120), ("process", 150),
                      ("latency", 120), ("faces", 70), ("record", 200)):
             lbl = QLabel("")
-            lbl.setMinimumWidth(w)
+            lbl.setFixedWidth(w)
             sb.addPermanentWidget(lbl)
             self.st[k] = lbl
         self._update_status_labels()
@@ -621,38 +626,49 @@ class MainWindow(QMainWindow):
             self.view.repaint()                 # paint now: latency = capture -> on screen
             self.latencies_ms.append((time.perf_counter() - r.wall_t) * 1000.0)
             self.results_shown += 1
+            self._show_banner(r.state)
+
+    def _update_panel(self) -> None:
+        """Numbers, calibration indicator and status bar (PANEL_HZ: readable, and text changes
+        re-layout their parents, so they are not redone for every video frame)."""
+        r = self.latest
+        if r is not None:
             face = _main_face(r.observations)
             for k in ("yaw", "pitch", "roll"):
                 v = getattr(face, k) if face is not None else math.nan
                 _set(self.lbl_angles[k], "–" if not math.isfinite(v) else f"{v:+.1f}°")
             self._show_state(r.state)
+        self._update_status_labels()
 
     def refresh_now(self) -> None:
         """Everything the timers redraw, at once (tests, screenshots)."""
         self._redraw()
+        if self.latest is not None:
+            self._show_state(self.latest.state)
         self.plots.redraw()
-        self._update_status_labels()
+        self._update_panel()
 
-    def _show_state(self, st) -> None:
-        if st is None:
-            self.banner.setVisible(False)
-            _set(self.lbl_calib, "calibration: monitor off")
-            for line in self.plots.lines.values():
-                line.setVisible(False)
-            return
-        for line in self.plots.lines.values():
-            line.setVisible(True)
-        top = st.top_alert
+    def _show_banner(self, st) -> None:
+        top = st.top_alert if st is not None else None
+        # the banner keeps its place (no layout jump when an alert starts or ends)
         if top is not None:
             _set(self.banner, f"{top.kind.replace('_', ' ').upper()} — {top.level}",
                  LEVEL_STYLE.get(top.level, LEVEL_STYLE["warning"]))
-            if not self.banner.isVisibleTo(self):
-                self.banner.setVisible(True)
             self.banner_level = top.level
         else:
-            if self.banner.isVisibleTo(self):
-                self.banner.setVisible(False)
+            _set(self.banner, "no alerts" if st is not None else "driver monitor off", LEVEL_STYLE["none"])
             self.banner_level = None
+
+    def _show_state(self, st) -> None:
+        if st is None:
+            _set(self.lbl_calib, "calibration: monitor off")
+            for line in self.plots.lines.values():
+                if line.isVisible():
+                    line.setVisible(False)
+            return
+        for line in self.plots.lines.values():
+            if not line.isVisible():
+                line.setVisible(True)
         if st.calibrating:
             _set(self.lbl_calib, "● calibrating: look straight ahead", "color:#ffb000;")
         elif st.calibrated:
