@@ -108,7 +108,7 @@ def pruned_session(model: Path, outputs: list[str], device: str, threads: int):
 def ort_session(model: Path, device: str, threads: int):
     import onnxruntime as ort
     if not model.is_file():
-        raise BenchInputError(f"--model {model} does not exist; export one with python -m export.cli")
+        raise BenchInputError(f"--model {model} does not exist; export one with python -m export")
     want = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
     if want not in ort.get_available_providers():
         raise BenchInputError(f"--device {device}: onnxruntime has no {want} here "

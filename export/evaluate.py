@@ -180,7 +180,7 @@ class ContractSession:
         import onnxruntime as ort
         p = Path(model_path)
         if not p.is_file():
-            raise EvalInputError(f"--model {p} does not exist; export one with python -m export.cli")
+            raise EvalInputError(f"--model {p} does not exist; export one with python -m export")
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
