@@ -304,7 +304,7 @@ def eyes_fn(closed_intervals, yaw=0.0, unknown=()):
     return fn
 
 
-@pytest.mark.parametrize("fps", [15, 30, 60])
+@pytest.mark.parametrize("fps", [15, 30, pytest.param(60, marks=pytest.mark.slow)])   # 60 fps: ~5 s
 def test_ordinary_blinks_counted_no_alert(fps):
     # blinks of 0.2-0.4 s every 4 s for 90 s (10 s of eyes open first for the baseline)
     rng = np.random.default_rng(0)
