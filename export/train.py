@@ -93,6 +93,29 @@ def build_model(arch: str):
     raise UsageError(f"unknown architecture {arch!r} (choose from {', '.join(ARCHS)})")
 
 
+def init_head(model, target_mean: np.ndarray) -> str:
+    """Start the last Linear(.., 62) at the mean target (bias) with weights scaled by 0.1.
+
+    A randomly initialised head starts far from any face; starting at the mean face (the constant
+    predictor's optimum) lets a short run spend its steps on the residual.
+    """
+    import torch
+    from torch import nn
+
+    last = None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear) and m.out_features == len(target_mean):
+            last = (name, m)
+    if last is None:
+        raise UsageError(f"no Linear layer with {len(target_mean)} outputs to initialise (use --no-head-init)")
+    with torch.no_grad():
+        last[1].weight.mul_(0.1)
+        if last[1].bias is None:
+            raise UsageError(f"{last[0]} has no bias (use --no-head-init)")
+        last[1].bias.copy_(torch.as_tensor(np.asarray(target_mean, np.float32)))
+    return last[0]
+
+
 # ---------------------------------------------------------------- evaluation
 def nme_2d(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Per-sample 68-point 2D NME (fraction), normalised by sqrt(w*h) of the ground-truth landmark box."""
@@ -319,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--resume", help="resume.pth of a run, or weights (last.pth/best.pth) to start from")
     ap.add_argument("--max-minutes", type=float, default=0.0, help="stop (and save) after this wall time")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-head-init", action="store_true",
+                    help="keep the random output layer (default: its bias starts at the mean training target)")
     return ap
 
 
@@ -422,6 +447,13 @@ def run(args, model=None, log: Callable[[str], None] = _log) -> dict:
 
     if model is None:
         model = build_model(args.arch)
+    if not args.no_head_init:
+        if args.data:
+            target_mean = ds.params_w.mean(axis=0)
+        else:
+            target_mean = D.DistillDataset(tr_cache, teacher, mean, std, augment=False).batch(range(n_train))[1].mean(0)
+        head = init_head(model, target_mean)
+        log(f"output layer {head}: bias = mean training target, weights x0.1")
     crit = FRNetLoss(bfm, mean, std, l_wpdc=args.l_wpdc, l_wing=args.l_wing)
     trainer = Trainer(model, crit, out, arch=args.arch, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
                       weight_decay=args.weight_decay, schedule=args.schedule, warmup_steps=args.warmup,

@@ -201,3 +201,14 @@ def test_trained_mobilefrnet_checkpoint_exports_and_matches(tmp_path):
     with torch.no_grad():
         lm_t = T.crop_pixels(crit.landmarks(net(T.to_input(crop[None], "cpu"))))[0].numpy()
     np.testing.assert_allclose(lm_onnx[:, :2], lm_t, atol=1e-2)
+
+
+def test_init_head_sets_mean_target_bias():
+    net = TinyNet()
+    w0 = net.f[-1].weight.detach().clone()
+    mean = np.linspace(-1, 1, 62).astype(np.float32)
+    assert T.init_head(net, mean) == "f.6"
+    np.testing.assert_allclose(net.f[-1].bias.detach().numpy(), mean)
+    np.testing.assert_allclose(net.f[-1].weight.detach().numpy(), 0.1 * w0.numpy(), rtol=1e-6)
+    with pytest.raises(T.UsageError, match="no Linear layer with 5 outputs"):
+        T.init_head(net, np.zeros(5))
