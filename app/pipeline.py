@@ -174,8 +174,9 @@ class Pipeline:
                     if self.model is None:   # no face in this crop: the track ends, detect next frame
                         self.tracker.lose(tr)
                         continue
-                    # 3DMM mode: keep the 3DMM face (it copes with profiles the mesh misses);
-                    # eyes and mouth are unknown on this frame
+                    # 3DMM mode: keep the 3DMM face (it copes with profiles the mesh misses), eyes
+                    # and mouth unknown on this frame; ask the detector to confirm it next frame
+                    self.tracker.request_detection()
                 else:
                     res["mesh_points"] = pts
                     res["eye_open"] = eye_openness(pts)

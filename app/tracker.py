@@ -112,6 +112,10 @@ class Tracker:
         track.box = landmark_box(landmarks)
         track.age += 1
 
+    def request_detection(self) -> None:
+        """Run the detector on the next frame (tracks it does not confirm end there)."""
+        self._force = True
+
     def lose(self, track: Track) -> None:
         if track in self.tracks:
             self.tracks.remove(track)

@@ -201,3 +201,15 @@ def test_tracker_ids_matching_and_loss():
     frame_i = 8
     tr.step(img, detect)
     assert calls[-1] == 8
+
+
+def test_face_leaving_is_dropped_quickly(tddfa_onnx):
+    """3DMM mode, detector only every 30 frames: when the face disappears (real portrait, then a
+    blank frame) the face mesh misses it, the detector is asked at once, and the track ends."""
+    img = cv2.imread(str(shared("media", "portrait_glasses.jpg")))
+    blank = np.full_like(img, 90)
+    p = Pipeline(Settings(model=str(tddfa_onnx), device="cpu", detect_every=30))
+    counts = [len(p.process(Frame(img if i < 3 else blank, i / 25.0, i))[0]) for i in range(8)]
+    p.close()
+    assert counts[:3] == [1, 1, 1]
+    assert counts[4:] == [0, 0, 0, 0]   # at most one frame (3) with a stale face
