@@ -27,5 +27,8 @@ trap 'kill "$XPID" 2>/dev/null || true' EXIT
 for _ in $(seq 50); do [ -e "/tmp/.X11-unix/X$D" ] && break; sleep 0.1; done
 
 mkdir -p "$(dirname "$OUT")"
-env -u QT_QPA_PLATFORM DISPLAY=":$D" QT_QPA_PLATFORM=xcb \
+# a fresh settings folder: default window size and thresholds, not the ones of your last session
+CFG=$(mktemp -d)
+trap 'kill "$XPID" 2>/dev/null || true; rm -rf "$CFG"' EXIT
+env -u QT_QPA_PLATFORM DISPLAY=":$D" QT_QPA_PLATFORM=xcb XDG_CONFIG_HOME="$CFG" \
   python -m app.gui --video "$CLIP" --screenshot-after "$SECS" "$OUT" "$@"

@@ -656,7 +656,9 @@ class MainWindow(QMainWindow):
                  LEVEL_STYLE.get(top.level, LEVEL_STYLE["warning"]))
             self.banner_level = top.level
         else:
-            _set(self.banner, "no alerts" if st is not None else "driver monitor off", LEVEL_STYLE["none"])
+            text = ("driver monitor off" if st is None else
+                    "no alerts (calibrating: look straight ahead)" if st.calibrating else "no alerts")
+            _set(self.banner, text, LEVEL_STYLE["none"])
             self.banner_level = None
 
     def _show_state(self, st) -> None:
