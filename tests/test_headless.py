@@ -176,3 +176,29 @@ def test_ctrl_c_finalizes_outputs(tmp_path):
     with av.open(str(rec)) as c:
         assert sum(1 for _ in c.decode(video=0)) == n
     assert sorted(x.name for x in tmp_path.iterdir()) == ["d.jsonl", "o.mp4"]
+
+
+def test_error_midway_finalizes_outputs(tmp_path, monkeypatch):
+    """A processing error at frame 5: exit 1, the 5 frames before it are recorded and dumped."""
+    import av
+
+    from app import cli, headless
+    from app.pipeline import Pipeline
+
+    real = Pipeline.process
+
+    def failing(self, frame):
+        if frame.index == 5:
+            raise RuntimeError("simulated failure")
+        return real(self, frame)
+
+    monkeypatch.setattr(Pipeline, "process", failing)
+    rec, dump = tmp_path / "o.mp4", tmp_path / "d.jsonl"
+    args = cli.build_parser().parse_args(["--video", str(shared(*CLIP)), "--headless", "--record", str(rec),
+                                          "--dump", str(dump), "--quiet", "--no-monitor"])
+    rc = headless.run(cli.settings_from_args(args), args)
+    assert rc == 1
+    assert len(dump.read_text().splitlines()) == 5
+    with av.open(str(rec)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 5
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["d.jsonl", "o.mp4"]
