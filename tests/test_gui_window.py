@@ -173,6 +173,16 @@ def test_record_toggle_writes_playable_mp4_of_shown_frames(make_window, qtbot, t
 
     ev = read_events(out.with_name("take1.events.jsonl"))
     assert ev and ev[-1]["event"] == "summary"
+    # R toggles a recording to the default place: recordings/DATE-TIME.mp4 + .events.jsonl
+    qtbot.keyClick(win, "r")
+    qtbot.waitUntil(lambda: win.recording_path is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: win.latest.stats.recording_frames >= 5, timeout=WAIT_MS)
+    qtbot.keyClick(win, "r")
+    qtbot.waitUntil(lambda: win.recording_path is None, timeout=10_000)
+    rec = sorted(Path(win.record_dir).glob("*.mp4"))
+    assert len(rec) == 1 and rec[0].with_name(rec[0].stem + ".events.jsonl").exists()
+    with av.open(str(rec[0])) as c:
+        assert sum(1 for _ in c.decode(video=0)) >= 5
 
 
 def test_closing_while_recording_finalizes_the_file(make_window, qtbot, tmp_path):
@@ -207,6 +217,12 @@ def test_unreadable_file_shows_error_then_switch_source_and_model(make_window, q
     assert "broken.mp4" in win.errors[-1]
     assert str(bad.name) in win.message.text()
     assert win.worker.isRunning() and win.results_received == 0
+    # no camera on this machine (or a camera index that does not open): the same, one line
+    from app.io.capture import list_cameras
+
+    missing = max(list_cameras(), default=-1) + 1
+    win.open_source(missing)
+    qtbot.waitUntil(lambda: any(f"camera {missing}" in e for e in win.errors), timeout=WAIT_MS)
     # the app lives: a good source starts processing
     win.open_source(str(shared(*CLIP)))
     qtbot.waitUntil(lambda: win.results_received >= 5, timeout=WAIT_MS)
