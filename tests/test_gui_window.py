@@ -204,7 +204,9 @@ def test_unwritable_recording_path_shows_error_and_keeps_running(make_window, qt
     qtbot.waitUntil(lambda: win.results_shown >= 2, timeout=WAIT_MS)
     win.start_recording(str(tmp_path / "no" / "such" / "dir" / "x.mp4"))
     qtbot.waitUntil(lambda: any(e.startswith("recording:") for e in win.errors), timeout=10_000)
-    assert not win.btn_record.isChecked() and win.recording_path is None
+    assert "x.mp4" in win.message.text()
+    qtbot.waitUntil(lambda: not win.btn_record.isChecked(), timeout=10_000)   # the next signal
+    assert win.recording_path is None
     n = win.results_received
     qtbot.waitUntil(lambda: win.results_received > n + 5, timeout=WAIT_MS)
 
