@@ -3,6 +3,14 @@
 ``main.py`` routes here when ``--headless`` is not given. ``python -m app.gui`` is the same with
 two extra options (``--screenshot-after SECONDS PATH``, ``--quit-after SECONDS``) used by
 scripts/screenshot_xvfb.sh.
+
+Command-line flags in the window: every pipeline / monitor flag of app/cli.py sets the starting
+``Settings`` (and wins over the settings saved by the last session); ``--video`` / ``--camera``
+start processing at once; ``--record OUT.mp4`` starts recording at once. Video files always loop
+in the window (``--loop`` is implied); the alert sound always plays on a new alert (``--sound`` is
+implied); monitor events are written beside each recording (``NAME.events.jsonl``), so
+``--events``, ``--dump`` and ``--max-frames`` are headless-only. Ctrl-C in the terminal closes the
+window like Q does (a recording is finalized).
 """
 from __future__ import annotations
 
@@ -61,6 +69,8 @@ def run(settings, args=None, *, argv=None) -> int:
 
     from app.gui.window import MainWindow
 
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "face3d-monitor"])
     app.setApplicationName("face3d-monitor")
     source = source_from_args(args) if args is not None else None
@@ -82,7 +92,16 @@ def run(settings, args=None, *, argv=None) -> int:
     quit_after = getattr(args, "quit_after", None)
     if quit_after:
         QTimer.singleShot(int(float(quit_after) * 1000), win.close)
+    # Ctrl-C: Python runs signal handlers only between bytecodes, so wake the interpreter
+    # regularly while Qt's loop runs, and close the window (finalizes a recording)
+    import signal
+
+    signal.signal(signal.SIGINT, lambda *_: win.close())
+    wake = QTimer()
+    wake.timeout.connect(lambda: None)
+    wake.start(200)
     rc = app.exec()
+    wake.stop()
     return int(rc or 0)
 
 

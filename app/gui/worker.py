@@ -426,7 +426,6 @@ class ProcessingWorker(QThread):
             src = self._source_factory(spec, loop=self.loop)
         except Exception as e:  # SourceError: one line already
             msg = _one_line(e)
-            log.error("source: %s", msg)
             self.error.emit(msg)
             return  # the previous source (if any) keeps running
         self._stop_recording()
@@ -440,7 +439,6 @@ class ProcessingWorker(QThread):
         w, h = getattr(src, "size", (0, 0))
         fps = getattr(src, "fps", 0.0)
         msg = f"source: {name} ({w}x{h} @ {fps:.1f} fps{', live' if src.is_live else ''})"
-        log.info(msg)
         self.info.emit(msg)
         self.source_changed.emit(name)
 
@@ -451,7 +449,6 @@ class ProcessingWorker(QThread):
         g.stop()
         self._stop_recording()
         if err:
-            log.error("source: %s", err)
             self.error.emit(err)
             self.source_ended.emit(err)
         else:
@@ -464,7 +461,6 @@ class ProcessingWorker(QThread):
             p = self._pipeline_factory(settings)
         except Exception as e:
             msg = f"model failed to load: {_one_line(e)}"
-            log.error(msg)
             self.error.emit(msg)
             return False   # keep the previous pipeline
         old, self.pipeline = self.pipeline, p
@@ -473,7 +469,6 @@ class ProcessingWorker(QThread):
         name = str(getattr(p, "model_name", "?"))
         prov = str(getattr(p, "provider", "?"))
         if announce:
-            log.info("model: %s on %s", name, prov)
             self.info.emit(f"model: {name} on {prov}")
         from app.gui.binding import get_model
 
@@ -516,12 +511,11 @@ class ProcessingWorker(QThread):
             self.recorder = Recorder(path, src.fps or 30.0, tuple(src.size))
         except Exception as e:
             msg = f"recording: {_one_line(e)}"
-            log.error(msg)
             self.error.emit(msg)
             self.recorder = None
             self.recording_changed.emit("")
             return
-        log.info("recording to %s", path)
+        self.info.emit(f"recording to {path}")
         self.recording_changed.emit(str(path))
 
     def _stop_recording(self) -> None:
@@ -540,7 +534,6 @@ class ProcessingWorker(QThread):
         try:
             rec.close(summary)
             msg = f"recorded {rec.frames} frames to {rec.path}"
-            log.info(msg)
             self.info.emit(msg)
         except Exception as e:
             self.error.emit(f"recording: could not finalize {rec.path}: {_one_line(e)}")
