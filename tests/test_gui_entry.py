@@ -64,3 +64,33 @@ def test_bad_screenshot_seconds_is_a_usage_error(tmp_path):
                        cwd=ROOT, env=_env(tmp_path, QT_QPA_PLATFORM="offscreen"),
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "--screenshot-after" in p.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_closes_the_window_and_finalizes_the_recording(tmp_path):
+    import signal
+    import time
+
+    import av
+
+    out = tmp_path / "ctrlc.mp4"
+    log = tmp_path / "log.txt"
+    with open(log, "w") as f:
+        p = subprocess.Popen([sys.executable, "-m", "app.gui", "--video",
+                              str(shared("media", "clips", "expressions_d18.mp4")), "--record", str(out)],
+                             cwd=ROOT, env=_env(tmp_path, QT_QPA_PLATFORM="offscreen"), stdout=f, stderr=f)
+        try:
+            t0 = time.monotonic()
+            while "recording to" not in log.read_text() and time.monotonic() - t0 < 120:
+                time.sleep(0.2)
+            time.sleep(1.5)
+            p.send_signal(signal.SIGINT)
+            rc = p.wait(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+    assert rc == 0, log.read_text()[-2000:]
+    assert "recorded" in log.read_text()
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) >= 10
+    assert not list(tmp_path.glob("*.partial*"))
