@@ -1,7 +1,7 @@
 """Pipeline settings: one dataclass, every field a CLI flag (app/cli.py), each with its source.
 
-The driver-monitoring thresholds live in ``monitor`` (app.monitor.MonitorSettings, helper C's
-module) when that package is installed; ``None`` means "no monitor" (the pipeline still runs).
+The driver-monitoring thresholds live in ``monitor`` (app.monitor.MonitorSettings, with its
+defaults unless the CLI changes them); ``None`` means "no monitor" (--no-monitor).
 """
 from __future__ import annotations
 
@@ -9,6 +9,14 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from app.render import Layers
+
+
+def _default_monitor():
+    try:
+        from app.monitor import MonitorSettings
+    except ImportError:   # the monitor package is optional for the pipeline
+        return None
+    return MonitorSettings()
 
 
 @dataclass
@@ -62,8 +70,8 @@ class Settings:
     # ---- output
     layers: Layers = field(default_factory=Layers)
 
-    # ---- driver monitoring (helper C's MonitorSettings); None = monitor off
-    monitor: Optional[Any] = None
+    # ---- driver monitoring (app.monitor.MonitorSettings, its defaults); None = monitor off
+    monitor: Optional[Any] = field(default_factory=lambda: _default_monitor())
 
     def validate(self) -> None:
         """ValueError naming the flag of the first bad value."""

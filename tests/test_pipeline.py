@@ -213,3 +213,20 @@ def test_face_leaving_is_dropped_quickly(tddfa_onnx):
     p.close()
     assert counts[:3] == [1, 1, 1]
     assert counts[4:] == [0, 0, 0, 0]   # at most one frame (3) with a stale face
+
+
+def test_monitor_wired_by_default():
+    """Settings() runs C's driver monitor on the selected driver; monitor=None turns it off."""
+    from app.core.types import MonitorState
+
+    frames = clip_frames()[:30]
+    p = Pipeline(Settings())
+    states = [p.process(f)[1] for f in frames]
+    p.close()
+    assert all(isinstance(s, MonitorState) for s in states)
+    assert states[-1].timestamp == pytest.approx(frames[-1].timestamp)
+    assert states[0].calibrating   # learning the neutral pose during the first seconds
+    assert isinstance(p.last_events, list)
+    q = Pipeline(Settings(monitor=None))
+    assert q.process(frames[0])[1] is None and q.monitor is None
+    q.close()
