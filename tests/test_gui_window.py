@@ -228,6 +228,13 @@ def test_unreadable_file_shows_error_then_switch_source_and_model(make_window, q
     # the app lives: a good source starts processing
     win.open_source(str(shared(*CLIP)))
     qtbot.waitUntil(lambda: win.results_received >= 5, timeout=WAIT_MS)
+    # a bad file while a good one runs: error, the running source goes on and stays selected
+    n_err = len(win.errors)
+    win.open_source(str(bad))
+    qtbot.waitUntil(lambda: len(win.errors) > n_err, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: win.source_combo.currentData() == str(shared(*CLIP)), timeout=10_000)
+    n = win.results_received
+    qtbot.waitUntil(lambda: win.results_received > n + 3, timeout=WAIT_MS)
     # a model that fails to load: an error, the previous model keeps running
     before = win.model_name
     notonnx = tmp_path / "bad.onnx"
@@ -359,3 +366,12 @@ def test_blocked_ui_does_not_pile_up_results(make_window, qtbot):
     assert win.results_received - n <= MAX_PENDING + 1
     assert win.worker.results_skipped - skipped >= 20
     qtbot.waitUntil(lambda: win.results_received > n + MAX_PENDING + 5, timeout=WAIT_MS)
+
+
+def test_inconsistent_threshold_is_refused_with_the_flag_named(make_window, qtbot):
+    win = make_window(source=None)
+    win.spin["alert_seconds"].setValue(10.0)          # longer than --critical-seconds (3 s)
+    win.spin["alert_seconds"].editingFinished.emit()
+    assert win.errors and "--critical-seconds" in win.errors[-1]
+    assert win.spin["alert_seconds"].value() == 2.0   # back to the value in force
+    assert win.settings.monitor.alert_seconds == 2.0

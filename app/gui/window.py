@@ -338,6 +338,7 @@ class MainWindow(QMainWindow):
         w.model_changed.connect(self._on_model_changed)
         w.source_changed.connect(self._on_source_changed)
         w.source_ended.connect(self._on_source_ended)
+        w.source_failed.connect(self._on_source_failed)
         w.recording_changed.connect(self._on_recording_changed)
 
     # ------------------------------------------------------------------ combos
@@ -594,10 +595,18 @@ class MainWindow(QMainWindow):
             self.view.set_image(None)
         spec = getattr(self, "_pending_source", None)
         if spec is not None and name:
+            self._running_spec = spec
             self.qs.setValue("source", str(spec))
+
+    def _on_source_failed(self, msg: str) -> None:
+        """Show the source that really runs in the combo again (or none)."""
+        spec = getattr(self, "_running_spec", None)
+        i = self.source_combo.findData(spec) if spec is not None and self.source_name else -1
+        self.source_combo.setCurrentIndex(i if i >= 0 else 0)
 
     def _on_source_ended(self, msg: str) -> None:
         self.source_name = ""
+        self.source_combo.setCurrentIndex(0)
         if self.btn_record.isChecked():
             self.btn_record.blockSignals(True)
             self.btn_record.setChecked(False)

@@ -277,6 +277,7 @@ class ProcessingWorker(QThread):
     info = pyqtSignal(str)                 # one-line status message ("opened ...", "model ...")
     source_changed = pyqtSignal(str)       # name of the source now running ("" = none)
     source_ended = pyqtSignal(str)         # the source finished (message: why)
+    source_failed = pyqtSignal(str)        # a new source did not open (message); the old one runs on
     model_changed = pyqtSignal(str, str, str)   # model name, provider, model path ("" = built-in)
     recording_changed = pyqtSignal(str)    # path being recorded, "" when stopped
     paused_changed = pyqtSignal(bool)
@@ -427,6 +428,7 @@ class ProcessingWorker(QThread):
         except Exception as e:  # SourceError: one line already
             msg = _one_line(e)
             self.error.emit(msg)
+            self.source_failed.emit(msg)
             return  # the previous source (if any) keeps running
         self._stop_recording()
         if self.grabber is not None:
