@@ -67,7 +67,7 @@ def test_bad_screenshot_seconds_is_a_usage_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_closes_the_window_and_finalizes_the_recording(tmp_path):
+def test_main_py_opens_the_window_and_ctrl_c_finalizes_the_recording(tmp_path):
     import signal
     import time
 
@@ -76,7 +76,7 @@ def test_ctrl_c_closes_the_window_and_finalizes_the_recording(tmp_path):
     out = tmp_path / "ctrlc.mp4"
     log = tmp_path / "log.txt"
     with open(log, "w") as f:
-        p = subprocess.Popen([sys.executable, "-m", "app.gui", "--video",
+        p = subprocess.Popen([sys.executable, "main.py", "--video",     # main.py routes to the GUI
                               str(shared("media", "clips", "expressions_d18.mp4")), "--record", str(out)],
                              cwd=ROOT, env=_env(tmp_path, QT_QPA_PLATFORM="offscreen"), stdout=f, stderr=f)
         try:
@@ -90,7 +90,8 @@ def test_ctrl_c_closes_the_window_and_finalizes_the_recording(tmp_path):
             if p.poll() is None:
                 p.kill()
     assert rc == 0, log.read_text()[-2000:]
-    assert "recorded" in log.read_text()
+    text = log.read_text()
+    assert "recorded" in text and "model: mediapipe_face_mesh" in text
     with av.open(str(out)) as c:
         assert sum(1 for _ in c.decode(video=0)) >= 10
     assert not list(tmp_path.glob("*.partial*"))
