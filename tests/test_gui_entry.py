@@ -91,7 +91,7 @@ def test_main_py_opens_the_window_and_ctrl_c_finalizes_the_recording(tmp_path):
                 p.kill()
     assert rc == 0, log.read_text()[-2000:]
     text = log.read_text()
-    assert "recorded" in text and "model: mediapipe_face_mesh" in text
+    assert "recorded" in text and "INFO app.gui.window: model: " in text
     with av.open(str(out)) as c:
         assert sum(1 for _ in c.decode(video=0)) >= 10
     assert not list(tmp_path.glob("*.partial*"))
