@@ -251,14 +251,18 @@ def test_unreadable_file_shows_error_then_switch_source_and_model(make_window, q
 
 
 def test_switch_to_onnx_model_and_back_while_running(make_window, qtbot, tddfa_onnx):
-    """Model combo path: the real 3DDFA-V2 x0.5 ONNX export replaces the face mesh mid-run (dense
-    mesh observations arrive, the status bar names the ONNX provider), then back to the mesh."""
+    """Model combo path: the real 3DDFA-V2 x0.5 ONNX export replaces the running model mid-run
+    (dense mesh observations arrive, the status bar names the ONNX provider), then back to the
+    default (the built-in face mesh, or the first models/*.onnx when a checkout has one)."""
+    from app.gui import binding
+
     win = make_window(source=str(shared(*CLIP)))
     qtbot.waitUntil(lambda: win.results_received >= 3, timeout=WAIT_MS)
-    assert win.model_name == "mediapipe_face_mesh"
+    first = win.model_name
+    assert binding.get_model(win.settings) is None
     win.set_model(str(tddfa_onnx))
-    qtbot.waitUntil(lambda: win.model_name != "mediapipe_face_mesh", timeout=WAIT_MS)
-    assert win.provider in ("CPU", "CUDA")
+    qtbot.waitUntil(lambda: binding.get_model(win.settings) == str(tddfa_onnx), timeout=WAIT_MS)
+    assert win.model_name == "3ddfa_v2_mb05" and win.provider in ("CPU", "CUDA")
     assert win.model_combo.currentData() == str(tddfa_onnx)
     qtbot.waitUntil(lambda: bool(win.latest.observations) and win.latest.observations[0].vertices is not None
                     and win.latest.stats.model == win.model_name, timeout=WAIT_MS)
@@ -266,8 +270,8 @@ def test_switch_to_onnx_model_and_back_while_running(make_window, qtbot, tddfa_o
     assert f"provider: {win.provider}" in win.status_text()
     assert win.latest.observations[0].vertices.shape[1] == 3
     win.set_model(None)
-    qtbot.waitUntil(lambda: win.model_name == "mediapipe_face_mesh", timeout=WAIT_MS)
-    assert win.model_combo.currentIndex() == 0
+    qtbot.waitUntil(lambda: binding.get_model(win.settings) is None, timeout=WAIT_MS)
+    assert win.model_name == first and win.model_combo.currentIndex() == 0
 
 
 def test_recalibrate_key_thresholds_and_settings_persist(make_window, qtbot, tmp_path):

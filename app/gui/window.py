@@ -127,7 +127,7 @@ class MainWindow(QMainWindow):
         self.source_name = ""
         self.record_dir = self.qs.value("record_dir", str(Path.cwd() / "recordings"))
         self.record_path_override: Optional[str] = None
-        self.snapshot_dir = self.qs.value("snapshot_dir", str(Path.cwd() / "snapshots"))
+        self.snapshot_dir = self.qs.value("snapshot_dir", str(Path.cwd() / "recordings"))
 
         self._build_ui()
         self._connect_worker()
@@ -496,7 +496,7 @@ class MainWindow(QMainWindow):
             except OSError as e:
                 self._on_error(f"snapshot: cannot create {d}: {e.strerror}")
                 return None
-            path = d / (time.strftime("%Y%m%d-%H%M%S") + f"-{self.latest.frame.index:06d}.png")
+            path = d / ("snapshot-" + time.strftime("%Y%m%d-%H%M%S") + f"-{self.latest.frame.index:06d}.png")
         try:
             out = write_png_atomic(path, self.latest.image)
         except OSError as e:
