@@ -336,7 +336,7 @@ def test_source_breaking_off_midway_reports_and_app_lives(make_window, qtbot, tm
     qtbot.waitUntil(lambda: win.results_received > n + 5, timeout=WAIT_MS)
 
 
-def test_space_pauses_and_resumes_snapshot_writes_the_shown_frame(make_window, qtbot):
+def test_keys_pause_layers_fullscreen_quit_and_snapshot(make_window, qtbot):
     import cv2
 
     win = make_window(source=str(shared(*CLIP)))
@@ -353,6 +353,15 @@ def test_space_pauses_and_resumes_snapshot_writes_the_shown_frame(make_window, q
     qtbot.keyClick(win, " ")
     assert not win.btn_pause.isChecked()
     qtbot.waitUntil(lambda: win.results_received > n + 3, timeout=WAIT_MS)
+    # L toggles the landmark layer, F full screen, Q quits (the worker thread ends)
+    qtbot.keyClick(win, "l")
+    assert not win.chk_layer["landmarks"].isChecked() and not win.settings.layers.landmarks
+    qtbot.keyClick(win, "f")
+    qtbot.waitUntil(lambda: win.isFullScreen(), timeout=5_000)
+    qtbot.keyClick(win, "f")
+    qtbot.waitUntil(lambda: not win.isFullScreen(), timeout=5_000)
+    qtbot.keyClick(win, "q")
+    qtbot.waitUntil(lambda: not win.isVisible() and not win.worker.isRunning(), timeout=15_000)
 
 
 def test_blocked_ui_does_not_pile_up_results(make_window, qtbot):
