@@ -33,7 +33,7 @@ from app.gui.worker import ProcessingWorker, Result, default_recording_path
 
 log = logging.getLogger(__name__)
 
-REDRAW_HZ = 30          # video redraw rate (at most this many results shown per second)
+REDRAW_HZ = 30          # video redraw rate cap (and never above the source's frame rate)
 PLOT_HZ = 20            # plot redraw rate (issue 5 asks >= 15 Hz)
 PANEL_HZ = 8            # numbers, calibration indicator, status bar refresh rate
 ROOT = Path(__file__).resolve().parents[2]
@@ -587,8 +587,11 @@ class MainWindow(QMainWindow):
         self._fill_model_combo()
         self._update_status_labels()
 
-    def _on_source_changed(self, name: str) -> None:
+    def _on_source_changed(self, name: str, fps: float = 0.0) -> None:
         self.source_name = name
+        # never redraw the video faster than the source delivers frames (nor above REDRAW_HZ)
+        hz = min(REDRAW_HZ, fps) if fps and fps > 1 else REDRAW_HZ
+        self.timer.setInterval(max(1, int(round(1000.0 / hz))))
         self.plots.clear()
         self._active_alerts = set()
         if not name:

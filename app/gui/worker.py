@@ -275,7 +275,7 @@ class ProcessingWorker(QThread):
     result = pyqtSignal(object)            # Result
     error = pyqtSignal(str)                # one-line message for the user
     info = pyqtSignal(str)                 # one-line status message ("opened ...", "model ...")
-    source_changed = pyqtSignal(str)       # name of the source now running ("" = none)
+    source_changed = pyqtSignal(str, float)  # name, fps of the source now running ("" = none)
     source_ended = pyqtSignal(str)         # the source finished (message: why)
     source_failed = pyqtSignal(str)        # a new source did not open (message); the old one runs on
     model_changed = pyqtSignal(str, str, str)   # model name, provider, model path ("" = built-in)
@@ -396,7 +396,7 @@ class ProcessingWorker(QThread):
             if self.grabber is not None:
                 self.grabber.stop()
                 self.grabber = None
-            self.source_changed.emit("")
+            self.source_changed.emit("", 0.0)
         elif kind == "model":
             from app.gui.binding import with_model
 
@@ -442,7 +442,7 @@ class ProcessingWorker(QThread):
         fps = getattr(src, "fps", 0.0)
         msg = f"source: {name} ({w}x{h} @ {fps:.1f} fps{', live' if src.is_live else ''})"
         self.info.emit(msg)
-        self.source_changed.emit(name)
+        self.source_changed.emit(name, float(fps or 0.0))
 
     def _end_source(self) -> None:
         g = self.grabber
