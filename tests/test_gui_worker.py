@@ -123,3 +123,32 @@ def test_png_snapshot_is_atomic(tmp_path):
     with pytest.raises(OSError):
         write_png_atomic(tmp_path / "missing_dir" / "snap.png", img)
     assert not (tmp_path / "missing_dir").exists()
+
+
+def test_command_line_flags_win_over_saved_gui_settings(qtbot, tmp_path):
+    """Saved thresholds/layers/smoothing are restored unless the command line sets them."""
+    pytest.importorskip("app.pipeline")
+    from PyQt6.QtCore import QSettings
+
+    from app import cli
+    from app.gui import explicit_flags
+    from app.gui.window import MainWindow
+
+    qs = QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat)
+    qs.setValue("thresholds/alert_yaw", 40.0)
+    qs.setValue("thresholds/alert_pitch", 25.0)
+    qs.setValue("smoothing", False)
+    qs.setValue("layers/mesh", False)
+    argv = ["--alert-yaw", "20", "--layers", "all"]
+    settings = cli.settings_from_args(cli.build_parser().parse_args(argv))
+
+    class W(MainWindow):
+        cli_explicit = explicit_flags(argv)
+
+    win = W.__new__(W)        # only the restore step: no window, no worker
+    win.qs = qs
+    restored = W._restore_settings(win, settings)
+    assert restored.monitor.alert_yaw == 20.0       # flag given: the command line wins
+    assert restored.monitor.alert_pitch == 25.0     # not given: the saved value
+    assert restored.smoothing is False
+    assert restored.layers.mesh is True             # --layers given

@@ -743,7 +743,7 @@ class MainWindow(QMainWindow):
             settings = binding.with_smoothing(settings, str(v).lower() in ("1", "true"))
         for name in binding.LAYER_NAMES:
             v = qs.value(f"layers/{name}")
-            if v is not None and name not in explicit:
+            if v is not None and name not in explicit and "layers" not in explicit:
                 settings = binding.with_layer(settings, name, str(v).lower() in ("1", "true"))
         m = qs.value("model")
         if m is not None and "model" not in explicit:
