@@ -3,8 +3,6 @@ pipeline on a shared clip, overlays on screen, plots, status bar, alerts + sound
 switching model and source while running, bad input."""
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
 from pathlib import Path
 

@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 from PyQt6.QtCore import QObject, QSettings, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QKeySequence, QShortcut
-from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
+from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog,
                              QGridLayout, QGroupBox, QHBoxLayout, QLabel, QMainWindow,
-                             QPushButton, QSizePolicy, QSplitter, QStatusBar, QToolBar,
+                             QPushButton, QSplitter, QStatusBar, QToolBar,
                              QVBoxLayout, QWidget)
 
 from app.gui import binding

@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from PyQt6.QtCore import QThread, pyqtSignal
 
-from app.core.types import FaceObservation, Frame, MonitorState
+from app.core.types import Frame, MonitorState
 
 log = logging.getLogger(__name__)
 
