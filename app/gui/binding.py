@@ -9,19 +9,19 @@ from typing import Any, Optional
 
 LAYER_NAMES = ("box", "landmarks", "mesh", "axes", "text", "fps", "model", "monitor")
 
-# GUI threshold controls -> MonitorSettings field (C's names), with the label shown
+# GUI threshold controls: label, minimum, maximum, step of the spin box
 THRESHOLDS = {
     "alert_yaw": ("Alert yaw (deg)", 1.0, 89.0, 1.0),
     "alert_pitch": ("Alert pitch (deg)", 1.0, 89.0, 1.0),
     "alert_seconds": ("Alert after (s)", 0.1, 30.0, 0.1),
     "perclos": ("PERCLOS drowsy", 0.01, 1.0, 0.01),
 }
-# MonitorSettings field names tried for each control, first match wins
+# GUI control -> MonitorSettings field (app/monitor/settings.py)
 _MONITOR_FIELDS = {
-    "alert_yaw": ("alert_yaw", "alert_yaw_deg", "yaw_threshold"),
-    "alert_pitch": ("alert_pitch", "alert_pitch_deg", "pitch_threshold"),
-    "alert_seconds": ("alert_seconds", "alert_s", "distraction_seconds"),
-    "perclos": ("perclos_threshold", "perclos_alert", "perclos_warning", "perclos"),
+    "alert_yaw": "alert_yaw",
+    "alert_pitch": "alert_pitch",
+    "alert_seconds": "alert_seconds",
+    "perclos": "perclos_threshold",
 }
 
 
@@ -29,39 +29,29 @@ def _fields(obj) -> set:
     return {f.name for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else set()
 
 
-def _first(obj, names) -> Optional[str]:
-    fs = _fields(obj)
-    for n in names:
-        if n in fs:
-            return n
-    return None
+def _field(obj, name: str) -> Optional[str]:
+    return name if name in _fields(obj) else None
 
 
-# ---- model
+# ---- model (Settings.model: an .onnx path, None = app.pipeline's default)
 def get_model(settings) -> Optional[str]:
-    for n in ("model", "model_path"):
-        if n in _fields(settings):
-            v = getattr(settings, n)
-            return None if v in (None, "") else str(v)
-    return None
+    v = getattr(settings, "model", None)
+    return None if v in (None, "") else str(v)
 
 
 def with_model(settings, model: Optional[str]):
-    n = _first(settings, ("model", "model_path"))
-    if n is None:
+    if _field(settings, "model") is None:
         raise AttributeError("Settings has no model field")
-    return dataclasses.replace(settings, **{n: model})
+    return dataclasses.replace(settings, model=model)
 
 
-# ---- smoothing
+# ---- smoothing (Settings.smoothing)
 def get_smoothing(settings) -> bool:
-    n = _first(settings, ("smoothing", "smooth"))
-    return bool(getattr(settings, n)) if n else True
+    return bool(getattr(settings, "smoothing", True))
 
 
 def with_smoothing(settings, on: bool):
-    n = _first(settings, ("smoothing", "smooth"))
-    return dataclasses.replace(settings, **{n: bool(on)}) if n else settings
+    return dataclasses.replace(settings, smoothing=bool(on)) if _field(settings, "smoothing") else settings
 
 
 # ---- layers
@@ -88,13 +78,13 @@ def get_monitor(settings):
 
 def get_threshold(settings, key: str) -> Optional[float]:
     mon = get_monitor(settings)
-    n = _first(mon, _MONITOR_FIELDS[key]) if mon is not None else None
+    n = _field(mon, _MONITOR_FIELDS[key]) if mon is not None else None
     return None if n is None else float(getattr(mon, n))
 
 
 def with_threshold(settings, key: str, value: float):
     mon = get_monitor(settings)
-    n = _first(mon, _MONITOR_FIELDS[key]) if mon is not None else None
+    n = _field(mon, _MONITOR_FIELDS[key]) if mon is not None else None
     if n is None:
         return settings
     new_mon = dataclasses.replace(mon, **{n: float(value)})
@@ -105,15 +95,10 @@ def with_threshold(settings, key: str, value: float):
 
 
 def pitch_down_sign(settings) -> float:
-    """-1 when "looking down" is a negative pitch (AFLW Pose_Para, C's default), else +1."""
+    """-1 when "looking down" is a negative pitch (AFLW Pose_Para, the monitor's default), else +1."""
     mon = get_monitor(settings)
-    for n in ("pitch_down_sign", "pitch_sign"):
-        if mon is not None and n in _fields(mon):
-            try:
-                return -1.0 if float(getattr(mon, n)) < 0 else 1.0
-            except (TypeError, ValueError):
-                return -1.0
-    return -1.0
+    v = getattr(mon, "pitch_down_sign", -1.0) if mon is not None else -1.0
+    return -1.0 if float(v) < 0 else 1.0
 
 
 def settings_summary(settings) -> dict[str, Any]:

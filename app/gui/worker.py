@@ -238,12 +238,7 @@ def _parent_creatable(folder: Path) -> bool:
 
 
 def _eventlog_write(log_obj, ev: dict) -> None:
-    for name in ("write", "log", "add", "append"):
-        fn = getattr(log_obj, name, None)
-        if callable(fn):
-            fn(ev)
-            return
-    raise AttributeError("EventLog has no write method")
+    log_obj.write(ev)     # app.monitor.events.EventLog
 
 
 # --------------------------------------------------------------------------- worker
@@ -478,8 +473,8 @@ class ProcessingWorker(QThread):
         return True
 
     def _apply_settings(self, settings) -> None:
-        """Monitor thresholds are swapped into the running monitor (keeps the calibration) when
-        only the monitor / layers changed; anything else rebuilds the pipeline."""
+        """Thresholds, layers and smoothing go into the running pipeline (the monitor keeps its
+        calibration, the tracker its faces); any other change rebuilds the pipeline."""
         old = self.settings
         p = self.pipeline
         if p is not None and _only_fields_changed(old, settings, {"monitor", "layers", "smoothing"}):
@@ -487,16 +482,8 @@ class ProcessingWorker(QThread):
             if getattr(old, "monitor", None) != getattr(settings, "monitor", None):
                 ok = _swap_monitor_settings(p, settings.monitor)
             if ok:
-                if hasattr(p, "settings"):
-                    try:
-                        p.settings = settings
-                    except Exception:
-                        pass
-                if hasattr(p, "layers") and hasattr(settings, "layers"):
-                    try:
-                        p.layers = settings.layers
-                    except Exception:
-                        pass
+                p.settings = settings          # Pipeline reads .smoothing per frame
+                p.layers = settings.layers     # and draws with .layers
                 self.settings = settings
                 return
         self._build_pipeline(settings, announce=True)
@@ -591,7 +578,7 @@ class ProcessingWorker(QThread):
                                 state=state, frame=lite, wall_t=wall_t, stats=stats, events=events))
 
 
-# --------------------------------------------------------------------------- adapters to D2 / C
+# --------------------------------------------------------------------------- pipeline / monitor helpers
 def _only_fields_changed(a, b, allowed: set) -> bool:
     if not (dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b)) or type(a) is not type(b):
         return False
@@ -604,30 +591,17 @@ def _only_fields_changed(a, b, allowed: set) -> bool:
 
 
 def _swap_monitor_settings(pipeline, monitor_settings) -> bool:
+    """New thresholds into the running DriverMonitor (calibration and counters kept)."""
     mon = getattr(pipeline, "monitor", None)
-    if mon is None:
-        return True   # no monitor running: nothing to update
-    if hasattr(mon, "update_settings"):
-        mon.update_settings(monitor_settings)
-        return True
-    if hasattr(mon, "settings"):
-        try:
-            mon.settings = monitor_settings
-            return True
-        except Exception:
-            return False
-    return False
+    if mon is None or monitor_settings is None:
+        return mon is None and monitor_settings is None   # monitor switched on/off: rebuild
+    mon.update_settings(monitor_settings)
+    return True
 
 
 def _take_events(pipeline) -> list:
-    """Monitor events of the last processed frame, when the pipeline exposes them."""
-    ev = getattr(pipeline, "last_events", None)
-    if ev is None:
-        mon = getattr(pipeline, "monitor", None)
-        ev = getattr(mon, "last_events", None) if mon is not None else None
-    if callable(ev):
-        ev = ev()
-    return list(ev or [])
+    """Monitor events (start / end dicts) of the frame just processed (Pipeline.last_events)."""
+    return list(getattr(pipeline, "last_events", None) or [])
 
 
 def _close_quietly(obj) -> None:
