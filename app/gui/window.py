@@ -216,7 +216,7 @@ class MainWindow(QMainWindow):
         lv = QVBoxLayout(left)
         lv.setContentsMargins(0, 0, 0, 0)
         lv.setSpacing(2)
-        self.banner = QLabel("driver monitor off")
+        self.banner = QLabel("no alerts")
         self.banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.banner.setStyleSheet(LEVEL_STYLE["none"])
         self.banner_level = None
