@@ -386,3 +386,27 @@ def test_inconsistent_threshold_is_refused_with_the_flag_named(make_window, qtbo
     assert win.errors and "--critical-seconds" in win.errors[-1]
     assert win.spin["alert_seconds"].value() == 2.0   # back to the value in force
     assert win.settings.monitor.alert_seconds == 2.0
+
+
+def test_playlist_head_turn_raises_the_banner_and_the_sound_end_to_end(make_window, qtbot):
+    """The real pipeline + monitor on a playlist source: a frontal AFLW2000 face (yaw 4.7 deg) for
+    4 s (calibration), a face turned by -54.7 deg for 4 s, frontal again: the window shows the
+    looking-around alert escalating to critical (red) and plays the sound."""
+    a = str(shared("media", "aflw2000", "image00430.jpg"))
+    b = str(shared("media", "aflw2000", "image00251.jpg"))
+    win = make_window(source=None)
+    win.open_source([(a, 4.0), (b, 4.0), (a, 2.0)])
+    seen = []
+
+    def critical_shown():
+        win.refresh_now()
+        if win.banner_level is not None:
+            seen.append(win.banner.text())
+        return win.banner.text() == "LOOKING AROUND — critical"
+
+    qtbot.waitUntil(critical_shown, timeout=WAIT_MS)
+    assert "#e00000" in win.banner.styleSheet()
+    assert win.sound.calls >= 1
+    assert win.lbl_calib.text().startswith("● calibrated")
+    yaw = win.plots.values("yaw")
+    assert np.nanmin(yaw) < -30 and np.nanmax(yaw) > -10   # the turn is in the plot
