@@ -396,12 +396,8 @@ def test_playlist_head_turn_raises_the_banner_and_the_sound_end_to_end(make_wind
     b = str(shared("media", "aflw2000", "image00251.jpg"))
     win = make_window(source=None)
     win.open_source([(a, 4.0), (b, 4.0), (a, 2.0)])
-    seen = []
-
     def critical_shown():
         win.refresh_now()
-        if win.banner_level is not None:
-            seen.append(win.banner.text())
         return win.banner.text() == "LOOKING AROUND — critical"
 
     qtbot.waitUntil(critical_shown, timeout=WAIT_MS)
