@@ -170,7 +170,7 @@ def run(settings, args) -> int:
         source = open_source(spec, loop=bool(getattr(args, "loop", False)))
         if args.events and settings.monitor is None:
             raise UsageError("--events needs driver monitoring (app.monitor is not installed, or --no-monitor was given)")
-        pipe = Pipeline(settings)
+        # outputs first: a bad path fails in one line, before the models load (and log)
         if args.record:
             writer = BackgroundWriter(VideoWriter(args.record, source.fps or 25.0, tuple(source.size)))
         if args.dump:
@@ -186,6 +186,7 @@ def run(settings, args) -> int:
             from app.monitor import AlertSound
 
             sound = AlertSound(str(ALERT_WAV))
+        pipe = Pipeline(settings)
     except (UsageError, SourceError, OutputError, ContractError, DeviceError, FileNotFoundError) as e:
         for out in (writer, dump, events):
             _discard(out)

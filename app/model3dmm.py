@@ -88,13 +88,13 @@ class Model3DMM:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ContractError(f"{self.path} is not a loadable ONNX model ({msg}): re-export it with `python -m export`")
         self.provider = self.sess.get_providers()[0]
+        self._check_contract()   # first: a file that is not a contract model is one error line
         if device == "cuda" and self.provider != "CUDAExecutionProvider":
             raise DeviceError(f"--device cuda: onnxruntime could not start CUDA for {self.path} "
                               f"(it runs {self.provider}); check the CUDA/cuDNN install or use --device auto")
         if device == "auto" and "CUDAExecutionProvider" in provs and self.provider != "CUDAExecutionProvider":
             log.warning("--device auto: the CUDA provider could not start (CUDA/cuDNN libraries missing?), "
                         "running %s", self.provider)
-        self._check_contract()
         meta = self.sess.get_modelmeta().custom_metadata_map
         self.metadata = dict(meta)
         self.arch = meta.get("arch", "")

@@ -90,9 +90,9 @@ def _bad(tmp_path, *args, env_drop=()):
     """A run that must fail: exit 2, one error line on stderr, nothing left in tmp_path."""
     before = sorted(tmp_path.iterdir())
     p = run_main(*args, "--dump", tmp_path / "d.jsonl", env_drop=env_drop)
-    lines = [ln for ln in err_lines(p) if ln.startswith(("error", "main.py: error"))]
+    lines = err_lines(p)
     assert p.returncode == 2, p.stderr
-    assert len(lines) == 1, p.stderr
+    assert len(lines) == 1 and lines[0].startswith(("error", "main.py: error")), p.stderr
     assert sorted(tmp_path.iterdir()) == before, "outputs left behind"
     return lines[0]
 
@@ -202,3 +202,72 @@ def test_error_midway_finalizes_outputs(tmp_path, monkeypatch):
     with av.open(str(rec)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 5
     assert sorted(x.name for x in tmp_path.iterdir()) == ["d.jsonl", "o.mp4"]
+
+
+@pytest.mark.parametrize("flag", ["--dump", "--events"])
+def test_unwritable_dump_and_events(tmp_path, flag):
+    args = ["--video", shared(*CLIP), "--headless", flag, tmp_path / "no" / "such" / "x.jsonl"]
+    if flag == "--dump":
+        args = ["--video", shared(*CLIP), "--headless", "--record", tmp_path / "o.mp4"]
+        p = run_main(*args, "--dump", tmp_path / "no" / "such" / "x.jsonl")
+        lines = err_lines(p)
+        assert p.returncode == 2 and len(lines) == 1 and "x.jsonl" in lines[0], p.stderr
+        assert list(tmp_path.iterdir()) == []      # the recording opened first was discarded
+        return
+    line = _bad(tmp_path, *args)
+    assert "x.jsonl" in line
+
+
+def test_folder_as_output_path(tmp_path):
+    (tmp_path / "out").mkdir()
+    p = run_main("--video", shared(*CLIP), "--headless", "--events", tmp_path / "out")
+    lines = err_lines(p)
+    assert p.returncode == 2 and len(lines) == 1 and "out" in lines[0], p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["out"] and not any((tmp_path / "out").iterdir())
+
+
+def test_file_breaking_off_midway_keeps_what_was_recorded(tmp_path):
+    """A .mkv cut in half: the run stops at the break with a warning and exit 1, and the recording
+    and the dump hold exactly the frames that decoded."""
+    import av
+    import cv2
+
+    from app.io.capture import open_source
+
+    frames = [cv2.resize(f.image, (320, 180), interpolation=cv2.INTER_AREA)
+              for f in open_source(shared(*CLIP))][:40]
+    full = tmp_path / "clip.mkv"
+    with av.open(str(full), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 320, 180, "yuv420p"
+        for img in frames:
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    full.unlink()
+    rec, dump = tmp_path / "o.mp4", tmp_path / "d.jsonl"
+    p = run_main("--video", cut, "--headless", "--record", rec, "--dump", dump, "--quiet", "--no-monitor")
+    assert p.returncode == 1, p.stderr
+    assert any(ln.startswith("warning:") and "cut.mkv" in ln for ln in err_lines(p)), p.stderr
+    n = len(dump.read_text().splitlines())
+    assert 0 < n < 40
+    with av.open(str(rec)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == n
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["cut.mkv", "d.jsonl", "o.mp4"]
+
+
+def test_app_runs_without_torch(tmp_path, tddfa_onnx):
+    """The app needs no torch: with torch made unimportable, main.py runs an exported model."""
+    dump = tmp_path / "d.jsonl"
+    code = ("import sys, runpy; sys.modules['torch'] = None; sys.argv = ['main.py'] + sys.argv[1:]; "
+            "runpy.run_path('main.py', run_name='__main__')")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.run([sys.executable, "-c", code, "--video", str(shared("media", "two_faces.jpg")), "--headless",
+                        "--model", str(tddfa_onnx), "--device", "cpu", "--dump", str(dump)],
+                       capture_output=True, text=True, timeout=300, env=env, cwd=str(ROOT))
+    assert p.returncode == 0, p.stderr
+    assert "import of torch halted" not in p.stderr and "ImportError" not in p.stderr
+    assert len(read_dump(dump)[0]["faces"]) == 2
