@@ -233,6 +233,18 @@ def test_live_source_drops_oldest_and_never_lags():
     assert all(b > a for (_, a), (_, b) in zip(got, got[1:]))
 
 
+def test_live_source_hands_over_the_newest_frame_with_the_default_queue():
+    """Whatever the queue size, a slow consumer gets the frame captured last, not a queued older one."""
+    src = Source(_FastLiveReader(300), is_live=True)          # default queue_size (4)
+    lags = []
+    with src:
+        for f in src:
+            lags.append(src.frames_read - 1 - f.index)   # frames captured after the one delivered
+            time.sleep(0.02)
+    assert len(lags) > 5 and len(lags) + src.frames_dropped == 300
+    assert max(lags) <= 1, lags          # a frame may arrive between the hand-over and the check
+
+
 def test_realtime_file_is_paced_and_drops_like_a_camera():
     img = shared("media", "portrait_glasses.jpg")
     src = open_source([(img, 1.0)], fps=20, realtime=True, queue_size=1)

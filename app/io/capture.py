@@ -5,8 +5,9 @@ what, which file and what to do) and returns a ``Source``. ``Source.start()`` la
 thread that reads frames into a bounded queue; iterate the source to get ``Frame`` objects until
 the end.
 
-- Live sources (cameras) always hand over the newest frame: when the queue is full the oldest
-  frame is dropped (counted in ``frames_dropped``), so processing never lags behind the camera.
+- Live sources (cameras) always hand over the newest frame: ``read`` returns the latest frame
+  captured and drops the older ones still queued, and a full queue drops its oldest frame (both
+  counted in ``frames_dropped``), so processing never lags behind the camera.
   Timestamps are ``time.monotonic()`` seconds since ``start()``.
 - Files (and stills / playlists) deliver every frame in order; the reader blocks while the queue
   is full. With ``realtime=True`` they are paced to their timestamps instead and, like a camera,
@@ -330,7 +331,13 @@ class Source:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._finished = False
+        self._end_seen = False           # the end marker was taken while draining stale frames
         self._lock = threading.Lock()
+        self._drop_lock = threading.Lock()
+
+    def _count_drop(self) -> None:
+        with self._drop_lock:        # both threads drop frames
+            self.frames_dropped += 1
 
     # ---- lifecycle
     def start(self) -> "Source":
@@ -369,7 +376,7 @@ class Source:
                 except queue.Full:
                     with contextlib.suppress(queue.Empty):
                         self._q.get_nowait()
-                        self.frames_dropped += 1
+                        self._count_drop()
         while not self._stop.is_set():
             try:
                 self._q.put(item, timeout=0.1)
@@ -422,10 +429,25 @@ class Source:
         if self._finished:
             return None
         self.start()
+        if self._end_seen:
+            self._finished = True
+            return None
         try:
             item = self._q.get(timeout=timeout)
         except queue.Empty:
             return None
+        if self.is_live or self.realtime:
+            # hand over the newest frame: the ones queued behind it are stale (dropped)
+            while item is not _END:
+                try:
+                    newer = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if newer is _END:
+                    self._end_seen = True
+                    break
+                self._count_drop()
+                item = newer
         if item is _END:
             self._finished = True
             return None
