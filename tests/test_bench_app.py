@@ -1,0 +1,35 @@
+"""python -m app.bench: the pipeline benchmark runs the real path and reports every stage."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app import bench
+from tests.conftest import shared
+
+
+@pytest.mark.slow
+def test_bench_reports_stages_and_fps(tmp_path, tddfa_onnx, capsys):
+    out = tmp_path / "b.json"
+    rc = bench.main(["--video", str(shared("media", "talking_head_720p.mp4")), "--model", str(tddfa_onnx),
+                     "--device", "cpu", "--frames", "12", "--warmup", "3", "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["frames"] == 12 and res["frames_with_face"] >= 11
+    assert res["model"] == "3ddfa_v2_mb05" and res["provider"] == "CPU"
+    assert 0 < res["fps"] < 1000 and res["cpu_ms_per_frame"] > 0
+    for k in ("decode", "detect", "crop", "3dmm", "post", "mesh/eyes", "smoothing", "overlay", "encode", "total"):
+        s = res["stage_ms"][k]
+        assert 0 <= s["median"] <= s["p95"], k
+    # the 3DMM stage really ran, and the total covers the stages on the main thread
+    assert res["stage_ms"]["3dmm"]["median"] > 0.1
+    assert res["stage_ms"]["total"]["median"] >= res["stage_ms"]["3dmm"]["median"]
+    table = capsys.readouterr().out
+    assert "3dmm" in table and "end-to-end" in table and "fps" in table
+    assert list(tmp_path.iterdir()) == [out]      # the benchmark's recording is not left behind
+
+
+def test_bench_bad_input_exit_2(tmp_path, capsys):
+    assert bench.main(["--video", str(tmp_path / "none.mp4"), "--frames", "2"]) == 2
+    assert "none.mp4" in capsys.readouterr().err
