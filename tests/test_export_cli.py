@@ -201,3 +201,17 @@ def test_verification_failure_exits_1_and_removes_file(tmp_path, monkeypatch, ca
     assert rc == 1
     assert "verification failed" in capsys.readouterr().err
     assert not out.exists() and list(tmp_path.glob("*.tmp")) == []
+
+
+@pytest.mark.slow
+def test_cli_exports_width_10_mobilenet(tmp_path):
+    """3DDFA-V2's other published width (mb1_120x120.pth): MobileNet-V1 x1.0, read from the shapes."""
+    ck = _small_3ddfa_ckpt(tmp_path, width=1.0)
+    out = tmp_path / "mb1.onnx"
+    r = run_cli(*_tddfa_args(ck, out), "--no-dense")
+    assert r.returncode == 0, r.stderr
+    assert "architecture   3ddfa-v2 (width 1)" in r.stdout
+    assert "parameters     3,270,526" in r.stdout     # 3.271 M, docs/benchmarks.md §2
+    import onnx
+    names = [o.name for o in onnx.load(str(out)).graph.output]
+    assert names == ["params", "landmarks", "rotation", "translation", "scale"]
