@@ -21,6 +21,7 @@ from export import ExportInputError, VerificationError
 from export import bfm as bfm_mod
 from export import checkpoint as ckpt_mod
 from export import contract
+from export.synthface import rendered_face_crop
 
 ARCHS = ("synergynet", "3ddfa-v2", "mobilefrnet")
 TOL_FP32_PX = 1e-3   # task contract: max |ONNX - PyTorch| in crop pixels, fp32 export
@@ -65,7 +66,8 @@ def _build_synergynet(sd, checkpoint, bfm_dir, param_stats, mesh, noneck_dir, de
         w = np.concatenate([net.w_shp.numpy(), net.w_exp.numpy()], 1)
         basis = bfm_mod.select_mesh(u, w, tri, mesh, _default_noneck_dir(bfm_dir, noneck_dir))
     # the graph needs only the image network (official forward_test), not the buffers / refinement MLPs
-    return _first_output(net.I2P.backbone), mean, std, lmk_u, lmk_w, basis, "synergynet", stats_src, {}
+    extra = {"mean_shape": net.u.numpy().reshape(-1)}
+    return _first_output(net.I2P.backbone), mean, std, lmk_u, lmk_w, basis, "synergynet", stats_src, extra
 
 
 def _bfm_common(bfm_dir, mesh, noneck_dir, dense):
@@ -78,7 +80,7 @@ def _bfm_common(bfm_dir, mesh, noneck_dir, dense):
     if dense:
         tri = bfm_mod.load_full_triangles(bfm_dir) if mesh == "full" else None
         basis = bfm_mod.select_mesh(arrs["u"], arrs["w"], tri, mesh, _default_noneck_dir(bfm_dir, noneck_dir))
-    return lmk_u, lmk_w, basis
+    return lmk_u, lmk_w, basis, arrs["u"]
 
 
 def _build_3ddfa_v2(sd, checkpoint, bfm_dir, param_stats, mesh, noneck_dir, dense):
@@ -98,8 +100,8 @@ def _build_3ddfa_v2(sd, checkpoint, bfm_dir, param_stats, mesh, noneck_dir, dens
     if param_stats is None:
         raise ExportInputError("3ddfa-v2 needs --param-stats (param_mean_std_62d_120x120.pkl of 3DDFA-V2)")
     mean, std = bfm_mod.load_param_stats(param_stats)
-    lmk_u, lmk_w, basis = _bfm_common(bfm_dir, mesh, noneck_dir, dense)
-    extra = {"widen_factor": widen, "ignored_keys": dropped}
+    lmk_u, lmk_w, basis, u = _bfm_common(bfm_dir, mesh, noneck_dir, dense)
+    extra = {"widen_factor": widen, "ignored_keys": dropped, "mean_shape": u}
     return net, mean, std, lmk_u, lmk_w, basis, "3ddfa_v2", str(param_stats), extra
 
 
@@ -117,8 +119,8 @@ def _build_mobilefrnet(sd, checkpoint, bfm_dir, param_stats, mesh, noneck_dir, d
             raise ExportInputError("mobilefrnet needs --bfm-dir (and --param-stats or <bfm-dir>/param_whitening.pkl)")
         param_stats = Path(bfm_dir) / "param_whitening.pkl"
     mean, std = bfm_mod.load_param_stats(param_stats)
-    lmk_u, lmk_w, basis = _bfm_common(bfm_dir, mesh, noneck_dir, dense)
-    return net, mean, std, lmk_u, lmk_w, basis, "3ddfa_v2", str(param_stats), {}
+    lmk_u, lmk_w, basis, u = _bfm_common(bfm_dir, mesh, noneck_dir, dense)
+    return net, mean, std, lmk_u, lmk_w, basis, "3ddfa_v2", str(param_stats), {"mean_shape": u}
 
 
 _BUILDERS = {"synergynet": _build_synergynet, "3ddfa-v2": _build_3ddfa_v2, "mobilefrnet": _build_mobilefrnet}
@@ -229,15 +231,21 @@ def _diffs(got: dict, ref: dict, names) -> dict:
     return d
 
 
-def _verify(tmp: Path, ref_model, face_crops, synth_crops, names, fp16: bool, triangles, progress) -> dict:
+def _verify(tmp: Path, ref_model, face_crops, synth_crops, names, fp16: bool, triangles, progress,
+            rendered_face=None) -> dict:
     """onnxruntime (CPU) vs the fp32 PyTorch model; raises VerificationError beyond tolerance.
 
-    fp32: every crop within TOL_FP32_PX. fp16: real face crops (check_crops) within TOL_FP16_PX; the
-    built-in synthetic crops (noise, gradients: far from any face, where this network is most
-    sensitive to fp16 rounding) within TOL_FP16_SYNTH_PX.
+    fp32: every crop within TOL_FP32_PX. fp16: face crops (the built-in rendered mean face of
+    export.synthface and the --check-crop files) within TOL_FP16_PX; the built-in synthetic crops
+    (noise, gradients: far from any face, where this network is most sensitive to fp16 rounding)
+    within TOL_FP16_SYNTH_PX.
     """
     import torch
-    groups = [("builtin", synth_crops)] + ([("check_crops", face_crops)] if face_crops is not None else [])
+    groups = [("builtin", synth_crops)]
+    if rendered_face is not None:
+        groups.append(("rendered_face", rendered_face))
+    if face_crops is not None:
+        groups.append(("check_crops", face_crops))
     result, providers = {}, None
     for label, crops in groups:
         with torch.no_grad():
@@ -249,7 +257,7 @@ def _verify(tmp: Path, ref_model, face_crops, synth_crops, names, fp16: bool, tr
         if triangles is not None and ("triangles" not in got or not np.array_equal(got["triangles"], triangles)):
             raise VerificationError("ONNX output triangles differs from the mesh's triangles")
         if fp16:
-            tol = TOL_FP16_PX if label == "check_crops" else TOL_FP16_SYNTH_PX
+            tol = TOL_FP16_SYNTH_PX if label == "builtin" else TOL_FP16_PX
         else:
             tol = TOL_FP32_PX
         checks = [("landmarks", tol), ("batch1_vs_batch", tol)] + ([("vertices", tol)] if "vertices" in names else [])
@@ -297,6 +305,7 @@ def export_checkpoint(arch: str, checkpoint, out, *, bfm_dir=None, param_stats=N
         sha = ckpt_mod.sha256_file(checkpoint)
         net, mean, std, lmk_u, lmk_w, basis, conv, stats_src, extra = _BUILDERS[arch](
             sd, checkpoint, bfm_dir, param_stats, mesh, noneck_dir, dense)
+        face_crop = rendered_face_crop(extra.pop("mean_shape"))[None]
         net.eval()
         n_params = sum(p.numel() for p in net.parameters())
         cost = _cost(net)
@@ -337,7 +346,8 @@ def export_checkpoint(arch: str, checkpoint, out, *, bfm_dir=None, param_stats=N
             outs["triangles"] = [int(len(tri)), 3]
         report["outputs"] = {n: outs[n] for n in names + (["triangles"] if tri is not None else [])}
         if verify:
-            report.update(_verify(tmp, ref_model, extra_crops, builtin_check_crops(), names, fp16, tri, progress))
+            report.update(_verify(tmp, ref_model, extra_crops, builtin_check_crops(), names, fp16, tri, progress,
+                                  rendered_face=face_crop))
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)

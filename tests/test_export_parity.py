@@ -117,6 +117,8 @@ def test_3ddfa_v2_fp16_within_quarter_pixel(tmp_path):
     out = tmp_path / "fp16.onnx"
     rep = export_checkpoint("3ddfa-v2", ck, out, bfm_dir=bfm, param_stats=st, fp16=True, check_crops=d["crop_bgr"])
     assert rep["verification"]["check_crops"]["max_abs_diff"]["vertices"] < 0.25
+    face = rep["verification"]["rendered_face"]            # the built-in face crop, no --check-crop needed
+    assert face["tolerance_px"] == 0.25 and 0 < face["max_abs_diff"]["landmarks"] < 0.25
     o, _ = run_onnx(out, d["crop_bgr"][None])
     assert np.abs(_to_image_3ddfa(o["landmarks"][0], d["roi_box"]) - d["landmarks68_image"].T).max() < 0.25
     assert np.abs(_to_image_3ddfa(o["vertices"][0], d["roi_box"]) - d["dense_vertices_image"].T).max() < 0.25
