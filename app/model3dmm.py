@@ -3,7 +3,8 @@
 Contract: input ``image`` uint8 [N,120,120,3] BGR; outputs ``params`` [N,62], ``landmarks``
 [N,68,3] (crop pixels, the architecture's official convention), optional ``vertices`` [N,V,3],
 ``rotation`` [N,3,3], ``translation`` [N,3], ``scale`` [N], optional constant ``triangles`` [T,3];
-metadata ``arch``, ``landmark_convention`` ... A file that lacks any of it raises ContractError.
+metadata ``arch``, ``landmark_convention`` ... (read when present: the name shown in the log and
+overlay). A file without the uint8 ``image`` input or a required output raises ContractError.
 
 All faces of a frame go through one ``run`` (batch N). Each face is cut by one affine warp
 (geometry.crop_affine of the roi box rounded to whole pixels, as the official crop does);
