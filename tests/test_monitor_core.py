@@ -492,14 +492,79 @@ def test_no_driver(fps):
 def test_nan_everything_never_alerts_never_crashes():
     nanf = face(yaw=math.nan, pitch=math.nan, eyes=(math.nan, math.nan), mouth=math.nan)
     mon, events, states, ts = run(lambda t: nanf, fps=30, dur=20)
-    assert events == []
+    # no alert ever; the log says, once per signal, that the face's readings are unknown
+    assert [e for e in events if e["event"] in ("start", "end")] == []
+    assert sorted((e["event"], e["signal"], e["t"]) for e in events) == [
+        ("unknown_start", s, 1.0) for s in ("eyes", "mouth", "pose")]
     c = states[-1].counters
     assert c["unknown_pose_frames"] == c["unknown_eye_frames"] == c["unknown_mouth_frames"] == 600
     assert states[-1].calibrating and not states[-1].calibrated
     assert math.isnan(states[-1].signals["yaw_offset"]) and math.isnan(c["perclos"])
     summ = mon.summary()
     assert summ["signal_unknown"]["pose_frames"] == 600
+    assert summ["signal_unknown"]["logged"] == {"pose": 1, "eyes": 1, "mouth": 1}
+    assert sorted(summ["signal_unknown"]["open"]) == ["eyes", "mouth", "pose"]   # never measured
     json.dumps(summ, allow_nan=False)    # summary is valid JSON as is
+
+
+def unknown_events(events):
+    return [e for e in events if e["kind"] == "signal_unknown"]
+
+
+@pytest.mark.parametrize("fps", [15, 30, 60])
+def test_unknown_eyes_on_a_present_face_are_logged_start_and_end(fps):
+    # a profile face: pose known, eyes NaN 10.0-13.0 s, one eye-flicker frame at 20 s
+    def fn(t):
+        if 10.0 <= t < 13.0 or abs(t - 20.0) < 1e-6:
+            return face(eyes=(math.nan, math.nan))
+        return face()
+    mon, events, states, ts = run(fn, fps=fps, dur=25)
+    tol = 1 / fps + 1e-9
+    assert [e for e in events if e["event"] in ("start", "end")] == []   # unknown raises no alert
+    got = unknown_events(events)
+    assert [(e["event"], e["signal"]) for e in got] == [("unknown_start", "eyes"), ("unknown_end", "eyes")]
+    s, e = got
+    assert s["t"] == pytest.approx(11.0, abs=tol) and s["since_t"] == pytest.approx(10.0, abs=tol)
+    assert s["unknown_s"] >= 1.0 - 1e-6 and "NaN" in s["reason"] and "level" not in s
+    assert e["t"] == pytest.approx(13.0, abs=tol)                        # first measured frame
+    assert e["duration_s"] == pytest.approx(3.0, abs=tol) and e["unknown_frames"] == pytest.approx(3 * fps, abs=1)
+    for ev in got:
+        assert ts[ev["frame"]] == pytest.approx(ev["t"], abs=1e-6)
+        datetime.fromisoformat(ev["time"])
+    assert states[-1].counters["unknown_eye_frames"] == pytest.approx(3 * fps + 1, abs=1)   # + the flicker
+    assert mon.summary()["signal_unknown"]["logged"] == {"pose": 0, "eyes": 1, "mouth": 0}
+    assert mon.summary()["signal_unknown"]["open"] == []
+    assert not any(st.alerts for st in states)
+
+
+def test_unknown_shorter_than_unknown_seconds_is_only_counted():
+    def fn(t):   # NaN pose / mouth for 0.9 s every 5 s
+        return face(yaw=math.nan, mouth=math.nan) if (t % 5.0) < 0.9 else face()
+    mon, events, states, _ = run(fn, fps=30, dur=20)
+    assert unknown_events(events) == []
+    assert states[-1].counters["unknown_pose_frames"] == 4 * 27
+    # the same with --unknown-seconds 0.5: four logged stretches of each signal
+    mon, events, _, _ = run(fn, fps=30, dur=20, settings=MonitorSettings(unknown_seconds=0.5))
+    got = unknown_events(events)
+    assert sum(e["event"] == "unknown_start" and e["signal"] == "pose" for e in got) == 4
+    assert sum(e["event"] == "unknown_end" and e["signal"] == "mouth" for e in got) == 4
+    assert mon.summary()["signal_unknown"]["logged"] == {"pose": 4, "eyes": 0, "mouth": 4}
+
+
+def test_unknown_stretch_continues_while_the_face_is_lost_and_no_face_alone_is_not_unknown():
+    # eyes NaN 10.0-10.5 s, then no face until 12.5 s (profile face lost), then a normal face
+    def fn(t):
+        if 10.0 <= t < 10.5:
+            return face(eyes=(math.nan, math.nan))
+        return None if 10.5 <= t < 12.5 else face()
+    mon, events, _, _ = run(fn, fps=30, dur=16)
+    got = unknown_events(events)
+    assert [(e["event"], e["signal"]) for e in got] == [("unknown_start", "eyes"), ("unknown_end", "eyes")]
+    assert got[0]["t"] == pytest.approx(11.0, abs=1 / 30 + 1e-9)
+    assert got[1]["t"] == pytest.approx(12.5, abs=1 / 30 + 1e-9)
+    # no face for 2 s with nothing unknown before it: counted, not a signal_unknown stretch
+    mon, events, states, _ = run(lambda t: None if 10.0 <= t < 12.0 else face(), fps=30, dur=16)
+    assert events == [] and states[-1].counters["unknown_no_face_frames"] == 60
 
 
 def test_nan_inside_a_run_breaks_it_and_is_logged_as_unknown():

@@ -10,6 +10,10 @@ or 60 fps and with dropped frames or jitter. Conventions (docs/driver-monitoring
 - Time-weighted windows (PERCLOS, time sharing) hold each frame's state until the next frame's
   timestamp (zero-order hold), at most ``max_gap`` s; the rest of a longer gap is "unknown" and
   is left out of both numerator and denominator.
+- A detected face whose pose / eyes / mouth reading stays unknown for ``unknown_seconds`` is
+  logged: an "unknown_start" event (kind "signal_unknown", the signal named), and "unknown_end"
+  when the signal is measured again. These are not alerts (no level, no sound, not in
+  ``MonitorState.alerts``).
 - An alert starts when its rule fires and no cooldown of that kind is running; it ends when its
   condition has been false (known) for ``clear_seconds``. Escalation warning -> critical is a new
   "start" event with level "critical" (the alert keeps its ``since``); its "end" event carries the
@@ -36,6 +40,13 @@ EPS = 1e-6   # timestamps like i / 30 are not exact in binary: ">= 2 s" means ">
 KINDS = ("eyes_closed", "no_driver", "looking_around", "time_sharing", "drowsy", "nodding", "yawning")
 _KIND_RANK = {k: i for i, k in enumerate(KINDS)}   # order among alerts of the same level
 _LEVEL_RANK = {"warning": 1, "critical": 2}
+# signals whose unknown stretches are logged ("unknown_start" / "unknown_end" events)
+UNKNOWN_SIGNALS = ("pose", "eyes", "mouth")
+_UNKNOWN_REASON = {
+    "pose": "head pose not measured (NaN yaw / pitch)",
+    "eyes": "eye openness not measured (NaN or missing for both eyes, e.g. a profile face)",
+    "mouth": "mouth openness not measured (NaN or missing)",
+}
 
 
 def _finite(x) -> bool:
@@ -213,6 +224,9 @@ class DriverMonitor:
         self.perclos = math.nan
         self.perclos_max = math.nan
         self.unknown = {"no_face_frames": 0, "pose_frames": 0, "eye_frames": 0, "mouth_frames": 0}
+        # per signal: the open unknown stretch {"since", "frames", "logged"} or None
+        self._unk: dict = {k: None for k in UNKNOWN_SIGNALS}
+        self.unknown_logged = {k: 0 for k in UNKNOWN_SIGNALS}   # stretches logged (unknown_start)
         self.state = MonitorState()
 
     def update_settings(self, settings: MonitorSettings) -> None:
@@ -314,8 +328,6 @@ class DriverMonitor:
                 "away_s": _r(away_s, 3), "yaw": _r(yaw, 2), "pitch": _r(pitch, 2),
                 "neutral_yaw": _r(self.neutral_yaw, 2), "neutral_pitch": _r(self.neutral_pitch, 2),
                 "alert_yaw": s.alert_yaw, "alert_pitch": s.alert_pitch}
-        if away is None:
-            vals["unknown"] = True
         self.rules["looking_around"].step(self, t, away, level, vals)
 
         # ---- time sharing (VATS)
@@ -340,7 +352,8 @@ class DriverMonitor:
         # ---- eyes
         eyes = self._eyes(t, face)
         closed, rel = eyes["closed"], eyes["rel"]
-        if has_face and not any(math.isfinite(v) for v in eyes["raw"]):
+        eyes_unknown = not any(math.isfinite(v) for v in eyes["raw"])
+        if has_face and eyes_unknown:
             self.unknown["eye_frames"] += 1
         closed_s = self._closure_step(t, gap, closed)
         level = None
@@ -352,8 +365,6 @@ class DriverMonitor:
         vals = {"closed_s": _r(closed_s, 3), "eye_open_rel": _r(rel), "eye_open_left": _r(eyes["raw"][0]),
                 "eye_open_right": _r(eyes["raw"][1]), "baseline_left": _r(self._eye_base[0]),
                 "baseline_right": _r(self._eye_base[1]), "eye_closed_ratio": s.eye_closed_ratio}
-        if closed is None:
-            vals["unknown"] = True
         self.rules["eyes_closed"].step(self, t, closed, level, vals)
 
         # ---- PERCLOS
@@ -375,6 +386,9 @@ class DriverMonitor:
         mouth = float(face.mouth_open) if has_face and _finite(face.mouth_open) else math.nan
         if has_face and not math.isfinite(mouth):
             self.unknown["mouth_frames"] += 1
+        self._unknown_step(t, "pose", has_face, not pose_known)
+        self._unknown_step(t, "eyes", has_face, eyes_unknown)
+        self._unknown_step(t, "mouth", has_face, not math.isfinite(mouth))
         self._yawn_step(t, gap, mouth)
         while self.yawn_times and self.yawn_times[0] < t - s.yawn_window - EPS:
             self.yawn_times.popleft()
@@ -475,7 +489,9 @@ class DriverMonitor:
             "neutral_pitch": _r(self.neutral_pitch, 2),
             "calibrations": self.calibrations,
             "alerts": {k: dict(r.starts) for k, r in self.rules.items() if sum(r.starts.values())},
-            "signal_unknown": dict(self.unknown, closures_ended_unknown=self.closures_unknown_end),
+            "signal_unknown": dict(self.unknown, closures_ended_unknown=self.closures_unknown_end,
+                                   logged={k: v for k, v in self.unknown_logged.items()},
+                                   open=[k for k, u in self._unk.items() if u is not None and u["logged"]]),
         })
         return ev
 
@@ -560,6 +576,36 @@ class DriverMonitor:
             self.calibrations += 1
             self.calibrated_at = t
             buf.clear()
+
+    def _unknown_step(self, t: float, sig: str, has_face: bool, unknown: bool) -> None:
+        """Track one signal's unknown stretch. It opens on a frame with a face whose reading is
+        unknown (no face alone is the no_driver rule's business), stays open while the reading is
+        unknown (with or without a face), is logged once it has lasted ``unknown_seconds`` and,
+        if it was logged, closes with an "unknown_end" on the first frame that measures it."""
+        u = self._unk[sig]
+        if unknown and (has_face or u is not None):     # (no face: every reading is unknown)
+            if u is None:
+                u = self._unk[sig] = {"since": t, "frames": 0, "logged": False}
+            u["frames"] += 1
+            d = t - u["since"]
+            if not u["logged"] and d >= self.settings.unknown_seconds - EPS:
+                u["logged"] = True
+                self.unknown_logged[sig] += 1
+                self._emit_unknown("unknown_start", sig, {
+                    "reason": _UNKNOWN_REASON[sig], "since_t": round(u["since"] - self.t0, 6),
+                    "unknown_s": _r(d, 3), "unknown_frames": u["frames"]})
+            return
+        if u is not None:
+            if u["logged"]:
+                self._emit_unknown("unknown_end", sig, {"duration_s": _r(t - u["since"], 3),
+                                                        "unknown_frames": u["frames"]})
+            self._unk[sig] = None
+
+    def _emit_unknown(self, what: str, sig: str, values: dict) -> None:
+        ev = self._base_event(self._t_now, self._frame)
+        ev.update({"event": what, "kind": "signal_unknown", "signal": sig})
+        ev.update(values)
+        self.last_events.append(ev)
 
     def _nod_step(self, t: float, gap: bool, down: float) -> None:
         s = self.settings

@@ -116,6 +116,14 @@ class MonitorSettings:
     # ---- driver not visible [NCAP: detect within 10 s]
     no_driver_seconds: float = 3.0
 
+    # ---- unknown signals [MINE]
+    # A head pose / eye / mouth reading of a detected face that stays unknown (NaN, e.g. eyes not
+    # found on a profile face) this long is logged as an "unknown_start" event, and its
+    # "unknown_end" when the signal is measured again. 1 s = the shortest alert dwell
+    # (--eyes-closed-seconds): a stretch long enough to hide an alert is always in the log, a
+    # flicker of one or two frames is only counted.
+    unknown_seconds: float = 1.0
+
     # ---- timing [MINE]
     # A gap between two frames longer than this breaks every "continuously for" timer and counts
     # only this much time as known (dropped frames at 15 fps are ~67 ms each).
@@ -135,7 +143,7 @@ class MonitorSettings:
                      "eye_baseline_min_seconds", "blink_max_seconds", "eye_min_open", "eyes_closed_seconds",
                      "eyes_closed_critical_seconds", "perclos_window", "perclos_threshold",
                      "blink_rate_window", "mouth_threshold", "yawn_seconds", "yawn_window",
-                     "nod_pitch", "nod_seconds", "nod_window", "no_driver_seconds", "max_gap",
+                     "nod_pitch", "nod_seconds", "nod_window", "no_driver_seconds", "max_gap", "unknown_seconds",
                      "alert_yaw", "alert_pitch", "calib_max_spread", "eye_baseline_percentile"):
             if getattr(self, name) <= 0:
                 bad(name, "must be > 0")
@@ -227,6 +235,7 @@ _HELP = {
     "nod_count": "nods within --nod-window -> nodding warning",
     "nod_window": "nod counting window (s)",
     "no_driver_seconds": "no face this long -> no_driver warning",
+    "unknown_seconds": "a face's pose / eye / mouth reading unknown this long is logged (unknown_start)",
     "max_gap": "frame gap (s) that breaks continuous timers",
 }
 
