@@ -54,15 +54,22 @@ ALERT_TITLES = {
     "nodding": "NODDING", "no_driver": "DRIVER NOT VISIBLE",
 }
 
-# gauges: (signal key, label, lo, hi, threshold keys, fmt)
+# gauges: (where: "signals" | "counters" of the MonitorState, key, label, lo, hi, threshold keys
+# (in signals), fmt, rule). rule = when the bar turns red, matching the monitor's rule:
+# "abs" |v| > thr (yaw: either side, marks at +-thr), "above" v > thr, "below" v < thr, None never.
+# Pitch shows ``pitch_down`` (degrees below neutral, positive = head down) with one mark at
+# +threshold: only looking down counts as looking away (app/monitor/core.py), looking up does not.
 GAUGES = [
-    ("yaw_offset", "yaw", -90.0, 90.0, ("yaw_threshold",), "{:+.0f}"),
-    ("pitch_offset", "pitch", -60.0, 60.0, ("pitch_threshold",), "{:+.0f}"),
-    ("eye_open_rel", "eyes", 0.0, 1.5, ("eye_closed_threshold", "eye_threshold"), "{:.2f}"),
-    ("eye_open", "eyes", 0.0, 0.5, ("eye_threshold",), "{:.2f}"),
-    ("perclos", "PERCLOS", 0.0, 1.0, ("perclos_threshold",), "{:.0%}"),
-    ("mouth_open", "mouth", 0.0, 1.0, ("mouth_threshold",), "{:.2f}"),
+    ("signals", "yaw_offset", "yaw", -90.0, 90.0, ("yaw_threshold",), "{:+.0f}", "abs"),
+    ("signals", "pitch_down", "down", -60.0, 60.0, ("pitch_threshold",), "{:+.0f}", "above"),
+    ("signals", "eye_open_rel", "eyes", 0.0, 1.5, ("eye_closed_threshold", "eye_threshold"), "{:.2f}", "below"),
+    ("signals", "eye_open", "eyes", 0.0, 0.5, ("eye_threshold",), "{:.2f}", "below"),
+    ("signals", "perclos", "PERCLOS", 0.0, 1.0, ("perclos_threshold",), "{:.0%}", "above"),
+    ("signals", "mouth_open", "mouth", 0.0, 1.0, ("mouth_threshold",), "{:.2f}", "above"),
+    # blinks per minute over --blink-rate-window (NaN = "--" for the first 10 s); no threshold
+    ("counters", "blink_rate_per_min", "blinks", 0.0, 40.0, (), "{:.0f}/min", None),
 ]
+C_GAUGE_OK = (80, 200, 80)
 
 
 @dataclass
@@ -376,13 +383,15 @@ def draw_banner(img: np.ndarray, state: MonitorState, s: float) -> None:
         _put_text(img, text, ((w - tw) // 2, (bh + th) // 2), fs)
 
 
-def draw_gauges(img: np.ndarray, state: MonitorState, s: float) -> None:
-    """Horizontal bars, bottom-left: value, threshold marks (signed gauges get +/- marks)."""
+def gauge_rows(state: MonitorState) -> list:
+    """The gauges drawn for this state: (label, value, lo, hi, threshold, fmt, rule) per row, top
+    to bottom; a gauge whose value is missing from the state is left out (NaN is drawn as "--")."""
     sig = state.signals or {}
+    src = {"signals": sig, "counters": state.counters or {}}
     rows = []
     seen_labels = set()
-    for key, label, lo, hi, thr_keys, fmt in GAUGES:
-        v = sig.get(key)
+    for where, key, label, lo, hi, thr_keys, fmt, rule in GAUGES:
+        v = src[where].get(key)
         if v is None or label in seen_labels:
             continue
         try:
@@ -398,7 +407,20 @@ def draw_gauges(img: np.ndarray, state: MonitorState, s: float) -> None:
                     thr = None
                 break
         seen_labels.add(label)
-        rows.append((label, v, lo, hi, thr, fmt))
+        rows.append((label, v, lo, hi, thr, fmt, rule))
+    return rows
+
+
+def gauge_over(v: float, thr: Optional[float], rule: Optional[str]) -> bool:
+    """Whether a gauge value is beyond its threshold by the monitor's rule (drawn red)."""
+    if rule is None or thr is None or not (math.isfinite(v) and math.isfinite(thr)):
+        return False
+    return {"abs": abs(v) > thr, "above": v > thr, "below": v < thr}[rule]
+
+
+def draw_gauges(img: np.ndarray, state: MonitorState, s: float) -> None:
+    """Horizontal bars, bottom-left: value, threshold marks (+-threshold for the "abs" rule)."""
+    rows = gauge_rows(state)
     if not rows:
         return
     h, w = img.shape[:2]
@@ -408,7 +430,7 @@ def draw_gauges(img: np.ndarray, state: MonitorState, s: float) -> None:
     y = h - int(12 * s) - gap * len(rows)
     fs = 0.45 * s
     _blend_rect(img, 0, y - int(6 * s), bx + bw + int(70 * s), h, (0, 0, 0), 0.45)
-    for label, v, lo, hi, thr, fmt in rows:
+    for label, v, lo, hi, thr, fmt, rule in rows:
         cy = y + gap // 2
         _put_text(img, label, (lx, cy + bh // 2), fs)
         cv2.rectangle(img, (bx, cy - bh // 2), (bx + bw, cy + bh // 2), (90, 90, 90), -1)
@@ -417,10 +439,7 @@ def draw_gauges(img: np.ndarray, state: MonitorState, s: float) -> None:
             return bx + int(round((min(max(val, lo), hi) - lo) / (hi - lo) * bw))
 
         if math.isfinite(v):
-            over = thr is not None and math.isfinite(thr) and (
-                (lo < 0 and abs(v) > thr) or (lo >= 0 and label in ("PERCLOS", "mouth") and v > thr)
-                or (lo >= 0 and label == "eyes" and v < thr))
-            col = C_CRITICAL if over else (80, 200, 80)
+            col = C_CRITICAL if gauge_over(v, thr, rule) else C_GAUGE_OK
             a = X(0.0) if lo < 0 else bx
             b = X(v)
             cv2.rectangle(img, (min(a, b), cy - bh // 2), (max(a, b), cy + bh // 2), col, -1)
@@ -428,7 +447,7 @@ def draw_gauges(img: np.ndarray, state: MonitorState, s: float) -> None:
         else:
             val_text = "--"
         if thr is not None and math.isfinite(thr):
-            marks = (thr, -thr) if lo < 0 else (thr,)
+            marks = (thr, -thr) if rule == "abs" else (thr,)
             for m in marks:
                 mx = X(m)
                 cv2.line(img, (mx, cy - bh // 2 - 3), (mx, cy + bh // 2 + 3), (255, 255, 255), 1)

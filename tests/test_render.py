@@ -1,6 +1,8 @@
 """Overlays on a real face: the official 3DDFA-V2 x0.5 outputs for media/portrait_glasses.jpg."""
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import scipy.io as sio
 from app.core.geometry import P2sRt, matrix2angle_3ddfa_v2
 from app.core.types import Alert, FaceObservation, MonitorState
 from app.render import (C_CRITICAL, C_WARNING, Layers, annotate, axes_endpoints, decimated_edges,
-                        mesh_edges)
+                        _ui_scale, gauge_over, gauge_rows, mesh_edges)
 from tests.conftest import shared
 
 LAYER_NAMES = ["box", "landmarks", "mesh", "axes", "text", "fps", "model", "monitor"]
@@ -265,3 +267,105 @@ def test_grayscale_input_becomes_bgr(face):
     assert out.shape == img.shape
     ref = annotate(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), [obs], layers=_only("box"))
     np.testing.assert_array_equal(out, ref)
+
+
+def _monitor_panel_state(**signals):
+    return MonitorState(calibrating=False, signals=signals)
+
+
+def _new_red(out, img):
+    red = np.all(out == np.asarray(C_CRITICAL, np.uint8), axis=2)
+    return red & ~np.all(img == np.asarray(C_CRITICAL, np.uint8), axis=2)
+
+
+def test_pitch_gauge_red_only_when_looking_down(face):
+    """Only looking down counts as looking away (app/monitor/core.py): the pitch gauge shows
+    pitch_down and turns red above +threshold, never for looking up; yaw turns red both ways."""
+    img, _, _ = face
+    rows = [r[0] for r in gauge_rows(_monitor_panel_state(pitch_down=30.0, pitch_threshold=20.0,
+                                                          pitch_offset=-30.0))]
+    assert rows == ["down"]
+    red = {}
+    for v in (30.0, -30.0, 10.0, -10.0):
+        st = _monitor_panel_state(pitch_down=v, pitch_threshold=20.0, pitch_offset=-v)
+        out = annotate(img, [], layers=_only("monitor"), state=st)
+        red[v] = int(_new_red(out, img).sum())
+    assert red[30.0] > 50                       # down by 30 > 20: a red bar
+    assert red[-30.0] == red[10.0] == red[-10.0] == 0   # up by 30, or within 20: not red
+    for v in (40.0, -40.0):
+        st = _monitor_panel_state(yaw_offset=v, yaw_threshold=30.0)
+        assert _new_red(annotate(img, [], layers=_only("monitor"), state=st), img).sum() > 50, v
+    # the rule of each gauge (the same test the monitor applies)
+    assert gauge_over(25.0, 20.0, "above") and not gauge_over(-25.0, 20.0, "above")
+    assert gauge_over(-35.0, 30.0, "abs") and gauge_over(0.1, 0.2, "below")
+    assert not gauge_over(5.0, None, None) and not gauge_over(math.nan, 20.0, "above")
+
+
+def test_pitch_gauge_follows_the_real_monitor_rule(face):
+    """A real DriverMonitor: after calibrating, the head goes 30 deg up, then 30 deg down
+    (AFLW convention: down = negative pitch). The gauge is red exactly when the monitor counts
+    the frame as away."""
+    from app.monitor import DriverMonitor
+
+    img, _, _ = face
+    mon = DriverMonitor()
+
+    def obs(pitch):
+        return FaceObservation(box=np.array([0, 0, 100, 100.]), landmarks=np.zeros((68, 3)), model="x",
+                               yaw=0.0, pitch=pitch, eye_open=(0.3, 0.3), mouth_open=0.1)
+    for i in range(120):                         # 4 s at 30 fps: calibrated at pitch -4
+        st = mon.update(i / 30, i, obs(-4.0))
+    assert st.calibrated
+    red = {}
+    for name, pitch in (("up", 26.0), ("down", -34.0)):
+        st = mon.update(4.0, 120, obs(pitch))
+        out = annotate(img, [], layers=_only("monitor"), state=st)
+        red[name] = int(_new_red(out, img).sum())
+        mon = DriverMonitor()
+        for i in range(120):
+            mon.update(i / 30, i, obs(-4.0))
+    assert red["up"] == 0 and red["down"] > 50
+
+
+def test_blink_rate_is_drawn_in_the_monitor_panel(face):
+    """The blink rate (counters["blink_rate_per_min"]) of a real DriverMonitor is a row of the
+    monitor panel, its value changes the pixels of that row only."""
+    from app.monitor import DriverMonitor
+
+    img, _, _ = face
+    h = img.shape[0]
+    mon = DriverMonitor()
+
+    def obs(eyes):
+        return FaceObservation(box=np.array([0, 0, 100, 100.]), landmarks=np.zeros((68, 3)), model="x",
+                               yaw=0.0, pitch=0.0, eye_open=eyes, mouth_open=0.1)
+    # 20 s at 30 fps, a 0.2 s blink every 2 s from t = 4 s: 8 blinks -> 8 / 20 s = 24 per minute
+    for i in range(600):
+        t = i / 30
+        shut = t >= 4.0 and (t - 4.0) % 2.0 < 0.2 - 1e-9
+        st = mon.update(t, i, obs((0.09, 0.09) if shut else (0.3, 0.3)))
+    rate = st.counters["blink_rate_per_min"]
+    assert st.counters["blinks"] == 8 and rate == pytest.approx(8 * 60 / (599 / 30))
+    rows = gauge_rows(st)
+    labels = [r[0] for r in rows]
+    assert "blinks" in labels
+    row = rows[labels.index("blinks")]
+    assert row[1] == rate and row[5].format(row[1]) == "24/min"
+
+    with_rate = annotate(img, [], layers=_only("monitor"), state=st)
+    no_counters = MonitorState(calibrating=False, signals=st.signals, counters={})
+    without = annotate(img, [], layers=_only("monitor"), state=no_counters)
+    assert len(gauge_rows(no_counters)) == len(rows) - 1
+    ch = _changed(with_rate, without)
+    assert ch[h - 40:].any()                      # the last row (bottom of the panel) is the blink rate
+    other = MonitorState(calibrating=False, signals=st.signals, counters=dict(st.counters, blink_rate_per_min=5.0))
+    diff = _changed(annotate(img, [], layers=_only("monitor"), state=other), with_rate)
+    ys = np.nonzero(diff.any(1))[0]
+    sc = _ui_scale(img)
+    last_row_top = h - int(12 * sc) - int(22 * sc)        # draw_gauges' layout: the bottom row
+    assert len(ys) and ys.min() >= last_row_top - 1       # 24/min vs 5/min: only the blinks row differs
+    # before 10 s the rate is NaN: the row is there with "--", no bar
+    nan_state = MonitorState(calibrating=False, signals=st.signals, counters={"blink_rate_per_min": math.nan})
+    assert [r[0] for r in gauge_rows(nan_state)][-1] == "blinks"
+    d2 = _changed(annotate(img, [], layers=_only("monitor"), state=nan_state), with_rate)
+    assert d2[h - 40:].any()
