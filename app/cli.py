@@ -31,9 +31,9 @@ def build_parser(prog: str = "main.py") -> argparse.ArgumentParser:
     src.add_argument("--loop", action="store_true", help="restart the video at its end (until Ctrl-C)")
 
     m = p.add_argument_group("model")
-    m.add_argument("--model", metavar="M.onnx", default=d.model,
-                   help="3DMM model following the export contract (default: the first models/*.onnx, "
-                        "else the built-in mediapipe face mesh)")
+    m.add_argument("--model", metavar="M.onnx|mesh", default=d.model,
+                   help='3DMM model following the export contract, or "mesh" for the built-in mediapipe '
+                        'face mesh (default: the first models/*.onnx, else the face mesh)')
     m.add_argument("--device", choices=("auto", "cuda", "cpu"), default=d.device,
                    help="onnxruntime device: auto = CUDA if it starts, else CPU (default %(default)s)")
     m.add_argument("--threads", type=int, default=d.threads, metavar="N",

@@ -23,7 +23,7 @@ from app.detect import FaceDetector
 from app.facemesh import FaceMesh, eye_openness, head_rotation, mouth_openness, to68
 from app.model3dmm import Model3DMM, pose_deg
 from app.render import annotate
-from app.settings import Settings
+from app.settings import MESH_MODEL, Settings
 from app.smoothing import OneEuroFilter
 from app.tracker import Tracker, Track, plausible
 
@@ -35,10 +35,23 @@ STAGES = ("decode", "detect", "crop", "3dmm", "post", "mesh/eyes", "mesh wait", 
           "encode")
 
 
-def default_model_path(models_dir: Path = ROOT / "models") -> Optional[str]:
+# where Settings.model = None looks for a model (read at call time: tests point it elsewhere)
+MODELS_DIR = ROOT / "models"
+
+
+def default_model_path(models_dir: Optional[Path] = None) -> Optional[str]:
     """The first models/*.onnx by name, or None (then the face mesh runs)."""
+    models_dir = Path(MODELS_DIR if models_dir is None else models_dir)
     found = sorted(models_dir.glob("*.onnx")) if models_dir.is_dir() else []
     return str(found[0]) if found else None
+
+
+def resolve_model_path(model: Optional[str]) -> Optional[str]:
+    """The ONNX file Settings.model runs, or None for the built-in face mesh: MESH_MODEL = the
+    mesh, None = default_model_path(), anything else = that path."""
+    if model == MESH_MODEL:
+        return None
+    return model or default_model_path()
 
 
 class _Done:
@@ -77,7 +90,7 @@ class Pipeline:
         self.settings = settings = settings or Settings()
         settings.validate()
         self.layers = settings.layers
-        path = settings.model or default_model_path()
+        path = resolve_model_path(settings.model)
         self.model: Optional[Model3DMM] = None
         if path:
             self.model = Model3DMM(path, settings.device, settings.threads)
@@ -86,7 +99,8 @@ class Pipeline:
         else:
             self.model_name = MESH_MODEL_NAME
             self.provider = "mediapipe CPU"
-            log.info("model: %s (no --model and no models/*.onnx), runs on the CPU (TFLite)", MESH_MODEL_NAME)
+            why = "--model mesh" if settings.model == MESH_MODEL else "no --model and no models/*.onnx"
+            log.info("model: %s (%s), runs on the CPU (TFLite)", MESH_MODEL_NAME, why)
         self.use_mesh = self.model is None or settings.eyes_from_mesh
         self._pool = (ThreadPoolExecutor(1, thread_name_prefix="facemesh")
                       if (self.model is not None and self.use_mesh) else None)

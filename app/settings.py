@@ -10,6 +10,10 @@ from typing import Any, Optional
 
 from app.render import Layers
 
+# Settings.model value (and ``--model mesh``) that always runs the built-in mediapipe face mesh,
+# even when models/ holds an ONNX file.
+MESH_MODEL = "mesh"
+
 
 def _default_monitor():
     try:
@@ -22,8 +26,9 @@ def _default_monitor():
 @dataclass
 class Settings:
     # ---- model
-    # Path of an ONNX file that follows the export contract (docs/export.md). None = the first
-    # models/*.onnx (sorted by name) when there is one, else the built-in mediapipe face mesh.
+    # Path of an ONNX file that follows the export contract (docs/export.md); MESH_MODEL ("mesh") =
+    # the built-in mediapipe face mesh; None = the first models/*.onnx (sorted by name) when there
+    # is one, else the face mesh.
     model: Optional[str] = None
     # auto: CUDA then CPU (one log line says which provider really runs); cuda: CUDA or an error
     # (never a silent CPU fallback); cpu: CPU only.

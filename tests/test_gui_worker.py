@@ -152,3 +152,94 @@ def test_command_line_flags_win_over_saved_gui_settings(qtbot, tmp_path):
     assert restored.monitor.alert_pitch == 25.0     # not given: the saved value
     assert restored.smoothing is False
     assert restored.layers.mesh is True             # --layers given
+
+
+def test_video_view_scales_to_device_pixels_on_hidpi(qtbot, monkeypatch):
+    """The frame is scaled to logical size x devicePixelRatio (forced here) and the QImage carries
+    that ratio, so Qt draws it at the logical size with one image pixel per screen pixel."""
+    from app.gui.video import VideoView
+
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[:, :100] = (255, 0, 0)
+    img[:, 100:] = (0, 0, 255)
+    v = VideoView()
+    qtbot.addWidget(v)
+    v.resize(400, 400)
+    v.set_image(img)
+    v.show()
+    qtbot.waitExposed(v)
+    v.grab()
+    assert v.drawn == (400, 200, 1.0)                  # a normal screen: logical = device pixels
+    for dpr in (2.0, 1.5):
+        monkeypatch.setattr(v, "devicePixelRatioF", lambda d=dpr: d)
+        shot = _qimage_to_bgr(v.grab().toImage())
+        r = v.target_rect()
+        assert (r.width(), r.height()) == (400, 200)        # layout stays in logical pixels
+        assert v.drawn == (round(400 * dpr), round(200 * dpr), dpr)
+        # drawn at the logical place and size: the halves and the letterbox are where they were
+        assert tuple(shot[200, 50]) == pytest.approx((255, 0, 0), abs=2)
+        assert tuple(shot[200, 350]) == pytest.approx((0, 0, 255), abs=2)
+        assert shot[50, 200].max() < 40 and shot[350, 200].max() < 40
+
+
+_CRISP_SCRIPT = r"""
+import sys
+import numpy as np
+from PyQt6.QtGui import QImage
+from PyQt6.QtWidgets import QApplication
+app = QApplication([])
+from app.gui.video import VideoView
+img = np.zeros((400, 800, 3), np.uint8)
+img[:, ::2] = 255                        # 1-pixel black / white columns
+v = VideoView()
+v.resize(400, 200)                       # logical; 800 x 400 device pixels at 200 %
+v.set_image(img)
+v.show()
+app.processEvents()
+pm = v.grab()
+q = pm.toImage().convertToFormat(QImage.Format.Format_RGB888)
+w, h, bpl = q.width(), q.height(), q.bytesPerLine()
+ptr = q.constBits()
+ptr.setsize(q.sizeInBytes())
+a = np.frombuffer(ptr, np.uint8).reshape(h, bpl)[:, : w * 3].reshape(h, w, 3)
+print(v.devicePixelRatioF(), pm.devicePixelRatio(), w, h, v.drawn)
+sys.exit(0 if (w, h) == (800, 400) and np.array_equal(a[:, :, 0], img[:, :, 0]) else 3)
+"""
+
+
+def test_video_view_is_pixel_exact_at_200_percent_scaling(tmp_path):
+    """A real 200 % screen (QT_SCALE_FACTOR=2, offscreen): 1-pixel stripes in an 800 x 400 frame shown
+    in a 400 x 200 (logical) view reach the screen unchanged -- not halved and blown up again."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QT_SCALE_FACTOR="2", XDG_CONFIG_HOME=str(tmp_path))
+    p = subprocess.run([sys.executable, "-c", _CRISP_SCRIPT], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr[-2000:]
+    assert p.stdout.split()[:4] == ["2.0", "2.0", "800", "400"]
+
+
+def test_default_recording_names_are_unique_within_one_second(tmp_path, monkeypatch):
+    import app.gui.worker as w
+
+    monkeypatch.setattr(w, "_stamp", lambda: "20300101-120000")
+    a = w.default_recording_path(tmp_path)
+    b = w.default_recording_path(tmp_path)
+    assert (a.name, b.name) == ("20300101-120000.mp4", "20300101-120000-2.mp4")
+    # a proposal (a path dialog's default) reserves nothing
+    c = w.default_recording_path(tmp_path, reserve=False)
+    assert c.name == "20300101-120000-3.mp4" == w.default_recording_path(tmp_path, reserve=False).name
+    # names taken on disk by another process: a finished file, its events, a file being written
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "20300101-120000.mp4").write_bytes(b"x")
+    (other / "20300101-120000-2.events.jsonl").write_text("{}\n")
+    (other / ".20300101-120000-3.partial.mp4").write_bytes(b"x")
+    assert w.default_recording_path(other).name == "20300101-120000-4.mp4"
+    # another second: the plain name again
+    monkeypatch.setattr(w, "_stamp", lambda: "20300101-120001")
+    assert w.default_recording_path(tmp_path).name == "20300101-120001.mp4"

@@ -9,7 +9,8 @@ Command-line flags in the window: every pipeline / monitor flag of app/cli.py se
 start processing at once; ``--record OUT.mp4`` starts recording at once. Video files always loop
 in the window (``--loop`` is implied); the alert sound always plays on a new alert (``--sound`` is
 implied); monitor events are written beside each recording (``NAME.events.jsonl``), so
-``--events``, ``--dump`` and ``--max-frames`` are headless-only. Ctrl-C in the terminal closes the
+``--events``, ``--dump``, ``--max-frames`` and ``--quiet`` are headless-only (one warning line says
+so when they are given). Ctrl-C in the terminal closes the
 window like Q does (a recording is finalized).
 """
 from __future__ import annotations
@@ -42,20 +43,66 @@ def source_from_args(args) -> Optional[object]:
     return None
 
 
-def explicit_flags(argv=None) -> set:
-    """Which settings the user gave on the command line (they win over the saved GUI settings)."""
+# argparse dest -> the setting it sets, where the names differ (monitor flags: monitor_<field>)
+_DEST_SETTING = {"no_smoothing": "smoothing", "no_eyes": "eyes_from_mesh", "no_monitor": "monitor"}
+
+
+def _flag_dests(parser) -> dict:
+    """Every option string of ``parser`` -> its argparse dest."""
+    return {o: a.dest for a in parser._actions for o in a.option_strings}
+
+
+def explicit_flags(argv=None, parser=None) -> set:
+    """The settings the user gave on the command line (they win over the saved GUI settings), by
+    name: each flag is resolved exactly as argparse does (full name or unique prefix) to its dest,
+    then to the setting: ``--perclos-window`` -> perclos_window (not perclos_threshold),
+    ``--no-smoothing`` -> smoothing, ``--alert-yaw`` -> alert_yaw, ``--layers`` -> layers."""
     argv = sys.argv[1:] if argv is None else argv
+    if parser is None:
+        from app import cli
+
+        parser = cli.build_parser()
+    dests = _flag_dests(parser)
     out = set()
     for a in argv:
-        if not a.startswith("--"):
+        if not a.startswith("--") or a == "--":
             continue
-        k = a[2:].split("=", 1)[0].replace("-", "_")
-        out.add(k)
-        if k in ("no_smoothing", "no_smooth", "smoothing", "smooth"):
-            out.add("smoothing")
-        if k in ("model",):
-            out.add("model")
+        flag = a.split("=", 1)[0]
+        dest = dests.get(flag)
+        if dest is None and getattr(parser, "allow_abbrev", True):
+            hits = {d for o, d in dests.items() if o.startswith(flag)}
+            dest = hits.pop() if len(hits) == 1 else None
+        if dest is None:
+            continue
+        if dest.startswith("monitor_"):
+            dest = dest[len("monitor_"):]
+        out.add(_DEST_SETTING.get(dest, dest))
     return out
+
+
+HEADLESS_ONLY = (("events", "--events"), ("dump", "--dump"), ("max_frames", "--max-frames"), ("quiet", "--quiet"))
+
+
+def headless_only_flags(args) -> list[str]:
+    """The given flags that only the headless mode uses (the window ignores them)."""
+    out = []
+    for dest, flag in HEADLESS_ONLY:
+        v = getattr(args, dest, None)
+        if v not in (None, False):
+            out.append(flag)
+    return out
+
+
+def warn_headless_only(args) -> Optional[str]:
+    """One warning line naming the headless-only flags given to the window (or nothing)."""
+    flags = headless_only_flags(args) if args is not None else []
+    if not flags:
+        return None
+    msg = (f"{', '.join(flags)} {'is' if len(flags) == 1 else 'are'} headless-only (use --headless); "
+           "the window ignores them. In the window, monitor events are written beside each "
+           "recording (NAME.events.jsonl next to NAME.mp4).")
+    log.warning(msg)
+    return msg
 
 
 def run(settings, args=None, *, argv=None) -> int:
@@ -73,6 +120,7 @@ def run(settings, args=None, *, argv=None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "face3d-monitor"])
     app.setApplicationName("face3d-monitor")
+    warn_headless_only(args)
     source = source_from_args(args) if args is not None else None
     MainWindow.cli_explicit = explicit_flags(argv)
     win = MainWindow(settings, source=source)

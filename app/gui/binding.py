@@ -33,7 +33,14 @@ def _field(obj, name: str) -> Optional[str]:
     return name if name in _fields(obj) else None
 
 
-# ---- model (Settings.model: an .onnx path, None = app.pipeline's default)
+# ---- model (Settings.model: an .onnx path, MESH_MODEL = the built-in face mesh, None = app.pipeline's
+# default: the first models/*.onnx, else the face mesh)
+try:
+    from app.settings import MESH_MODEL
+except ImportError:   # pragma: no cover (the settings module is part of the app)
+    MESH_MODEL = "mesh"
+
+
 def get_model(settings) -> Optional[str]:
     v = getattr(settings, "model", None)
     return None if v in (None, "") else str(v)
@@ -43,6 +50,19 @@ def with_model(settings, model: Optional[str]):
     if _field(settings, "model") is None:
         raise AttributeError("Settings has no model field")
     return dataclasses.replace(settings, model=model)
+
+
+# ---- what a UI settings change may touch (thresholds, layers, smoothing: never the model)
+UI_FIELDS = ("monitor", "layers", "smoothing")
+
+
+def with_ui_fields(base, update):
+    """``base`` with only the UI-editable fields (UI_FIELDS) taken from ``update``: a threshold /
+    layer / smoothing change made while another model loads must not undo the model switch."""
+    if not (dataclasses.is_dataclass(base) and dataclasses.is_dataclass(update)):
+        return update
+    names = _fields(base) & _fields(update)
+    return dataclasses.replace(base, **{n: getattr(update, n) for n in UI_FIELDS if n in names})
 
 
 # ---- smoothing (Settings.smoothing)
@@ -74,6 +94,12 @@ def with_layer(settings, name: str, on: bool):
 # ---- monitor thresholds
 def get_monitor(settings):
     return getattr(settings, "monitor", None)
+
+
+def threshold_setting(key: str) -> str:
+    """The MonitorSettings field of a GUI threshold, which is also its flag's name without the
+    dashes (``perclos`` -> ``perclos_threshold`` = --perclos-threshold)."""
+    return _MONITOR_FIELDS[key]
 
 
 def get_threshold(settings, key: str) -> Optional[float]:

@@ -39,6 +39,9 @@ PANEL_HZ = 8            # numbers, calibration indicator, status bar refresh rat
 ROOT = Path(__file__).resolve().parents[2]
 ALERT_WAV = ROOT / "assets" / "alert.wav"
 MESH_MODEL_LABEL = "Face mesh (built-in)"
+MESH_MODEL = binding.MESH_MODEL          # Settings.model of the built-in face mesh ("mesh")
+NO_SOURCE_MESSAGE = ("No camera found and no source open: open a video file (Open video…), or plug in "
+                     "a camera and choose \"Refresh cameras\" in the source list.")
 LEVEL_STYLE = {
     "none": "background:#2a2a2a; color:#9a9a9a; font-size:16pt; padding:6px;",
     "warning": "background:#ffb000; color:#000; font-weight:bold; font-size:16pt; padding:6px;",
@@ -46,10 +49,21 @@ LEVEL_STYLE = {
 }
 
 
+def _models_dir() -> Path:
+    """The folder app.pipeline takes the default model from (app.pipeline.MODELS_DIR)."""
+    try:
+        from app import pipeline
+
+        return Path(pipeline.MODELS_DIR)
+    except Exception:
+        return ROOT / "models"
+
+
 def model_choices(extra_dirs=()) -> list[str]:
-    """models/*.onnx (working directory and project root), sorted, without duplicates."""
+    """models/*.onnx (the pipeline's models folder and the working directory's), sorted, without
+    duplicates."""
     seen, out = set(), []
-    for d in (Path.cwd() / "models", ROOT / "models", *map(Path, extra_dirs)):
+    for d in (_models_dir(), Path.cwd() / "models", *map(Path, extra_dirs)):
         for p in sorted(glob.glob(str(d / "*.onnx"))):
             rp = os.path.realpath(p)
             if rp not in seen:
@@ -339,25 +353,36 @@ class MainWindow(QMainWindow):
         w.source_changed.connect(self._on_source_changed)
         w.source_ended.connect(self._on_source_ended)
         w.source_failed.connect(self._on_source_failed)
+        w.model_failed.connect(self._on_model_failed)
         w.recording_changed.connect(self._on_recording_changed)
 
     # ------------------------------------------------------------------ combos
-    def _fill_model_combo(self) -> None:
+    def _fill_model_combo(self, current: Optional[str] = "__settings__") -> None:
+        """Default (first models/*.onnx, when there is one), the built-in face mesh (always),
+        every models/*.onnx, Browse…; ``current`` (default: the model of self.settings) selected."""
+        if current == "__settings__":
+            current = binding.get_model(self.settings)
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        self.model_combo.addItem(_default_model_label(), None)
-        current = binding.get_model(self.settings)
+        default = _default_model_label()
+        if default is not None:
+            self.model_combo.addItem(default, None)
+        self.model_combo.addItem(MESH_MODEL_LABEL, MESH_MODEL)
         paths = model_choices()
-        if current and os.path.realpath(current) not in {os.path.realpath(p) for p in paths}:
+        if current and current != MESH_MODEL and os.path.realpath(current) not in {os.path.realpath(p) for p in paths}:
             paths.append(current)
         for p in paths:
             self.model_combo.addItem(Path(p).name, p)
         self.model_combo.addItem("Browse…", "__browse__")
-        idx = 0
-        if current:
+        if current is None:       # the default: its entry, or the mesh when models/ is empty
+            idx = 0
+        elif current == MESH_MODEL:
+            idx = self.model_combo.findData(MESH_MODEL)
+        else:
+            idx = 0
             for i in range(self.model_combo.count()):
                 d = self.model_combo.itemData(i)
-                if d not in (None, "__browse__") and os.path.realpath(d) == os.path.realpath(current):
+                if d not in (None, MESH_MODEL, "__browse__") and os.path.realpath(d) == os.path.realpath(current):
                     idx = i
         self.model_combo.setCurrentIndex(idx)
         self.model_combo.blockSignals(False)
@@ -385,6 +410,8 @@ class MainWindow(QMainWindow):
     def _on_cameras(self, cams: list) -> None:
         self.cameras = list(cams)
         self._fill_source_combo(self.cameras)
+        if not self.cameras and not self.source_name and getattr(self, "_pending_source", None) is None:
+            self._on_info(NO_SOURCE_MESSAGE)
 
     def _on_source_combo(self, idx: int) -> None:
         d = self.source_combo.itemData(idx)
@@ -419,7 +446,8 @@ class MainWindow(QMainWindow):
             self.open_source(path)
 
     def _choose_record_path(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Record to", str(default_recording_path(self.record_dir)),
+        path, _ = QFileDialog.getSaveFileName(self, "Record to",
+                                              str(default_recording_path(self.record_dir, reserve=False)),
                                               "MP4 video (*.mp4)")
         if path:
             if not path.lower().endswith(".mp4"):
@@ -448,6 +476,9 @@ class MainWindow(QMainWindow):
         self.worker.set_source(spec)
 
     def set_model(self, model_path: Optional[str]) -> None:
+        """A .onnx path, MESH_MODEL (the built-in face mesh) or None (the default). The combo shows
+        the choice at once; if it fails to load, model_failed puts the running model back."""
+        self._fill_model_combo(model_path)
         self.worker.set_model(model_path)
 
     def set_paused(self, paused: bool) -> None:
@@ -586,6 +617,10 @@ class MainWindow(QMainWindow):
             pass
         self._fill_model_combo()
         self._update_status_labels()
+
+    def _on_model_failed(self, msg: str) -> None:
+        """Show the model that really runs in the combo again (self.settings follows model_changed)."""
+        self._fill_model_combo()
 
     def _on_source_changed(self, name: str, fps: float = 0.0) -> None:
         self.source_name = name
@@ -726,14 +761,13 @@ class MainWindow(QMainWindow):
     def _restore_settings(self, settings):
         """Thresholds, smoothing and layers from the last run (explicit CLI flags win: the caller
         passes them in ``cli_explicit``)."""
-        explicit = set(getattr(self, "cli_explicit", set()))
-        # "--no-mesh" / "--perclos-threshold" style flags count for their setting
-        explicit |= {e[3:] for e in explicit if e.startswith("no_")}
-        explicit |= {k for k in binding.THRESHOLDS if any(k in e for e in explicit)}
+        explicit = set(getattr(self, "cli_explicit", set()))   # setting names (app.gui.explicit_flags)
         qs = self.qs
         for key in binding.THRESHOLDS:
             v = qs.value(f"thresholds/{key}")
-            if v is not None and key not in explicit:
+            # exactly the flag of this threshold (--perclos-threshold), not one that contains its
+            # name (--perclos-window)
+            if v is not None and binding.threshold_setting(key) not in explicit:
                 try:
                     settings = binding.with_threshold(settings, key, float(v))
                 except (ValueError, TypeError):
@@ -743,12 +777,12 @@ class MainWindow(QMainWindow):
             settings = binding.with_smoothing(settings, str(v).lower() in ("1", "true"))
         for name in binding.LAYER_NAMES:
             v = qs.value(f"layers/{name}")
-            if v is not None and name not in explicit and "layers" not in explicit:
+            if v is not None and "layers" not in explicit:
                 settings = binding.with_layer(settings, name, str(v).lower() in ("1", "true"))
         m = qs.value("model")
         if m is not None and "model" not in explicit:
             m = str(m) or None
-            if m is None or Path(m).is_file():
+            if m is None or m == MESH_MODEL or Path(m).is_file():
                 try:
                     settings = binding.with_model(settings, m)
                 except AttributeError:
@@ -784,15 +818,16 @@ class MainWindow(QMainWindow):
 
 
 # ---------------------------------------------------------------------- helpers
-def _default_model_label() -> str:
-    """What Settings.model = None runs (app.pipeline: the first models/*.onnx, else the mesh)."""
+def _default_model_label() -> Optional[str]:
+    """The combo label of Settings.model = None when it runs a models/*.onnx ("Default (X.onnx)");
+    None when models/ is empty (then None runs the face mesh, shown by its own entry)."""
     try:
         from app.pipeline import default_model_path
 
         d = default_model_path()
     except Exception:
         d = None
-    return MESH_MODEL_LABEL if d is None else f"Default ({Path(d).name})"
+    return None if d is None else f"Default ({Path(d).name})"
 
 
 def _main_face(observations):

@@ -21,6 +21,7 @@ and accepts a new source or model.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import os
 import queue
@@ -177,9 +178,40 @@ class FrameGrabber:
 
 
 # --------------------------------------------------------------------------- recording
-def default_recording_path(folder: str | os.PathLike = "recordings") -> Path:
-    """recordings/YYYYmmdd-HHMMSS.mp4 (the events file goes beside it: .events.jsonl)."""
-    return Path(folder) / (time.strftime("%Y%m%d-%H%M%S") + ".mp4")
+_issued_lock = threading.Lock()
+_issued: set = set()     # default names handed out by this process (a recording may not exist yet)
+
+
+def _name_taken(path: Path) -> bool:
+    if path.exists() or events_path_for(path).exists():
+        return True
+    try:   # app.io.writer writes .NAME.partial.mp4 until the file is finalized
+        return any(path.parent.glob(f".{glob.escape(path.stem)}.partial*"))
+    except OSError:
+        return False
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def default_recording_path(folder: str | os.PathLike = "recordings", *, reserve: bool = True) -> Path:
+    """recordings/YYYYmmdd-HHMMSS.mp4 (the events file goes beside it: .events.jsonl), made unique:
+    a second recording in the same second is YYYYmmdd-HHMMSS-2.mp4, then -3 ... (a name is never
+    reused while this process runs, nor when a file, its events or its partial file exists).
+    ``reserve=False`` only proposes the name (a path dialog's default)."""
+    folder = Path(folder)
+    stamp = _stamp()
+    with _issued_lock:
+        n = 1
+        while True:
+            p = folder / (f"{stamp}.mp4" if n == 1 else f"{stamp}-{n}.mp4")
+            key = os.path.abspath(p)
+            if key not in _issued and not _name_taken(p):
+                if reserve:
+                    _issued.add(key)
+                return p
+            n += 1
 
 
 def events_path_for(video_path: str | os.PathLike) -> Path:
@@ -273,6 +305,7 @@ class ProcessingWorker(QThread):
     source_changed = pyqtSignal(str, float)  # name, fps of the source now running ("" = none)
     source_ended = pyqtSignal(str)         # the source finished (message: why)
     source_failed = pyqtSignal(str)        # a new source did not open (message); the old one runs on
+    model_failed = pyqtSignal(str)         # a model did not load (message); the previous one runs on
     model_changed = pyqtSignal(str, str, str)   # model name, provider, model path ("" = built-in)
     recording_changed = pyqtSignal(str)    # path being recorded, "" when stopped
     paused_changed = pyqtSignal(bool)
@@ -312,11 +345,14 @@ class ProcessingWorker(QThread):
         self._cmds.put(("stop_source",))
 
     def set_model(self, model_path: Optional[str]) -> None:
-        """A .onnx path, or None for the built-in face-mesh backend."""
+        """A .onnx path, app.settings.MESH_MODEL ("mesh") for the built-in face-mesh backend, or
+        None for the default (the first models/*.onnx, else the face mesh)."""
         self._cmds.put(("model", model_path))
 
     def update_settings(self, settings) -> None:
-        """New Settings (thresholds, smoothing, layers): applied between frames."""
+        """Thresholds, smoothing and layers of ``settings`` (binding.UI_FIELDS), applied between
+        frames to the settings the worker runs; every other field (the model above all) is ignored:
+        a UI change sent while a model switch is queued or loading must not undo the switch."""
         self._cmds.put(("settings", settings))
 
     def set_paused(self, paused: bool) -> None:
@@ -458,7 +494,9 @@ class ProcessingWorker(QThread):
             p = self._pipeline_factory(settings)
         except Exception as e:
             msg = f"model failed to load: {_one_line(e)}"
+            log.debug("pipeline factory failed", exc_info=True)
             self.error.emit(msg)
+            self.model_failed.emit(msg)
             return False   # keep the previous pipeline
         old, self.pipeline = self.pipeline, p
         self.settings = settings
@@ -474,8 +512,13 @@ class ProcessingWorker(QThread):
 
     def _apply_settings(self, settings) -> None:
         """Thresholds, layers and smoothing go into the running pipeline (the monitor keeps its
-        calibration, the tracker its faces); any other change rebuilds the pipeline."""
+        calibration, the tracker its faces); only those fields are taken from ``settings``
+        (binding.with_ui_fields); turning the monitor on or off rebuilds the pipeline with the
+        model that runs."""
+        from app.gui.binding import with_ui_fields
+
         old = self.settings
+        settings = with_ui_fields(old, settings)
         p = self.pipeline
         if p is not None and _only_fields_changed(old, settings, {"monitor", "layers", "smoothing"}):
             ok = True
