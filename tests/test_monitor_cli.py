@@ -166,28 +166,46 @@ def test_head_turn_summary(head_turn):
         "pose": 0, "eyes": 0, "mouth": 0}
 
 
-TALKING_SECONDS = 40.0     # > calibration (3 s), eye baseline (2 s) and PERCLOS' 30 s of known eyes
+TALKING_SECONDS = 40.0     # > eye baseline (2 s) + PERCLOS' 30 s of known eyes: every eye rule is live
 
 
 @pytest.mark.slow
 def test_talking_head_raises_no_alert(tmp_path):
-    """talking_head_720p.mp4 (2.2 s: a person talking to the camera) looped for 40 s through
-    main.py: calibrated, the eye rules and PERCLOS are live, and no alert of any kind starts."""
+    """talking_head_720p.mp4 (55 frames, 2.2 s: a man talking, turning his head from ~+30 deg to
+    ~-30 deg yaw and back at the loop) looped for 40 s through main.py: no alert of any kind
+    starts. Measured (2-core CPU): 1000 frames in ~13 s; 30 blinks, PERCLOS max 5 %, no yawn.
+
+    The pose rules never arm on this clip, and that is the calibration rule working, not a gap
+    in the test: the neutral pose needs 3 s in which 90 % of the yaw samples are within 6 deg of
+    their median, and this head sweeps 60 deg every 2.2 s. The test checks that from the dump."""
     clip = shared("media", "talking_head_720p.mp4")
     import av
 
     with av.open(str(clip)) as c:
         fps = float(c.streams.video[0].average_rate)
     frames = int(round(TALKING_SECONDS * fps))
-    ev = tmp_path / "ev.jsonl"
+    ev, dump = tmp_path / "ev.jsonl", tmp_path / "dump.jsonl"
     p, wall = run_main("--video", clip, "--loop", "--max-frames", frames, "--headless", "--events", ev,
-                       "--quiet", "--layers", "none", timeout=400)
+                       "--dump", dump, "--quiet", "--layers", "none", timeout=400)
     assert p.returncode == 0, p.stderr[-3000:]
     events = read_jsonl(ev)
     summ = events[-1]
     print(f"talking head: {frames} frames ({summ['duration_s']} s) in {wall:.1f} s; summary {summ}")
     assert summ["event"] == "summary" and summ["frames"] == frames
     assert summ["duration_s"] >= TALKING_SECONDS - 1.0                       # timestamps keep rising
-    assert summ["calibrations"] >= 1 and summ["perclos_max"] is not None     # the rules were live
-    assert [e for e in events if e["event"] == "start"] == []
+    # no alert: no start event of any kind (and so no end), none counted in the summary
+    assert [e for e in events if e["event"] in ("start", "end")] == []
     assert summ["alerts"] == {}
+    # the eye / mouth rules were live and saw a real face: blinks counted, PERCLOS computed
+    assert summ["signal_unknown"]["no_face_frames"] == 0 and summ["blinks"] >= 10
+    assert summ["perclos_max"] is not None and summ["perclos_max"] < 0.15
+    assert summ["yawns"] == 0 and summ["closures"] == 0
+    # why the pose rules did not arm: no 3 s window of this head is stable enough to calibrate
+    rows = read_jsonl(dump)
+    t = np.array([r["t"] for r in rows])
+    yaw = np.array([r["faces"][0]["yaw"] for r in rows], float)
+    n = int(round(3.0 * fps))
+    spread = [np.percentile(np.abs(yaw[i:i + n] - np.median(yaw[i:i + n])), 90) for i in range(0, len(yaw) - n, 5)]
+    assert min(spread) > 6.0 and np.ptp(yaw) > 50, (min(spread), np.ptp(yaw))
+    assert summ["calibrations"] == 0 and summ["time_distracted_s"] == 0.0
+    assert np.all(np.diff(t) > 0)
