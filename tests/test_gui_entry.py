@@ -41,10 +41,16 @@ def test_module_entry_records_and_saves_screenshot(tmp_path):
     out_png = tmp_path / "shot.png"
     out_mp4 = tmp_path / "rec.mp4"
     p = subprocess.run([sys.executable, "-m", "app.gui", "--video", str(shared("media", "clips", "expressions_d18.mp4")),
-                        "--record", str(out_mp4), "--screenshot-after", "4", str(out_png)],
+                        "--record", str(out_mp4), "--screenshot-after", "4", str(out_png),
+                        "--events", str(tmp_path / "ignored.jsonl"), "--quiet"],
                        cwd=ROOT, env=_env(tmp_path, QT_QPA_PLATFORM="offscreen"),
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
+    # the flags the window does not use: one warning line, naming them and where events go
+    warn = [l for l in p.stderr.splitlines() if "headless-only" in l]
+    assert len(warn) == 1 and warn[0].startswith("WARNING"), p.stderr[-2000:]
+    assert "--events" in warn[0] and "--quiet" in warn[0] and "beside each recording" in warn[0]
+    assert not (tmp_path / "ignored.jsonl").exists()
     assert f"screenshot saved: {out_png}" in p.stdout
     img = cv2.imread(str(out_png))
     assert img is not None and img.shape[0] > 400 and img.shape[1] > 800

@@ -75,23 +75,51 @@ def make_window(qtbot, tmp_path):
 
 
 def test_clip_runs_with_overlays_plots_and_status(make_window, qtbot):
-    win = make_window(source=str(shared(*CLIP)))
+    # PERCLOS needs known eye time: ask for little of it so the short clip fills that plot too
+    win = make_window(_settings("--eye-baseline-min-seconds", "0.5", "--perclos-min-seconds", "0.5",
+                                "--perclos-window", "5"), source=str(shared(*CLIP)))
     N = 20
     qtbot.waitUntil(lambda: win.results_shown >= N and bool(win.latest.observations), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: np.isfinite(win.plots.values("perclos")).any(), timeout=WAIT_MS)
+    # pause: the last result stays the latest; everything below is what the window's own timers
+    # (video redraw, plot redraw, panel refresh) put on screen -- nothing is redrawn by the test
+    win.set_paused(True)
+    qtbot.wait(600)                                   # a frame in flight may still arrive
     r = win.latest
-    # the status bar names the model and the provider that really runs
+    assert r.observations
+    face = max(r.observations, key=lambda o: o.area)
+    qtbot.waitUntil(lambda: win.view.image is r.image and not win._latest_new, timeout=10_000)
+    assert win.view.frames_painted > 0        # painted by the redraw timer (the test grabs below)
+    # yaw / pitch / roll numbers of the shown face (panel timer)
+    want = {k: f"{getattr(face, k):+.1f}°" for k in ("yaw", "pitch", "roll")}
+    assert all(np.isfinite(getattr(face, k)) for k in want)
+    qtbot.waitUntil(lambda: all(win.lbl_angles[k].text() == v for k, v in want.items()), timeout=10_000)
+    # the status bar names the model and the provider that really runs, the capture rate of the
+    # source (the clip is paced at its 25 fps) and the number of faces of the shown frame
     assert r.stats.provider and r.stats.provider in win.status_text()
     assert "CPU" in win.provider or "CUDA" in win.provider
     assert win.model_name and win.model_name in win.status_text()
     assert "processing" in win.status_text() and "latency" in win.status_text()
-    # the plots hold one point per processed frame (all of them within the 30 s window)
-    win.refresh_now()
+    qtbot.waitUntil(lambda: win.st["faces"].text() == f"faces {len(r.observations)}", timeout=10_000)
+    cap = win.st["capture"].text()
+    assert cap.startswith("capture") and cap.endswith("fps"), cap
+    assert float(cap.split()[1]) == pytest.approx(r.stats.capture_fps, abs=0.051)
+    assert 10.0 < r.stats.capture_fps < 40.0
+    # the plots hold one point per processed frame (all of them within the 30 s window), and the
+    # plot timer pushed every series that has numbers to its curve
     assert len(win.plots) == win.results_received >= N
-    assert win.plots.curve_points("yaw") == len(win.plots)
+    qtbot.waitUntil(lambda: win.plots.curve_points("yaw") == len(win.plots), timeout=10_000)
     assert np.isfinite(win.plots.values("yaw")).sum() >= N // 2
-    # the view on screen shows the annotated frame: where a landmark is drawn the pixels differ
-    # from the raw frame, far from the face they match it
-    win.view.set_image(r.image)
+    for k in ("eye_left", "eye_right", "mouth"):
+        v = win.plots.values(k)
+        assert np.isfinite(v).sum() >= N // 2, k
+        assert np.all((v[np.isfinite(v)] >= 0) & (v[np.isfinite(v)] < 1.5)), k
+        assert win.plots.curve_points(k) == len(win.plots), k
+    pc = win.plots.values("perclos")
+    assert np.isfinite(pc).any() and np.all((pc[np.isfinite(pc)] >= 0) & (pc[np.isfinite(pc)] <= 1))
+    assert win.plots.curve_points("perclos") == len(win.plots)
+    # the view on screen shows the annotated frame the redraw timer painted: where a landmark is
+    # drawn the pixels differ from the raw frame, far from the face they match it
     shot = _bgr(win.view.grab().toImage())
     rect = win.view.target_rect()
     import cv2
@@ -100,7 +128,6 @@ def test_clip_runs_with_overlays_plots_and_status(make_window, qtbot):
     x0, y0 = int(rect.x()), int(rect.y())
     on_screen = shot[y0:y0 + raw_scaled.shape[0], x0:x0 + raw_scaled.shape[1]].astype(int)
     diff = np.abs(on_screen - raw_scaled.astype(int)).sum(axis=2)
-    face = max(r.observations, key=lambda o: o.area)
     sx = raw_scaled.shape[1] / r.raw.shape[1]
     lm = face.landmarks[:, :2] * sx
     near = [diff[max(0, int(y) - 2):int(y) + 3, max(0, int(x) - 2):int(x) + 3].max() for x, y in lm]
@@ -146,7 +173,7 @@ def test_scripted_yaw_raises_banner_and_sound(make_window, qtbot):
     assert len(win.plots) == int(12 * fps)
 
 
-def test_record_toggle_writes_playable_mp4_of_shown_frames(make_window, qtbot, tmp_path):
+def test_record_toggle_writes_playable_mp4_of_shown_frames(make_window, qtbot, tmp_path, monkeypatch):
     import av
 
     win = make_window(source=str(shared(*CLIP)))
@@ -171,16 +198,25 @@ def test_record_toggle_writes_playable_mp4_of_shown_frames(make_window, qtbot, t
 
     ev = read_events(out.with_name("take1.events.jsonl"))
     assert ev and ev[-1]["event"] == "summary"
-    # R toggles a recording to the default place: recordings/DATE-TIME.mp4 + .events.jsonl
-    qtbot.keyClick(win, "r")
-    qtbot.waitUntil(lambda: win.recording_path is not None, timeout=10_000)
-    qtbot.waitUntil(lambda: win.latest.stats.recording_frames >= 5, timeout=WAIT_MS)
-    qtbot.keyClick(win, "r")
-    qtbot.waitUntil(lambda: win.recording_path is None, timeout=10_000)
+    # R toggles a recording to the default place: recordings/DATE-TIME.mp4 + .events.jsonl; two
+    # recordings within the same second (the clock is frozen here) get two files
+    import app.gui.worker as worker_mod
+
+    monkeypatch.setattr(worker_mod, "_stamp", lambda: "20300101-120000")
+    for take in range(2):
+        qtbot.keyClick(win, "r")
+        qtbot.waitUntil(lambda: win.recording_path is not None, timeout=10_000)
+        qtbot.waitUntil(lambda: win.latest.stats.recording_frames >= 5, timeout=WAIT_MS)
+        qtbot.keyClick(win, "r")
+        qtbot.waitUntil(lambda: win.recording_path is None, timeout=10_000)
     rec = sorted(Path(win.record_dir).glob("*.mp4"))
-    assert len(rec) == 1 and rec[0].with_name(rec[0].stem + ".events.jsonl").exists()
-    with av.open(str(rec[0])) as c:
-        assert sum(1 for _ in c.decode(video=0)) >= 5
+    assert [p.name for p in rec] == ["20300101-120000-2.mp4", "20300101-120000.mp4"]
+    for p in rec:
+        assert p.with_name(p.stem + ".events.jsonl").exists()
+        with av.open(str(p)) as c:
+            assert sum(1 for _ in c.decode(video=0)) >= 5
+    recorded = [m.split(" to ")[-1] for m in win.messages if m.startswith("recorded ")]
+    assert recorded[-2:] == [str(rec[1]), str(rec[0])]       # in order: the first kept its name
 
 
 def test_closing_while_recording_finalizes_the_file(make_window, qtbot, tmp_path):
@@ -234,11 +270,23 @@ def test_unreadable_file_shows_error_then_switch_source_and_model(make_window, q
     n = win.results_received
     qtbot.waitUntil(lambda: win.results_received > n + 3, timeout=WAIT_MS)
     # a model that fails to load: an error, the previous model keeps running
+    from app.gui import binding
+
     before = win.model_name
+    running = win.model_combo.currentData()        # the default entry (or the mesh's, models/ empty)
+    assert running in (binding.get_model(win.worker.settings), binding.MESH_MODEL)
     notonnx = tmp_path / "bad.onnx"
     notonnx.write_bytes(b"garbage")
+    failed = []
+    win.worker.model_failed.connect(failed.append)
     win.set_model(str(notonnx))
+    assert win.model_combo.currentData() == str(notonnx)     # the choice shows at once ...
     qtbot.waitUntil(lambda: any("model failed to load" in e for e in win.errors), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: len(failed) == 1, timeout=10_000)
+    assert failed[0].startswith("model failed to load") and win.errors[-1] == failed[0]
+    # ... and after the failure the combo shows the model that really runs again
+    qtbot.waitUntil(lambda: win.model_combo.currentData() == running, timeout=10_000)
+    assert win.model_combo.currentText() != "bad.onnx"
     n = win.results_received
     qtbot.waitUntil(lambda: win.results_received > n + 5, timeout=WAIT_MS)
     assert win.model_name == before
@@ -251,7 +299,8 @@ def test_unreadable_file_shows_error_then_switch_source_and_model(make_window, q
 def test_switch_to_onnx_model_and_back_while_running(make_window, qtbot, tddfa_onnx):
     """Model combo path: the real 3DDFA-V2 x0.5 ONNX export replaces the running model mid-run
     (dense mesh observations arrive, the status bar names the ONNX provider), then back to the
-    default (the built-in face mesh, or the first models/*.onnx when a checkout has one)."""
+    default (the built-in face mesh, or the first models/*.onnx when a checkout has one; choosing
+    the mesh explicitly is test_built_in_mesh_chosen_while_models_holds_an_onnx)."""
     from app.gui import binding
 
     win = make_window(source=str(shared(*CLIP)))
@@ -406,3 +455,33 @@ def test_playlist_head_turn_raises_the_banner_and_the_sound_end_to_end(make_wind
     assert win.lbl_calib.text().startswith("● calibrated")
     yaw = win.plots.values("yaw")
     assert np.nanmin(yaw) < -30 and np.nanmax(yaw) > -10   # the turn is in the plot
+
+
+def test_built_in_mesh_chosen_while_models_holds_an_onnx(make_window, qtbot, tmp_path, monkeypatch, tddfa_onnx):
+    """models/ (pointed at tmp_path) holds the real 3DDFA-V2 export, so the default runs it; the
+    combo still lists "Face mesh (built-in)" and choosing it runs the mediapipe face mesh."""
+    from app import pipeline
+    from app.gui import binding
+    from app.gui.window import MESH_MODEL_LABEL
+    from app.pipeline import MESH_MODEL_NAME
+    from app.settings import MESH_MODEL
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "3ddfa_v2_mb05.onnx").symlink_to(tddfa_onnx)
+    monkeypatch.setattr(pipeline, "MODELS_DIR", models)
+    win = make_window(source=str(shared(*CLIP)))
+    qtbot.waitUntil(lambda: win.latest is not None and win.latest.stats.model == "3ddfa_v2_mb05", timeout=WAIT_MS)
+    assert win.model_combo.currentText() == "Default (3ddfa_v2_mb05.onnx)"
+    i = win.model_combo.findData(MESH_MODEL)
+    assert i >= 0 and win.model_combo.itemText(i) == MESH_MODEL_LABEL
+    win.model_combo.setCurrentIndex(i)
+    win.model_combo.activated.emit(i)               # what a click on the entry does
+    qtbot.waitUntil(lambda: win.model_name == MESH_MODEL_NAME, timeout=WAIT_MS)
+    assert binding.get_model(win.settings) == MESH_MODEL == win.worker.settings.model
+    assert win.model_combo.currentData() == MESH_MODEL and "mediapipe" in win.provider
+    qtbot.waitUntil(lambda: win.latest.stats.model == MESH_MODEL_NAME and bool(win.latest.observations),
+                    timeout=WAIT_MS)
+    face = win.latest.observations[0]
+    assert face.vertices is None and face.mesh_points is not None and face.model == MESH_MODEL_NAME
+    qtbot.waitUntil(lambda: f"model: {MESH_MODEL_NAME}" in win.status_text(), timeout=10_000)

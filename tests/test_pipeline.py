@@ -230,3 +230,36 @@ def test_monitor_wired_by_default():
     q = Pipeline(Settings(monitor=None))
     assert q.process(frames[0])[1] is None and q.monitor is None
     q.close()
+
+
+def test_mesh_value_runs_the_built_in_face_mesh_although_models_holds_an_onnx(tddfa_onnx, tmp_path, monkeypatch):
+    """Settings.model = None runs the first models/*.onnx; MESH_MODEL ("mesh", --model mesh) always
+    the built-in face mesh; --model mesh parses to it."""
+    from app import cli, pipeline
+    from app.settings import MESH_MODEL
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "3ddfa_v2_mb05.onnx").symlink_to(tddfa_onnx)
+    monkeypatch.setattr(pipeline, "MODELS_DIR", models)
+    assert pipeline.default_model_path() == str(models / "3ddfa_v2_mb05.onnx")
+    assert pipeline.resolve_model_path(None) == str(models / "3ddfa_v2_mb05.onnx")
+    assert pipeline.resolve_model_path(MESH_MODEL) is None
+    assert pipeline.resolve_model_path("x.onnx") == "x.onnx"
+    p = Pipeline(Settings(device="cpu"))
+    try:
+        assert p.model is not None and p.model_name == "3ddfa_v2_mb05"
+    finally:
+        p.close()
+    s = cli.settings_from_args(cli.build_parser().parse_args(["--model", "mesh", "--device", "cpu"]))
+    assert s.model == MESH_MODEL
+    p = Pipeline(s)
+    try:
+        assert p.model is None and p.model_name == MESH_MODEL_NAME
+        frame = clip_frames()[0]
+        obs, _, _ = p.process(frame)
+        assert obs and obs[0].vertices is None and obs[0].mesh_points is not None
+        assert obs[0].model == MESH_MODEL_NAME
+    finally:
+        p.close()
+    assert "mesh" in cli.build_parser().format_help().split("--model", 1)[1].split("--device", 1)[0]
