@@ -146,7 +146,9 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m app.gui.bench", description=__doc__.splitlines()[0])
     ap.add_argument("--video", required=True, help="clip to process (it loops)")
-    ap.add_argument("--model", default=None, help="ONNX model (default: built-in face mesh)")
+    ap.add_argument("--model", default=None,
+                    help='ONNX model, or "mesh" for the built-in face mesh (default: the first models/*.onnx, '
+                         'else the face mesh)')
     ap.add_argument("--frames", type=int, default=150, help="frames measured per run (after 5 warm-up)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating headless / GUI runs (median)")
     ap.add_argument("--json", default=None, help="write the numbers as JSON here")
