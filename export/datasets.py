@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -148,6 +149,33 @@ def random_similarity(rng: np.random.Generator, size: int = SIZE, rot_deg: float
 
 
 # ---------------------------------------------------------------- supervised (300W-LP layout)
+class _held_stderr:
+    """Hold back what C libraries (libjpeg via cv2) print on file descriptor 2; ``.text`` afterwards."""
+
+    def __enter__(self):
+        import sys
+        import tempfile
+
+        self.text = ""
+        try:
+            sys.stderr.flush()
+            self._tmp = tempfile.TemporaryFile(mode="w+b")
+            self._saved = os.dup(2)
+            os.dup2(self._tmp.fileno(), 2)
+        except (OSError, ValueError):   # no real fd 2 (embedded interpreters): leave stderr alone
+            self._saved = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._saved is not None:
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+            self._tmp.seek(0)
+            self.text = self._tmp.read().decode("utf-8", "replace")
+            self._tmp.close()
+        return False
+
+
 def _find(data: Path, names: Sequence[str]) -> Optional[Path]:
     for sub in ("", "train.configs", "3dmm_data", "configs"):
         for n in names:
@@ -169,10 +197,15 @@ def load_param_file(path: Path) -> np.ndarray:
 
 
 class SupervisedDataset:
-    """120x120 crops + whitened 62-parameter targets in the 3DDFA / SynergyNet layout."""
+    """120x120 crops + whitened 62-parameter targets in the 3DDFA / SynergyNet layout.
+
+    ``param_mean/param_std`` de-whiten the parameter file; the targets are whitened again with
+    ``target_mean/target_std`` (default: the same), e.g. a SynergyNet checkpoint's own buffers.
+    """
 
     def __init__(self, data_dir, *, list_file=None, param_file=None, image_dir=None, param_mean, param_std,
-                 augment: bool = True, flipper: Optional[ParamFlipper] = None, seed: int = 0):
+                 augment: bool = True, flipper: Optional[ParamFlipper] = None, seed: int = 0,
+                 target_mean=None, target_std=None):
         data = Path(data_dir)
         if not data.is_dir():
             raise DataError(f"--data {data}: not a directory (give the folder holding train_aug_120x120/)")
@@ -200,12 +233,57 @@ class SupervisedDataset:
                             f"first {min(1000, len(self.names))} missing)")
         self.mean = np.asarray(param_mean, np.float64)
         self.std = np.asarray(param_std, np.float64)
+        self.t_mean = self.mean if target_mean is None else np.asarray(target_mean, np.float64)
+        self.t_std = self.std if target_std is None else np.asarray(target_std, np.float64)
         self.augment, self.flipper = augment, flipper
         self.rng = np.random.default_rng(seed)
         self.list_file, self.param_file = lst, pf
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def check_images(self, threads: int = 1, chunk: int = 256) -> float:
+        """Pre-scan: every listed image exists, decodes (cv2, as training reads it) and, for JPEG, is not truncated.
+
+        Raises DataError naming the first bad file (its line in the list) and how many are bad, before
+        any training; returns the seconds it took. cv2.imread accepts a truncated JPEG (libjpeg fills
+        the rest with grey and prints a warning), hence the end-of-image marker check. The decoder's own
+        warnings on stderr are held back during the scan and kept in ``self.decoder_warnings``.
+        cv2 releases the GIL, so ``threads`` > 1 overlaps reads.
+        """
+        t0 = time.time()
+        names = self.names
+
+        def bad(i: int) -> Optional[str]:
+            path = self.image_dir / names[i]
+            try:
+                data = path.read_bytes()
+            except OSError:
+                return "listed but missing" if not path.exists() else "cannot be read"
+            if not data:
+                return "image is empty (0 bytes)"
+            if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
+                return "image is truncated (no JPEG end marker)"
+            try:
+                img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            except cv2.error:
+                img = None
+            return None if img is not None else "image does not decode"
+
+        with _held_stderr() as held:
+            if threads > 1:
+                from concurrent.futures import ThreadPoolExecutor
+                with ThreadPoolExecutor(threads) as ex:
+                    res = list(ex.map(bad, range(len(names)), chunksize=chunk))
+            else:
+                res = [bad(i) for i in range(len(names))]
+        self.decoder_warnings = sorted(set(ln.strip() for ln in held.text.splitlines() if ln.strip()))
+        failed = [i for i, r in enumerate(res) if r is not None]
+        if failed:
+            i = failed[0]
+            raise DataError(f"{self.image_dir / names[i]}: {res[i]} (line {i + 1} of {self.list_file}; {len(failed)} of "
+                            f"{len(names)} listed images unreadable: re-extract the dataset or remove them from the list)")
+        return time.time() - t0
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         path = self.image_dir / self.names[i]
@@ -224,7 +302,7 @@ class SupervisedDataset:
             img = cv2.warpAffine(img, M, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
             p = transform_params(p, M)
             img = colour_jitter(img, r)
-        return img, ((p - self.mean) / self.std).astype(np.float32)
+        return img, ((p - self.t_mean) / self.t_std).astype(np.float32)
 
 
 # ---------------------------------------------------------------- teacher
@@ -262,6 +340,11 @@ class TeacherONNX:
             raise DataError(f"--distill-from {self.path}: does not follow the export contract: needs {'; '.join(bad)}")
         meta = self.sess.get_modelmeta().custom_metadata_map
         self.arch = meta.get("arch", "")
+        # how the teacher's own landmarks are drawn from its params (export.contract.CONVENTIONS); '' = unknown
+        self.convention = meta.get("landmark_convention", "")
+        from export.contract import CONVENTIONS
+        if self.convention not in CONVENTIONS:
+            self.convention = ""
 
     def __call__(self, crops: np.ndarray, batch: int = 64) -> np.ndarray:
         out = [self.sess.run(["params"], {"image": np.ascontiguousarray(crops[k:k + batch])})[0]
@@ -429,10 +512,12 @@ class DistillDataset:
     """
 
     def __init__(self, cache: FaceCache, teacher: TeacherONNX, param_mean, param_std, *, augment: bool = True,
-                 seed: int = 0):
+                 seed: int = 0, target_shift=None):
         self.cache, self.teacher, self.augment = cache, teacher, augment
         self.mean = np.asarray(param_mean, np.float64)
         self.std = np.asarray(param_std, np.float64)
+        # added to the teacher's de-normalised params (export.train.frame_shift: another landmark convention)
+        self.shift = np.zeros(62) if target_shift is None else np.asarray(target_shift, np.float64)
         self.rng = np.random.default_rng(seed)
         self._fixed: Optional[tuple] = None
 
@@ -470,7 +555,7 @@ class DistillDataset:
         return crops, self._whiten(self.teacher(crops))
 
     def _whiten(self, p: np.ndarray) -> np.ndarray:
-        return ((p - self.mean) / self.std).astype(np.float32)
+        return ((p + self.shift - self.mean) / self.std).astype(np.float32)
 
 
 def split_holdout(cache: FaceCache, holdout: Sequence[str]) -> tuple[FaceCache, FaceCache]:

@@ -1,14 +1,22 @@
-"""Train a 62-parameter 3DMM regressor (Mobile-FRNet): 300W-LP recipe or distillation from a teacher.
+"""Train a 62-parameter 3DMM regressor (Mobile-FRNet) or fine-tune SynergyNet: 300W-LP recipe or
+distillation from a teacher.
 
     python -m export.train mobilefrnet --data DIR --bfm-dir 3dmm_data --out runs/NAME [--epochs N]
             [--batch B] [--lr LR] [--device cpu|cuda] [--resume CKPT]
     python -m export.train mobilefrnet --distill-from models/teacher.onnx --frames VIDEO_OR_DIR [...]
             --bfm-dir 3dmm_data --out runs/NAME [--holdout NAME] [--aflw DIR]
+    python -m export.train synergynet --checkpoint best.pth.tar (--data DIR | --distill-from ... --frames ...)
+            --bfm-dir 3dmm_data --out runs/NAME [...]
+
+SynergyNet fine-tuning trains the image-to-parameter network (I2P backbone + its three heads),
+whitened by the checkpoint's own param_mean/param_std buffers; the refinement MLPs and the BFM
+buffers are kept as loaded, and last.pth.tar / best.pth.tar are written in the official format
+({'epoch', 'state_dict': {'module.<key>': tensor}}) so that `python -m export synergynet` takes them.
 
 Loss: L = l_wpdc * WPDC + l_wing * Wing(68 landmarks) on whitened parameters (export/losses.py).
-Writes into --out: last.pth (plain state_dict of the last complete epoch), best.pth (best
-validation NME), resume.pth (model + optimizer + schedule + epoch, for --resume), metrics.jsonl
-(one line per epoch), train_config.json, and face_cache.npz in distillation mode. Every file is
+Writes into --out: last.pth (plain state_dict of the last complete epoch; synergynet: last.pth.tar
+in the official format), best.pth (synergynet: best.pth.tar; best validation NME), resume.pth
+(model + optimizer + schedule + epoch, for --resume), metrics.jsonl (one line per epoch), train_config.json, and face_cache.npz in distillation mode. Every file is
 written to a temporary name in the same folder and then renamed, so an interrupted run keeps
 the last complete checkpoint; Ctrl-C saves interrupted.pth and exits (status 130).
 See docs/training.md.
@@ -26,8 +34,13 @@ from typing import Callable, Optional
 
 import numpy as np
 
-ARCHS = ("mobilefrnet",)
+ARCHS = ("mobilefrnet", "synergynet")
 SIZE = 120
+# the landmark convention `python -m export ARCH` bakes into the ONNX file (export.contract.CONVENTIONS)
+ARCH_CONVENTION = {"mobilefrnet": "3ddfa_v2", "synergynet": "synergynet"}
+# weights files per architecture: plain state_dict (.pth) or the official SynergyNet format (.pth.tar)
+WEIGHTS_SUFFIX = {"mobilefrnet": ".pth", "synergynet": ".pth.tar"}
+DEFAULT_LR = {"mobilefrnet": 2e-3, "synergynet": 1e-4}
 
 
 class UsageError(Exception):
@@ -83,14 +96,71 @@ def to_input(crops: np.ndarray, device):
     return (x.permute(0, 3, 1, 2).float() - 127.5) / 128.0
 
 
-def build_model(arch: str):
+def build_model(arch: str, checkpoint=None):
     if arch == "mobilefrnet":
         try:
             from export.nets.mobilefrnet import MobileFRNet
         except ImportError as e:
             raise UsageError(f"mobilefrnet: export/nets/mobilefrnet.py is not available ({e})")
         return MobileFRNet(num_params=62)
+    if arch == "synergynet":
+        return load_synergynet(checkpoint)
     raise UsageError(f"unknown architecture {arch!r} (choose from {', '.join(ARCHS)})")
+
+
+def load_synergynet(path):
+    """SynergyNet from an official-format checkpoint (strict), refinement MLPs frozen (only I2P trains)."""
+    from export import ExportInputError
+    from export.checkpoint import load_state_dict, strict_load
+    from export.nets.synergynet import SynergyNet
+
+    if path is None:
+        raise UsageError("synergynet needs --checkpoint best.pth.tar (the official-format weights to fine-tune)")
+    net = SynergyNet()
+    try:
+        strict_load(net, load_state_dict(path), path, "synergynet")
+    except ExportInputError as e:
+        raise UsageError(f"--checkpoint: {e}") from None
+    std = net.param_std.detach().cpu().numpy()
+    if not (np.isfinite(std).all() and (std > 0).all()):
+        raise UsageError(f"--checkpoint {path}: its param_std buffer is not positive (not a trained SynergyNet file)")
+    for m in (net.forwardDirection, net.reverseDirection):
+        m.requires_grad_(False)
+    return net
+
+
+def synergynet_state(model, epoch: int) -> dict:
+    """The official SynergyNet checkpoint format: {'epoch', 'state_dict': {'module.<key>': tensor}}."""
+    return {"epoch": int(epoch), "state_dict": {"module." + k: v.detach().cpu() for k, v in model.state_dict().items()}}
+
+
+def check_synergynet_bfm(net, bfm, path) -> None:
+    """The checkpoint's landmark buffers must be the --bfm-dir BFM's (the losses use the latter)."""
+    u_base = net.u_base.detach().cpu().numpy().reshape(68, 3).astype(np.float64)
+    w_base = np.concatenate([net.w_shp_base.detach().cpu().numpy(), net.w_exp_base.detach().cpu().numpy()], 1)
+    u_ref = bfm.u[bfm.landmarks].astype(np.float64)
+    w_ref = bfm.w[bfm.landmarks].reshape(204, 50).astype(np.float64)
+    du = np.abs(u_base - u_ref).max() / max(np.abs(u_ref).max(), 1e-12)
+    dw = np.abs(w_base - w_ref).max() / max(np.abs(w_ref).max(), 1e-12)
+    if du > 1e-4 or dw > 1e-4:
+        raise UsageError(f"--checkpoint {path}: its BFM landmark buffers differ from --bfm-dir's BFM "
+                         f"(relative {max(du, dw):.2g}); give the 3dmm_data folder the checkpoint was trained with")
+
+
+def frame_shift(src: str, dst: str) -> np.ndarray:
+    """62-vector to add to de-normalised params so that convention ``dst`` draws what ``src`` drew.
+
+    Crop pixels are (v_x + ox, fy - v_y, v_z + oz) (export.contract.CONVENTIONS); the same pixels in
+    convention dst need v' = v + (ox_s - ox_d, fy_d - fy_s, oz_s - oz_d), i.e. a change of the
+    translation column P[:, 3] (params 3, 7, 11) only.
+    """
+    from export.contract import CONVENTIONS
+
+    ox_s, fy_s, oz_s = CONVENTIONS[src]
+    ox_d, fy_d, oz_d = CONVENTIONS[dst]
+    d = np.zeros(62)
+    d[3], d[7], d[11] = ox_s - ox_d, fy_d - fy_s, oz_s - oz_d
+    return d
 
 
 def init_head(model, target_mean: np.ndarray) -> str:
@@ -125,11 +195,15 @@ def nme_2d(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.linalg.norm(pred - gt, axis=2).mean(axis=1) / norm
 
 
-def crop_pixels(lm_model):
-    """(N,68,3) model crop-space points -> (N,68,2) crop pixels, 3DDFA-V2 convention (x - 1, 120 - y)."""
+def crop_pixels(lm_model, convention: str = "3ddfa_v2"):
+    """(N,68,3) model crop-space points -> (N,68,2) crop pixels in ``convention`` (export.contract.CONVENTIONS):
+    3DDFA-V2 (x - 1, 120 - y; the default) or SynergyNet (x, 121 - y)."""
+    from export.contract import CONVENTIONS
+
+    ox, fy, _ = CONVENTIONS[convention]
     out = lm_model[..., :2].clone() if hasattr(lm_model, "clone") else lm_model[..., :2].copy()
-    out[..., 0] = lm_model[..., 0] - 1.0
-    out[..., 1] = SIZE - lm_model[..., 1]
+    out[..., 0] = lm_model[..., 0] + ox
+    out[..., 1] = fy - lm_model[..., 1]
     return out
 
 
@@ -173,7 +247,9 @@ class Trainer:
 
     def __init__(self, model, criterion, out: Path, *, arch: str, epochs: int, lr: float, optimizer: str = "adamw",
                  weight_decay: float = 1e-4, schedule: str = "cosine", warmup_steps: int = 100, device: str = "cpu",
-                 steps_per_epoch: int, log: Callable[[str], None] = print, max_minutes: float = 0.0):
+                 steps_per_epoch: int, log: Callable[[str], None] = print, max_minutes: float = 0.0,
+                 convention: str = "3ddfa_v2", weights_suffix: str = ".pth",
+                 weights_state: Optional[Callable[[object, int], object]] = None):
         import torch
 
         self.model, self.crit = model.to(device), criterion.to(device)
@@ -190,6 +266,9 @@ class Trainer:
         self.base_lr, self.schedule, self.warmup = lr, schedule, warmup_steps
         self.step, self.epoch, self.best = 0, 0, math.inf
         self.log, self.max_minutes = log, max_minutes
+        self.convention = convention              # landmark convention of the exported model (validation)
+        self.weights_suffix = weights_suffix      # last<suffix>, best<suffix>
+        self.weights_state = weights_state or (lambda model, epoch: model.state_dict())
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:
@@ -264,7 +343,7 @@ class Trainer:
         with torch.no_grad():
             for k in range(0, len(crops), batch):
                 pw = self.model(to_input(crops[k:k + batch], self.device))
-                outs.append(crop_pixels(self.crit.landmarks(pw)).cpu().numpy())
+                outs.append(crop_pixels(self.crit.landmarks(pw), self.convention).cpu().numpy())
         return np.concatenate(outs)
 
     def fit(self, make_batches: Callable[[int], object], steps_per_epoch: int,
@@ -289,9 +368,10 @@ class Trainer:
                     self.best = float(key)
                 rec["best"] = self.best
                 rec["images_per_second"] = round(rec["train_samples"] / max(rec["epoch_seconds"], 1e-9), 2)
-                atomic_save(self.model.state_dict(), self.out / "last.pth")
+                weights = self.weights_state(self.model, self.epoch)
+                atomic_save(weights, self.out / f"last{self.weights_suffix}")
                 if is_best:
-                    atomic_save(self.model.state_dict(), self.out / "best.pth")
+                    atomic_save(weights, self.out / f"best{self.weights_suffix}")
                 atomic_save(self.state(), self.out / "resume.pth")
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
@@ -308,8 +388,11 @@ class Trainer:
 # ---------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m export.train",
-                                 description="Train a 62-parameter 3DMM regressor (see docs/training.md).")
+                                 description="Train a 62-parameter 3DMM regressor or fine-tune SynergyNet "
+                                             "(see docs/training.md).")
     ap.add_argument("arch", choices=ARCHS)
+    ap.add_argument("--checkpoint", help="synergynet: the official-format best.pth.tar to fine-tune (required); "
+                                         "its param_mean/param_std buffers whiten the targets")
     src = ap.add_argument_group("data (one of --data or --distill-from)")
     src.add_argument("--data", help="300W-LP training folder in the 3DDFA layout (train_aug_120x120/ ...)")
     src.add_argument("--list", help="image list (default: DIR/train_aug_120x120.list.train)")
@@ -320,14 +403,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="hold out sources whose file name contains this (default: the last video)")
     src.add_argument("--stride", type=int, default=2, help="use every k-th video frame (default 2)")
     src.add_argument("--detector", choices=("short", "full"), default="full", help="BlazeFace model (default full)")
+    src.add_argument("--target-frame", choices=("pixels", "params"), default="pixels",
+                     help="distillation: 'pixels' (default) moves the teacher's parameters into the student's "
+                          "landmark convention (export.contract.CONVENTIONS), so that the exported student draws "
+                          "the teacher's landmarks; 'params' uses the teacher's parameters unchanged")
+    src.add_argument("--no-check-images", action="store_true",
+                     help="supervised: skip the pre-scan that decodes every listed image before training")
     ap.add_argument("--bfm-dir", required=True, help="the 3dmm_data folder (BFM + param_whitening.pkl)")
-    ap.add_argument("--param-stats", help="whitening stats .pkl (default: BFM-DIR/param_whitening.pkl)")
+    ap.add_argument("--param-stats", help="whitening stats .pkl of the targets (default: BFM-DIR/param_whitening.pkl); "
+                                          "synergynet: only the whitening of the --params file (the network "
+                                          "uses its checkpoint's buffers)")
     ap.add_argument("--out", required=True, help="run folder (created)")
-    ap.add_argument("--aflw", help="AFLW2000-3D folder with official_protocol.npz: NME after each epoch")
+    ap.add_argument("--aflw", help="AFLW2000-3D folder with official_protocol.npz: NME after each epoch "
+                                   "(opt-in: without it nothing is validated on AFLW2000)")
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--steps-per-epoch", type=int, default=0, help="default: one pass over the training set")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=None, help="default 2e-3 (mobilefrnet), 1e-4 (synergynet fine-tuning)")
     ap.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--schedule", choices=("cosine", "step"), default="cosine")
@@ -366,19 +458,43 @@ def run(args, model=None, log: Callable[[str], None] = _log) -> dict:
         raise UsageError("--device cuda: torch sees no CUDA device here; use --device cpu")
     if args.epochs < 1 or args.batch < 1:
         raise UsageError("--epochs and --batch must be >= 1")
+    synergy = args.arch == "synergynet"
+    if args.checkpoint and not synergy:
+        raise UsageError(f"--checkpoint is for synergynet fine-tuning; {args.arch} starts from scratch or from "
+                         "--resume WEIGHTS")
+    if synergy and not args.checkpoint:
+        raise UsageError("synergynet needs --checkpoint best.pth.tar (the official-format weights to fine-tune)")
+    if synergy and args.param_stats and not args.data:
+        raise UsageError("--param-stats: synergynet whitens with its checkpoint's param_mean/param_std; in "
+                         "distillation there is no parameter file to de-whiten")
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.arch]
+    convention = ARCH_CONVENTION[args.arch]
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
     bfm_dir = Path(args.bfm_dir)
+    stats_path = None
     try:
         bfm = BFMArrays.from_dir(bfm_dir)
-        stats_path = Path(args.param_stats) if args.param_stats else bfm_dir / "param_whitening.pkl"
-        if not stats_path.is_file():
-            raise FileNotFoundError(f"{stats_path}: whitening stats missing (give --param-stats FILE)")
-        mean, std = load_param_stats(stats_path)
+        if args.data or not synergy:   # the whitening of the target file (supervised) / of the network (mobilefrnet)
+            stats_path = Path(args.param_stats) if args.param_stats else bfm_dir / "param_whitening.pkl"
+            if not stats_path.is_file():
+                raise FileNotFoundError(f"{stats_path}: whitening stats missing (give --param-stats FILE)")
+            mean, std = load_param_stats(stats_path)
     except (FileNotFoundError, ValueError, OSError) as e:
         raise UsageError(str(e)) from None
     D.set_landmark_bfm(bfm)
+    if synergy:
+        # the network's own whitening: its checkpoint's buffers (what `python -m export synergynet` uses)
+        if model is None:
+            model = build_model("synergynet", args.checkpoint)
+        check_synergynet_bfm(model, bfm, args.checkpoint)
+        net_mean = model.param_mean.detach().cpu().numpy().astype(np.float32)
+        net_std = model.param_std.detach().cpu().numpy().astype(np.float32)
+        if stats_path is None:
+            mean, std = net_mean, net_std
+    else:
+        net_mean, net_std = mean, std
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -394,9 +510,17 @@ def run(args, model=None, log: Callable[[str], None] = _log) -> dict:
     if args.data:
         flipper = None if (args.no_flip or not augment) else D.ParamFlipper(bfm)
         ds = D.SupervisedDataset(args.data, list_file=args.list, param_file=args.params, param_mean=mean,
-                                 param_std=std, augment=augment, flipper=flipper, seed=args.seed)
-        for i in (0, len(ds) - 1):   # fail early on undecodable images at both ends of the list
-            ds[i]
+                                 param_std=std, augment=augment, flipper=flipper, seed=args.seed,
+                                 target_mean=net_mean, target_std=net_std)
+        if args.no_check_images:
+            for i in (0, len(ds) - 1):   # fail early on undecodable images at both ends of the list
+                ds[i]
+        else:                            # every listed image exists and decodes, before any training
+            secs = ds.check_images(threads=args.threads or min(8, os.cpu_count() or 1))
+            log(f"checked {len(ds)} images in {secs:.1f} s (skip with --no-check-images)")
+            if ds.decoder_warnings:
+                log(f"image decoder warnings during the check (the images still decode): "
+                    f"{'; '.join(ds.decoder_warnings[:3])}")
         n_train = len(ds)
         log(f"supervised: {n_train} crops from {ds.image_dir} ({ds.list_file.name}, {ds.param_file.name})")
         val = None
@@ -416,7 +540,13 @@ def run(args, model=None, log: Callable[[str], None] = _log) -> dict:
         steps = args.steps_per_epoch or max(1, n_train // args.batch)
     else:
         teacher = D.TeacherONNX(args.distill_from, device=args.device, threads=args.threads)
-        log(f"teacher {args.distill_from} ({teacher.arch or 'unknown arch'}) on {teacher.provider}")
+        log(f"teacher {args.distill_from} ({teacher.arch or 'unknown arch'}, landmark convention "
+            f"{teacher.convention or 'unknown'}) on {teacher.provider}")
+        shift = np.zeros(62)
+        if args.target_frame == "pixels" and teacher.convention and teacher.convention != convention:
+            shift = frame_shift(teacher.convention, convention)
+            log(f"targets: teacher params moved from the {teacher.convention} into the {convention} landmark "
+                f"convention (translation {shift[3]:+g}, {shift[7]:+g}, {shift[11]:+g}; --target-frame params keeps them)")
         sources = D.expand_sources(args.frames)
         key = D.cache_key(sources, args.distill_from, args.stride, args.detector)
 
@@ -431,8 +561,10 @@ def run(args, model=None, log: Callable[[str], None] = _log) -> dict:
         tr_cache, va_cache = D.split_holdout(cache, holdout)
         if len(tr_cache.group) == 0:
             raise UsageError("--holdout leaves no training faces")
-        ds = D.DistillDataset(tr_cache, teacher, mean, std, augment=augment, seed=args.seed)
-        val = D.DistillDataset(va_cache, teacher, mean, std, augment=False) if len(va_cache.group) else None
+        ds = D.DistillDataset(tr_cache, teacher, net_mean, net_std, augment=augment, seed=args.seed,
+                              target_shift=shift)
+        val = (D.DistillDataset(va_cache, teacher, net_mean, net_std, augment=False, target_shift=shift)
+               if len(va_cache.group) else None)
         n_train = len(ds)
         log(f"distillation: {n_train} training faces, {len(va_cache.group)} held-out faces "
             f"({', '.join(holdout) or 'none held out'})")
@@ -447,17 +579,23 @@ def run(args, model=None, log: Callable[[str], None] = _log) -> dict:
 
     if model is None:
         model = build_model(args.arch)
-    if not args.no_head_init:
+    if synergy:
+        log(f"fine-tuning synergynet from {args.checkpoint}: I2P backbone + heads train, refinement MLPs frozen, "
+            "whitening = the checkpoint's param_mean/param_std")
+    elif not args.no_head_init:
         if args.data:
             target_mean = ds.params_w.mean(axis=0)
         else:
-            target_mean = D.DistillDataset(tr_cache, teacher, mean, std, augment=False).batch(range(n_train))[1].mean(0)
+            target_mean = D.DistillDataset(tr_cache, teacher, mean, std, augment=False,
+                                           target_shift=shift).batch(range(n_train))[1].mean(0)
         head = init_head(model, target_mean)
         log(f"output layer {head}: bias = mean training target, weights x0.1")
-    crit = FRNetLoss(bfm, mean, std, l_wpdc=args.l_wpdc, l_wing=args.l_wing)
-    trainer = Trainer(model, crit, out, arch=args.arch, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
+    crit = FRNetLoss(bfm, net_mean, net_std, l_wpdc=args.l_wpdc, l_wing=args.l_wing)
+    trainer = Trainer(model, crit, out, arch=args.arch, epochs=args.epochs, lr=lr, optimizer=args.optimizer,
                       weight_decay=args.weight_decay, schedule=args.schedule, warmup_steps=args.warmup,
-                      device=args.device, steps_per_epoch=steps, log=log, max_minutes=args.max_minutes)
+                      device=args.device, steps_per_epoch=steps, log=log, max_minutes=args.max_minutes,
+                      convention=convention, weights_suffix=WEIGHTS_SUFFIX[args.arch],
+                      weights_state=synergynet_state if synergy else None)
     if args.resume:
         trainer.resume(Path(args.resume))
 
@@ -465,25 +603,28 @@ def run(args, model=None, log: Callable[[str], None] = _log) -> dict:
         rec = {}
         if val is not None:
             crops, tw = val.batch(range(len(val)))
-            t_lm = crop_pixels(tr.crit.landmarks(torch.from_numpy(tw).to(tr.device))).cpu().numpy()
+            t_lm = crop_pixels(tr.crit.landmarks(torch.from_numpy(tw).to(tr.device)), tr.convention).cpu().numpy()
             rec["val_nme_teacher"] = float(nme_2d(tr.predict_landmarks(crops), t_lm).mean() * 100)
         if aflw is not None:
             per = aflw.nme(tr.predict_landmarks(aflw.crops))
             rec["val_nme_aflw"] = float(per.mean() * 100)
         return rec
 
-    config = {k: v for k, v in vars(args).items()} | {"param_stats_used": str(stats_path), "n_train": n_train,
-                                                      "steps_per_epoch": steps}
+    config = {k: v for k, v in vars(args).items()} | {
+        "param_stats_used": str(stats_path) if stats_path else None, "lr_used": lr, "n_train": n_train,
+        "steps_per_epoch": steps, "landmark_convention": convention,
+        "network_whitening": "checkpoint buffers param_mean/param_std" if synergy else str(stats_path)}
     atomic_write_text(out / "train_config.json", json.dumps(config, indent=1))
     log(f"training {args.arch}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, "
-        f"{args.epochs} epochs x {steps} steps x batch {args.batch}, {args.optimizer} lr {args.lr} {args.schedule}, "
+        f"{args.epochs} epochs x {steps} steps x batch {args.batch}, {args.optimizer} lr {lr} {args.schedule}, "
         f"device {args.device} ({torch.get_num_threads()} threads)")
     t0 = time.time()
     last = trainer.fit(make_batches, steps, validate, args.batch)
     last["total_seconds"] = round(time.time() - t0, 1)
-    stats_opt = "" if not args.param_stats else f" --param-stats {stats_path}"
-    log(f"done in {last['total_seconds']:.0f} s: {out / 'last.pth'}, {out / 'best.pth'}; export with\n"
-        f"  python -m export {args.arch} --checkpoint {out / 'best.pth'} --bfm-dir {bfm_dir}{stats_opt} "
+    stats_opt = "" if (synergy or not args.param_stats) else f" --param-stats {stats_path}"
+    suf = WEIGHTS_SUFFIX[args.arch]
+    log(f"done in {last['total_seconds']:.0f} s: {out / ('last' + suf)}, {out / ('best' + suf)}; export with\n"
+        f"  python -m export {args.arch} --checkpoint {out / ('best' + suf)} --bfm-dir {bfm_dir}{stats_opt} "
         f"--out models/{args.arch}.onnx")
     return last
 
@@ -501,7 +642,7 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         print(f"interrupted: current weights in {Path(args.out) / 'interrupted.pth'}; the last complete epoch is "
-              f"{Path(args.out) / 'last.pth'} (continue with --resume {Path(args.out) / 'resume.pth'})", file=sys.stderr)
+              f"{Path(args.out) / ('last' + WEIGHTS_SUFFIX.get(args.arch, '.pth'))} (continue with --resume {Path(args.out) / 'resume.pth'})", file=sys.stderr)
         return 130
     return 0
 

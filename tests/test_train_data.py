@@ -134,3 +134,23 @@ def test_frames_bad_input(tmp_path):
     bad.write_bytes(b"\xff\xd8 not really")
     with pytest.raises(D.DataError, match="does not decode"):
         list(D._iter_frames(bad, 1))
+
+
+def test_frame_shift_moves_params_between_landmark_conventions(bfm, fixture_params):
+    """frame_shift(src, dst): params whose dst-convention crop pixels are the src-convention pixels of p."""
+    from export.train import crop_pixels, frame_shift
+
+    p = fixture_params["params_denorm"].astype(np.float64)
+    s = frame_shift("3ddfa_v2", "synergynet")
+    np.testing.assert_array_equal(s[[3, 7, 11]], [-1.0, 1.0, -1.0])
+    assert np.count_nonzero(s) == 3
+    np.testing.assert_array_equal(s + frame_shift("synergynet", "3ddfa_v2"), np.zeros(62))
+    np.testing.assert_array_equal(frame_shift("synergynet", "synergynet"), np.zeros(62))
+    lm = bfm.vertices(p, bfm.landmarks)[None]
+    want = crop_pixels(lm, "3ddfa_v2")
+    got = crop_pixels(bfm.vertices(p + s, bfm.landmarks)[None], "synergynet")
+    np.testing.assert_allclose(got, want, atol=1e-9)
+    # the plain conventions differ by one pixel in x and y
+    np.testing.assert_allclose(crop_pixels(lm, "synergynet") - want, np.ones_like(want), atol=1e-9)
+    # 3DDFA-V2 is the default, as before
+    np.testing.assert_array_equal(crop_pixels(lm), want)
