@@ -2,6 +2,7 @@
 the mediapipe face-mesh openness (app.facemesh) of shared/media/clips."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -46,6 +47,7 @@ def test_labels_match_the_clips(name, labels):
         assert all(lo <= hi for lo, hi in ranges)
 
 
+@functools.lru_cache(maxsize=None)      # one face-mesh pass per clip for all tests (read-only result)
 def mesh_openness(name):
     from app.facemesh import FaceMesh, eye_openness, mouth_openness
 
@@ -59,18 +61,25 @@ def mesh_openness(name):
             out.append((np.nan, np.nan, np.nan) if m is None else (*eye_openness(m), mouth_openness(m)))
     finally:
         fm.close()
-    return np.array(out), fps
+    vals = np.array(out)
+    vals.setflags(write=False)
+    return vals, fps
 
 
 def monitor_eye_states(vals, fps):
+    """The monitor over a clip's openness: relative openness per frame, the monitor, the frames on
+    which a blink was counted (the first open frame after the closure) and all events."""
     mon = DriverMonitor(MonitorSettings())
-    rel, blinks = [], []
+    rel, blink_frames, events = [], [], []
     for i, (l, r, mouth) in enumerate(vals):
         f = FaceObservation(box=np.array([0, 0, 100, 100.]), landmarks=np.zeros((68, 3)), model="mesh",
                             yaw=0.0, pitch=0.0, eye_open=(l, r), mouth_open=mouth)
+        before = mon.blinks
         st = mon.update(i / fps, i, f)
         rel.append(st.signals["eye_open_rel"])
-    return np.array(rel), mon
+        blink_frames += [i] * (mon.blinks - before)
+        events += mon.last_events
+    return np.array(rel), mon, blink_frames, events
 
 
 @pytest.mark.parametrize("name", list(EYES))
@@ -78,7 +87,7 @@ def test_eye_closure_rule_on_labelled_frames(name):
     pytest.importorskip("mediapipe")
     lab = EYES[name]
     vals, fps = mesh_openness(name)
-    rel, mon = monitor_eye_states(vals, fps)
+    rel, mon, _, _ = monitor_eye_states(vals, fps)
     ratio = mon.settings.eye_closed_ratio
     ready = np.isfinite(rel)                     # after the 2 s open-eye baseline
     closed_i = [i for i in idx(lab["closed"]) if ready[i]]
@@ -87,8 +96,48 @@ def test_eye_closure_rule_on_labelled_frames(name):
     hit = np.mean(rel[closed_i] < ratio)
     false = np.mean(rel[open_i] < ratio)
     print(f"{name}: closed frames detected {hit:.0%} of {len(closed_i)}, open frames called closed "
-          f"{false:.1%} of {len(open_i)}; blinks counted {mon.blinks}")
+          f"{false:.1%} of {len(open_i)}")
     assert hit >= 0.9 and false == 0.0
+
+
+@pytest.mark.parametrize("name", list(EYES))
+def test_blinks_and_eye_events_match_the_labelled_episodes(name):
+    """Inside the spans where every blink was labelled (tests/data/eye_closure_labels.json,
+    "blinks"), the monitor counts exactly one blink per labelled episode, on the first open frame
+    after it (at most 3 frames later), and none elsewhere in those spans; episodes are all shorter
+    than --blink-max-seconds, so no closure is counted and no eyes_closed / drowsy event starts."""
+    pytest.importorskip("mediapipe")
+    lab = EYES[name]
+    vals, fps = mesh_openness(name)
+    rel, mon, blink_frames, events = monitor_eye_states(vals, fps)
+    s = mon.settings
+    spans, episodes = lab["blinks"]["scored"], lab["blinks"]["episodes"]
+    ready = int(np.argmax(np.isfinite(rel)))              # first frame with an open-eye baseline
+    assert all(a >= ready for a, _ in spans), (ready, spans)  # the labels only score judged frames
+    assert all(any(a <= lo and hi <= b for a, b in spans) for lo, hi in episodes)
+
+    def in_spans(i):
+        return any(a <= i <= b for a, b in spans)
+
+    # a blink counted on frame i closes a closure whose last shut frame is i - 1
+    scored = [i for i in blink_frames if in_spans(i - 1)]
+    matched = []
+    for lo, hi in episodes:
+        got = [i for i in scored if hi < i <= hi + 3]
+        assert len(got) == 1, f"{name}: episode {lo}-{hi}: blink counted on frames {got} (all: {scored})"
+        matched += got
+        assert np.any(rel[lo:hi + 1] < s.eye_closed_ratio)
+    assert sorted(matched) == scored, f"{name}: blinks counted outside the labelled episodes: " \
+                                      f"{sorted(set(scored) - set(matched))}"
+    # the labels' durations decide the rest: blink (< 0.5 s), closure (0.5-1 s), eyes_closed (>= 1 s)
+    dur = [(hi - lo + 1) / fps for lo, hi in episodes]
+    assert all(d < s.blink_max_seconds for d in dur)
+    starts = [e for e in events if e["event"] == "start"]
+    assert [e for e in starts if e["kind"] == "eyes_closed"] == [] and mon.closures == 0
+    assert starts == []                          # nor drowsy (PERCLOS needs 30 s), nor anything else
+    assert mon.blinks >= len(episodes)           # + those in the unscored stretches
+    print(f"{name}: {len(episodes)} labelled blinks, counted on frames {matched}; "
+          f"{mon.blinks} blinks in the whole clip")
 
 
 @pytest.mark.parametrize("name", list(MOUTH))
