@@ -332,6 +332,12 @@ def test_synergynet_finetune_supervised_loss_falls_saves_official_format_and_exp
     with torch.no_grad():
         lm_t = T.crop_pixels(crit.landmarks(best(T.to_input(crops, "cpu"))), "synergynet").numpy()
     np.testing.assert_allclose(lm_onnx[..., :2], lm_t, atol=2e-2)
+    # the app's model loader accepts the exported fine-tuned file and runs it
+    from app.model3dmm import Model3DMM
+
+    app_model = Model3DMM(str(onnx_path), device="cpu")
+    assert app_model.arch == "synergynet" and app_model.landmark_convention == "synergynet"
+    np.testing.assert_allclose(app_model.infer(crops)["landmarks"], lm_onnx, atol=1e-4)
 
 
 def test_synergynet_bad_input(tmp_path):
