@@ -29,10 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 FPS = 15
 FRONTAL = "image00050"     # AFLW2000 Pose_Para yaw +0.9 deg, pitch -4.7 deg
-TURNED = "image00251"      # yaw -54.7 deg
-# (image, seconds): 5 s frontal (calibration needs 3 s of a stable face), 4 s turned, 3 s frontal
-SEGMENTS = [(FRONTAL, 5.0), (TURNED, 4.0), (FRONTAL, 3.0)]
-T_TURN, T_BACK = 5.0, 9.0
+# turned faces: yaw -54.7 deg (found on every frame), +70.9 deg (a near-profile face the detector
+# finds only on every other frame: the looking-around timer must bridge the misses)
+TURNED = ["image00251", "image02420"]
+T_TURN, T_BACK = 5.0, 9.0  # 5 s frontal (calibration needs 3 s of a stable face), 4 s turned, 3 s frontal
+
+
+def segments(turned):
+    return [(FRONTAL, T_TURN), (turned, T_BACK - T_TURN), (FRONTAL, 3.0)]
 
 
 def aflw_yaw(name: str) -> float:
@@ -87,39 +91,50 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.fixture(scope="module")
-def head_turn(tmp_path_factory):
+@pytest.fixture(scope="module", params=TURNED)
+def head_turn(request, tmp_path_factory):
     pytest.importorskip("av")
+    turned = request.param
     d = tmp_path_factory.mktemp("turn")
-    clip = d / "head_turn.mp4"
-    n = write_clip(clip, SEGMENTS)
+    clip = d / f"head_turn_{turned}.mp4"
+    n = write_clip(clip, segments(turned))
     ev, dump = d / "ev.jsonl", d / "dump.jsonl"
     p, wall = run_main("--video", clip, "--headless", "--alert-yaw", "30", "--events", ev, "--dump", dump,
                        "--quiet")
     assert p.returncode == 0, p.stderr[-3000:]
-    print(f"head turn clip: {n} frames at {FPS} fps, main.py ran {wall:.1f} s")
-    return n, read_jsonl(ev), read_jsonl(dump)
+    print(f"head turn clip ({turned}): {n} frames at {FPS} fps, main.py ran {wall:.1f} s")
+    return turned, n, read_jsonl(ev), read_jsonl(dump)
+
+
+def yaw_series(dump):
+    return np.array([r["faces"][0]["yaw"] if r["faces"] and r["faces"][0]["yaw"] is not None else np.nan
+                     for r in dump], float)
 
 
 def test_the_clip_really_turns_the_face_away(head_turn):
-    """The premise: the pipeline sees a frontal face, then |yaw| > 45 deg for the 4 s turn."""
-    n, _, dump = head_turn
-    assert abs(aflw_yaw(FRONTAL)) < 5 and abs(aflw_yaw(TURNED)) > 45
+    """The premise: the pipeline sees a frontal face, then a face turned by more than 45 deg
+    (AFLW2000 label) on at least every other frame of the 4 s turn, beyond 30 deg as measured."""
+    turned, n, _, dump = head_turn
+    assert abs(aflw_yaw(FRONTAL)) < 5 and abs(aflw_yaw(turned)) > 45
     assert len(dump) == n == FPS * 12
     assert [round(r["t"] * FPS) for r in dump] == list(range(n))          # timestamps i / fps
-    yaw = np.array([r["faces"][0]["yaw"] if r["faces"] else np.nan for r in dump], float)
+    yaw = yaw_series(dump)
     turn = slice(int(T_TURN * FPS) + 2, int(T_BACK * FPS))                   # after the first 2 frames
     front = np.r_[0:int(T_TURN * FPS), int(T_BACK * FPS) + 2:n]
     assert np.all(np.isfinite(yaw[front])) and np.all(np.abs(yaw[front]) < 12)
-    print("yaw around the turn:", yaw[int(T_TURN * FPS) - 2:int(T_TURN * FPS) + 6], "back:",
-          yaw[int(T_BACK * FPS) - 2:int(T_BACK * FPS) + 6], "turned min/max:", yaw[turn].min(), yaw[turn].max())
-    # measured -41 ... -55 deg (the face-mesh pose; the 5-frame pattern is the re-detection cycle)
-    assert np.all(np.isfinite(yaw[turn])) and np.all(yaw[turn] < -38)
+    found = yaw[turn][np.isfinite(yaw[turn])]
+    print(f"{turned}: yaw around the turn:", yaw[int(T_TURN * FPS) - 2:int(T_TURN * FPS) + 6], "back:",
+          yaw[int(T_BACK * FPS) - 2:int(T_BACK * FPS) + 6], f"found on {len(found)} of {len(yaw[turn])} turned frames, "
+          f"yaw {found.min()} ... {found.max()}")
+    # measured: image00251 every frame, -41 ... -55 deg (the 5-frame pattern is the re-detection
+    # cycle); image02420 every other frame, +56.6 deg
+    assert len(found) >= len(yaw[turn]) // 2
+    assert np.all(np.abs(found) > 38) and np.all(np.sign(found) == np.sign(aflw_yaw(turned)))
 
 
 def test_head_turn_gives_exactly_one_looking_around_warning_at_the_right_time(head_turn):
-    n, events, dump = head_turn
-    tol = 1.0 / FPS + 1e-6
+    turned, n, events, dump = head_turn
+    yaw = yaw_series(dump)
     starts = [e for e in events if e["event"] == "start"]
     ends = [e for e in events if e["event"] == "end"]
     assert {e["kind"] for e in starts + ends} == {"looking_around"}, events
@@ -127,43 +142,56 @@ def test_head_turn_gives_exactly_one_looking_around_warning_at_the_right_time(he
     crit = [e for e in starts if e["level"] == "critical"]
     assert len(warn) == 1 and len(crit) == 1 and len(starts) == 2 and len(ends) == 1, events
     w, c, e = warn[0], crit[0], ends[0]
-    print(f"looking_around warning t={w['t']:.4f} (frame {w['frame']}), critical t={c['t']:.4f}, "
+    print(f"{turned}: looking_around warning t={w['t']:.4f} (frame {w['frame']}), critical t={c['t']:.4f}, "
           f"end t={e['t']:.4f} duration {e['duration_s']} s, unknown_frames {e['unknown_frames']}")
+    # +-1 frame; +1 more where the detector misses every other turned frame (an alert fires on a
+    # frame with a measured pose)
+    misses = int(np.isnan(yaw[int(T_TURN * FPS) + 2:int(T_BACK * FPS)]).any())
+    tol = (1 + misses) / FPS + 1e-6
     # warning after --alert-seconds (2 s) away, escalation after --critical-seconds (3 s): a new
     # "start" with level critical and escalated_from (docs/driver-monitoring.md), no end in between
     assert w["t"] == pytest.approx(T_TURN + 2.0, abs=tol), w
     assert c["t"] == pytest.approx(T_TURN + 3.0, abs=tol) and c["escalated_from"] == "warning", c
-    assert w["alert_yaw"] == 30.0 and w["yaw_offset"] < -30 and w["away_s"] == pytest.approx(2.0, abs=tol)
+    assert w["alert_yaw"] == 30.0 and abs(w["yaw_offset"]) > 30 and w["away_s"] == pytest.approx(2.0, abs=tol)
+    # ... and exactly where the rule puts it on this dump: the first frame with a pose at or after
+    # 2 s after the first turned frame with a pose
+    i0 = next(i for i in range(int(T_TURN * FPS), n) if np.isfinite(yaw[i]))
+    i_w = next(i for i in range(n) if dump[i]["t"] >= dump[i0]["t"] + 2.0 - 1e-6 and np.isfinite(yaw[i]))
+    assert w["frame"] == i_w
     # the values that triggered it are the frame's own (dump) yaw minus the neutral
-    frame_yaw = dump[w["frame"]]["faces"][0]["yaw"]
-    assert w["yaw"] == pytest.approx(frame_yaw, abs=0.01)
-    assert w["yaw_offset"] == pytest.approx(frame_yaw - w["neutral_yaw"], abs=0.02)
+    assert w["yaw"] == pytest.approx(yaw[w["frame"]], abs=0.01)
+    assert w["yaw_offset"] == pytest.approx(yaw[w["frame"]] - w["neutral_yaw"], abs=0.02)
     # the alert ends once the gaze has been back for --clear-seconds (1 s), at its last level
     assert e["t"] == pytest.approx(T_BACK + 1.0, abs=tol) and e["level"] == "critical", e
+    # ... exactly: 1 s after the first of the frames that are all measured and back (an unknown
+    # frame restarts the clearing; image02420: the first frontal frames read 40.7 deg, then none)
+    back = np.isfinite(yaw) & (np.abs(yaw - w["neutral_yaw"]) <= 30)
+    i_back = next(i for i in range(w["frame"], n) if back[i:i + FPS].all())
+    assert e["frame"] == next(i for i in range(i_back, n) if dump[i]["t"] >= dump[i_back]["t"] + 1.0 - 1e-6)
     assert e["duration_s"] == pytest.approx(e["t"] - w["t"], abs=1e-3)
     # frames during the alert without a pose (the detector re-finding the face on the first frame
-    # of the new image: measured 1, at the turn back) are counted in the end event
-    no_pose = sum(1 for r in dump[w["frame"]:e["frame"] + 1]
-                  if not r["faces"] or r["faces"][0]["yaw"] is None)
-    assert e["unknown_frames"] == no_pose
+    # of the new image; image02420: every other turned frame) are counted in the end event
+    assert e["unknown_frames"] == int(np.isnan(yaw[w["frame"]:e["frame"] + 1]).sum())
     assert w["frame"] < c["frame"] < e["frame"] < n
     assert w["frame"] == round(w["t"] * FPS) and e["frame"] == round(e["t"] * FPS)
-    # no "unknown" stretch either: every frame had a face with pose, eyes and mouth
+    # no "unknown" stretch either: a face found always came with pose, eyes and mouth
     assert [x for x in events if x["event"] not in ("start", "end", "summary")] == []
 
 
 def test_head_turn_summary(head_turn):
-    n, events, dump = head_turn
+    turned, n, events, dump = head_turn
+    yaw = yaw_series(dump)
     summ = events[-1]
     assert summ["event"] == "summary" and sum(e["event"] == "summary" for e in events) == 1
     assert summ["frames"] == n and summ["calibrations"] == 1
     assert summ["alerts"] == {"looking_around": {"warning": 1, "critical": 1}}
-    front_yaw = np.median([r["faces"][0]["yaw"] for r in dump[: int(3 * FPS)]])
+    front_yaw = np.median(yaw[: int(3 * FPS)])
     assert summ["neutral_yaw"] == pytest.approx(front_yaw, abs=1.0)
-    assert summ["time_distracted_s"] == pytest.approx(T_BACK - T_TURN, abs=2.0 / FPS + 1e-6)
+    # time distracted: each frame measured away holds until the next frame (unknown frames: not counted)
+    away = np.abs(yaw - summ["neutral_yaw"]) > 30
+    assert summ["time_distracted_s"] == pytest.approx(away.sum() / FPS, abs=1.0 / FPS + 1e-6)
     assert summ["signal_unknown"]["no_face_frames"] == sum(1 for r in dump if not r["faces"])
-    assert summ["signal_unknown"]["logged"] == {
-        "pose": 0, "eyes": 0, "mouth": 0}
+    assert summ["signal_unknown"]["logged"] == {"pose": 0, "eyes": 0, "mouth": 0}
 
 
 TALKING_SECONDS = 40.0     # > eye baseline (2 s) + PERCLOS' 30 s of known eyes: every eye rule is live

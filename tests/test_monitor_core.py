@@ -567,14 +567,35 @@ def test_unknown_stretch_continues_while_the_face_is_lost_and_no_face_alone_is_n
     assert events == [] and states[-1].counters["unknown_no_face_frames"] == 60
 
 
-def test_nan_inside_a_run_breaks_it_and_is_logged_as_unknown():
-    def fn(t):
-        if 6.0 <= t < 6.2:
-            return face(yaw=math.nan, pitch=math.nan)
-        return face(yaw=40 if 5 <= t < 12 else 0)
-    mon, events, states, ts = run(fn, fps=30, dur=16)
+@pytest.mark.parametrize("fps", [15, 30])
+def test_unknown_frames_inside_a_looking_around_run(fps):
+    # away 5-12 s; the pose unknown (NaN / no face) 6.0-6.2 s: bridged like dropped frames, the
+    # warning comes 2 s after 5.0; unknown 6.0-6.6 s (> --max-gap 0.5 s): the run restarts at 6.6
+    tol = 1 / fps + 1e-9
+    for unknown, t_warn in (((6.0, 6.2), 7.0), ((6.0, 6.6), 8.6)):
+        for missing in (face(yaw=math.nan, pitch=math.nan), None):
+            def fn(t):
+                if unknown[0] <= t < unknown[1] - 1e-9:
+                    return missing
+                return face(yaw=40 if 5 <= t < 12 else 0)
+            mon, events, states, ts = run(fn, fps=fps, dur=16)
+            w = one(events, "looking_around", "start", "warning")
+            assert w["t"] == pytest.approx(t_warn, abs=tol), (unknown, missing)
+            assert {e["kind"] for e in events if e["event"] == "start"} == {"looking_around"}
+    # a head the detector finds only every other frame (a profile face), turned 55 deg for 4 s:
+    # still a looking-around warning 2 s after the turn
+    def flicker(t):
+        i = int(round(t * fps))
+        if 5 <= t < 9:
+            return face(yaw=-55) if i % 2 else None
+        return face(yaw=0)
+    _, events, _, _ = run(flicker, fps=fps, dur=14)
     w = one(events, "looking_around", "start", "warning")
-    assert w["t"] == pytest.approx(8.2, abs=1 / 30 + 1e-9)         # restarted after the NaN frames
+    assert 7.0 - 1e-9 <= w["t"] <= 7.0 + 2 * tol
+    assert evs(events, "no_driver") == []
+
+
+def test_nan_inside_a_run_is_logged_as_unknown():
     # NaN frames during an active alert neither end it nor extend the clearing
     def fn2(t):
         if 9.0 <= t < 9.5:

@@ -6,7 +6,9 @@ or 60 fps and with dropped frames or jitter. Conventions (docs/driver-monitoring
 
 - Every "continuously for X s" timer runs from the timestamp of the first frame where its
   condition holds to the current frame's timestamp; a frame gap longer than ``max_gap`` or an
-  unknown frame (no face, NaN angle/eye/mouth) breaks it. Unknown never raises an alert.
+  unknown frame (no face, NaN angle/eye/mouth) breaks it, except looking around, which bridges
+  unknown frames like dropped frames while its last away frame is at most ``max_gap`` old.
+  Unknown never raises an alert (an alert starts or escalates only on a known frame).
 - Time-weighted windows (PERCLOS, time sharing) hold each frame's state until the next frame's
   timestamp (zero-order hold), at most ``max_gap`` s; the rest of a longer gap is "unknown" and
   is left out of both numerator and denominator.
@@ -198,6 +200,7 @@ class DriverMonitor:
         self._prev_closed: Optional[bool] = None
         # continuous runs (start timestamps)
         self._away_start: Optional[float] = None
+        self._away_last: Optional[float] = None  # last known "away" frame of the run
         self._closure_start: Optional[float] = None
         self._closure_last: Optional[float] = None
         self._noface_start: Optional[float] = None
@@ -310,10 +313,15 @@ class DriverMonitor:
         else:
             away = None
 
-        # ---- looking around: continuous run
+        # ---- looking around: continuous run. Unknown frames (no face, NaN pose) inside a run are
+        # bridged like dropped frames while the last away frame is at most max_gap old: a head
+        # turned so far that the detector finds it only every other frame is still looking away.
         if away:
-            if self._away_start is None or gap:
+            if self._away_start is None or t - self._away_last > s.max_gap + EPS:
                 self._away_start = t
+            self._away_last = t
+            away_s = t - self._away_start
+        elif away is None and self._away_start is not None and t - self._away_last <= s.max_gap + EPS:
             away_s = t - self._away_start
         else:
             self._away_start = None
