@@ -16,9 +16,10 @@ buffers are kept as loaded, and last.pth.tar / best.pth.tar are written in the o
 Loss: L = l_wpdc * WPDC + l_wing * Wing(68 landmarks) on whitened parameters (export/losses.py).
 Writes into --out: last.pth (plain state_dict of the last complete epoch; synergynet: last.pth.tar
 in the official format), best.pth (synergynet: best.pth.tar; best validation NME), resume.pth
-(model + optimizer + schedule + epoch, for --resume), metrics.jsonl (one line per epoch), train_config.json, and face_cache.npz in distillation mode. Every file is
-written to a temporary name in the same folder and then renamed, so an interrupted run keeps
-the last complete checkpoint; Ctrl-C saves interrupted.pth and exits (status 130).
+(model + optimizer + schedule + epoch, for --resume), metrics.jsonl (one line per epoch),
+train_config.json, and face_cache.npz in distillation mode. Every file is written to a temporary
+name in the same folder and then renamed, so an interrupted run keeps the last complete
+checkpoint; Ctrl-C saves interrupted.pth and exits (status 130).
 See docs/training.md.
 """
 from __future__ import annotations

@@ -354,6 +354,16 @@ def test_synergynet_bad_input(tmp_path):
                                         "--bfm-dir", bfm, "--out", str(tmp_path / "r3")])
     with pytest.raises(T.UsageError, match="does not fit the synergynet network"):
         T.run(args, log=lambda m: None)
+    # the checkpoint's landmark buffers must be the --bfm-dir BFM the losses use
+    net = T.load_synergynet(shared(*SYN_CKPT))
+    assert not any(p.requires_grad for p in net.forwardDirection.parameters())
+    assert all(p.requires_grad for p in net.I2P.parameters())
+    bfm_arrays = BFMArrays.from_dir(shared("bfm", "3dmm_data"))
+    T.check_synergynet_bfm(net, bfm_arrays, "ckpt")                     # the fixture's buffers are the real BFM
+    with torch.no_grad():
+        net.u_base[30] += 0.01 * net.u_base.abs().max()      # 1 % of the mean shape's extent
+    with pytest.raises(T.UsageError, match="BFM landmark buffers differ from --bfm-dir"):
+        T.check_synergynet_bfm(net, bfm_arrays, "ckpt")
 
 
 # ---------------------------------------------------------------- distillation with the real teacher
