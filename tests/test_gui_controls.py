@@ -285,10 +285,14 @@ def test_no_camera_and_no_source_shows_a_message(window, qtbot, monkeypatch):
     import app.io.capture as capture
 
     monkeypatch.setattr(capture, "list_cameras", lambda *a, **k: [])
+    from app.gui.window import NO_SOURCE_MESSAGE
+
     win = window(list_cameras=True)
-    qtbot.waitUntil(lambda: hasattr(win, "cameras"), timeout=WAIT_MS)
+    # the camera listing and the model's status line arrive in either order: the hint stays
+    qtbot.waitUntil(lambda: hasattr(win, "cameras") and win.model_name == "default", timeout=WAIT_MS)
+    assert NO_SOURCE_MESSAGE in win.messages
     assert "No camera found" in win.message.text() and "Open video" in win.message.text()
-    assert win.messages[-1] == win.message.text()
+    assert win.view.placeholder == NO_SOURCE_MESSAGE
     assert win.source_combo.currentText() == "(no source)"
     # "Refresh cameras" with a camera plugged in now: no such message this time
     monkeypatch.setattr(capture, "list_cameras", lambda *a, **k: [0])
@@ -296,7 +300,8 @@ def test_no_camera_and_no_source_shows_a_message(window, qtbot, monkeypatch):
     i = win.source_combo.findData("__refresh__")
     win.source_combo.activated.emit(i)
     qtbot.waitUntil(lambda: win.source_combo.findData(0) >= 0, timeout=WAIT_MS)
-    assert "No camera found" not in win.message.text()
+    assert "No camera found" not in win.message.text() and win.message.text() == "looking for cameras…"
+    assert win.view.placeholder != NO_SOURCE_MESSAGE
 
 
 def test_no_camera_but_a_source_given_shows_no_no_source_message(window, qtbot, monkeypatch):
@@ -309,6 +314,23 @@ def test_no_camera_but_a_source_given_shows_no_no_source_message(window, qtbot, 
     win = window(list_cameras=True, source=clip)
     qtbot.waitUntil(lambda: hasattr(win, "cameras") and win.results_received > 0, timeout=WAIT_MS)
     assert not any("No camera found" in m for m in win.messages)
+    assert "No camera found" not in win.message.text()
+
+
+def test_no_camera_and_a_source_that_does_not_open_shows_the_hint_after_the_error(window, qtbot, monkeypatch,
+                                                                                  tmp_path):
+    import app.io.capture as capture
+
+    monkeypatch.setattr(capture, "list_cameras", lambda *a, **k: [])
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video" * 50)
+    win = window(list_cameras=True, source=str(bad))
+    qtbot.waitUntil(lambda: hasattr(win, "cameras") and bool(win.errors), timeout=WAIT_MS)
+    assert "broken.mp4" in win.errors[-1]
+    # the error first, then the hint (listing and failure arrive in either order)
+    qtbot.waitUntil(lambda: "No camera found" in win.message.text(), timeout=WAIT_MS)
+    text = win.message.text()
+    assert "broken.mp4" in text and text.index("broken.mp4") < text.index("No camera found")
 
 
 # ---------------------------------------------------------------------------------------- flags

@@ -28,6 +28,8 @@ def qimage_from_bgr(img: np.ndarray) -> QImage:
 
 
 class VideoView(QWidget):
+    PLACEHOLDER = "No source: choose a camera or open a video file"
+
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -36,7 +38,7 @@ class VideoView(QWidget):
         self._img: Optional[np.ndarray] = None
         self._qimg: Optional[QImage] = None
         self._scaled = None   # (source array, (w, h), scaled array, its QImage)
-        self.placeholder = "No source: choose a camera or open a video file"
+        self.placeholder = self.PLACEHOLDER
         self.frames_painted = 0
         self.drawn: Optional[tuple[int, int, float]] = None   # last frame drawn: device px w, h, its ratio
 

@@ -139,6 +139,7 @@ class MainWindow(QMainWindow):
         self._rec_started = 0.0
         self.model_name, self.provider = "", ""
         self.source_name = ""
+        self._sources_requested = self._sources_settled = 0   # open_source calls / their outcomes
         self.record_dir = self.qs.value("record_dir", str(Path.cwd() / "recordings"))
         self.record_path_override: Optional[str] = None
         self.snapshot_dir = self.qs.value("snapshot_dir", str(Path.cwd() / "recordings"))
@@ -410,12 +411,27 @@ class MainWindow(QMainWindow):
     def _on_cameras(self, cams: list) -> None:
         self.cameras = list(cams)
         self._fill_source_combo(self.cameras)
-        if not self.cameras and not self.source_name and getattr(self, "_pending_source", None) is None:
-            self._on_info(NO_SOURCE_MESSAGE)
+        hint = self._no_source_hint()
+        if hint is not None:         # after the line shown (an error about the source stays readable)
+            log.info(hint)
+            self.messages.append(hint)
+            self._append_hint()
+        elif NO_SOURCE_MESSAGE in self.message.text():   # a camera turned up: drop the hint
+            self.message.setText(self.message.text().replace(NO_SOURCE_MESSAGE, "").rstrip(" —"))
+        self.view.placeholder = hint or VideoView.PLACEHOLDER
+        self.view.update()
+
+    def _no_source_hint(self) -> Optional[str]:
+        """NO_SOURCE_MESSAGE while no camera was found and no source runs or is opening."""
+        if getattr(self, "cameras", None) != [] or self.source_name:
+            return None
+        opening = self._sources_requested > self._sources_settled
+        return None if opening else NO_SOURCE_MESSAGE
 
     def _on_source_combo(self, idx: int) -> None:
         d = self.source_combo.itemData(idx)
         if d == "__refresh__":
+            self.cameras = None                  # unknown until the listing answers
             self._lister = _CameraLister()
             self._lister.found.connect(self._on_cameras)
             self._lister.start()
@@ -473,6 +489,7 @@ class MainWindow(QMainWindow):
                 i = self.source_combo.count() - 1
             self.source_combo.setCurrentIndex(i)
         self._pending_source = spec
+        self._sources_requested += 1
         self.worker.set_source(spec)
 
     def set_model(self, model_path: Optional[str]) -> None:
@@ -607,7 +624,9 @@ class MainWindow(QMainWindow):
         log.info(msg)
         self.messages.append(msg)
         self.message.setStyleSheet("padding:3px;")
-        self.message.setText(msg)
+        hint = self._no_source_hint()     # stays in view under later status lines ("model: ...")
+        self.message.setText(msg if hint is None or hint == msg else f"{msg} — {hint}")
+        self.view.placeholder = hint or VideoView.PLACEHOLDER
 
     def _on_model_changed(self, name: str, provider: str, path: str) -> None:
         self.model_name, self.provider = name, provider
@@ -624,6 +643,8 @@ class MainWindow(QMainWindow):
 
     def _on_source_changed(self, name: str, fps: float = 0.0) -> None:
         self.source_name = name
+        if name:
+            self._sources_settled += 1      # an open_source request succeeded
         # never redraw the video faster than the source delivers frames (nor above REDRAW_HZ)
         hz = min(REDRAW_HZ, fps) if fps and fps > 1 else REDRAW_HZ
         self.timer.setInterval(max(1, int(round(1000.0 / hz))))
@@ -638,12 +659,22 @@ class MainWindow(QMainWindow):
 
     def _on_source_failed(self, msg: str) -> None:
         """Show the source that really runs in the combo again (or none)."""
+        self._sources_settled += 1
+        self._append_hint()
         spec = getattr(self, "_running_spec", None)
         i = self.source_combo.findData(spec) if spec is not None and self.source_name else -1
         self.source_combo.setCurrentIndex(i if i >= 0 else 0)
 
+    def _append_hint(self) -> None:
+        """After the line of a source that failed or ended: the no-camera hint when it applies."""
+        hint = self._no_source_hint()
+        if hint is not None and hint not in self.message.text():
+            self.message.setText(f"{self.message.text()} — {hint}" if self.message.text() else hint)
+        self.view.placeholder = hint or VideoView.PLACEHOLDER
+
     def _on_source_ended(self, msg: str) -> None:
         self.source_name = ""
+        self._append_hint()
         self.source_combo.setCurrentIndex(0)
         if self.btn_record.isChecked():
             self.btn_record.blockSignals(True)
