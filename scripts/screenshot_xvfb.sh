@@ -1,4 +1,12 @@
 #!/usr/bin/env bash
+# docs/screenshot.png was made with exactly (the model exported from ../shared to /tmp, never committed):
+#   python -m export 3ddfa-v2 --checkpoint ../shared/models/3ddfa_v2_mb05/mb05_120x120.pth \
+#     --bfm-dir ../shared/bfm/3dmm_data --param-stats ../shared/models/3ddfa_v2_mb05/param_mean_std_62d_120x120.pkl \
+#     --out /tmp/3ddfa_v2_mb05.onnx
+#   scripts/screenshot_xvfb.sh ../shared/media/clips/expressions_d3.mp4 /tmp/shot.png 40 --model /tmp/3ddfa_v2_mb05.onnx
+#   cp /tmp/shot.png docs/screenshot.png
+# (40 s: the plots hold their full 30 s and PERCLOS has its 30 s of known eye time.)
+#
 # A real window under Xvfb on a shared clip; saves a screenshot and quits.
 #   scripts/screenshot_xvfb.sh [CLIP] [OUT.png] [SECONDS] [extra app flags...]
 # Needs Debian's xvfb + libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-cursor0.
