@@ -98,6 +98,44 @@ def test_calibration_waits_for_a_stable_face_and_no_alerts_meanwhile():
     assert math.isnan(states[100].signals["yaw_offset"])
 
 
+@pytest.mark.parametrize("fps", [15, 30, 60])
+def test_fidgety_driver_gets_the_fallback_neutral_after_20_s_of_face(fps):
+    """A head that never holds still for 3 s (+-12 deg sway around yaw 8, pitch -5): no stable
+    window, so after --calib-fallback-seconds (20) of face the neutral is their median, and the pose
+    rules arm: a turn to +45 deg from t=30 gives the looking-around warning at 32 s."""
+    def fn(t):
+        if t >= 30:
+            return face(yaw=45.0, pitch=-5.0)
+        return face(yaw=8 + 12 * math.sin(2 * math.pi * t / 1.7), pitch=-5 + 4 * math.sin(2 * math.pi * t / 2.3))
+
+    mon, events, states, ts = run(fn, fps=fps, dur=34)
+    done = next(t for t, s in zip(ts, states) if not s.calibrating)
+    assert abs(done - 20.0) <= 1.0 / fps + 1e-9
+    assert all(s.calibrating for t, s in zip(ts, states) if t < 20.0 - 1e-6)
+    assert states[-1].neutral_yaw == pytest.approx(8.0, abs=1.0)
+    assert states[-1].neutral_pitch == pytest.approx(-5.0, abs=1.0)
+    assert mon.summary()["calibrated_by"] == "fallback"
+    assert evs(events, "looking_around", "start")[0]["t"] == pytest.approx(first_at_or_after(ts, 32.0), abs=1e-6)
+    assert [e for e in events if e["kind"] == "looking_around" and e["t"] < 30] == []
+
+
+def test_fallback_counts_face_time_and_can_be_turned_off():
+    # the same sway, but the face is gone 5 s (t 8-13): 20 s of face are reached at 25 s, not 20
+    def fn(t):
+        return None if 8 <= t < 13 else face(yaw=12 * math.sin(2 * math.pi * t / 1.7), pitch=0)
+
+    mon, _, states, ts = run(fn, fps=30, dur=27)
+    done = next(t for t, s in zip(ts, states) if not s.calibrating)
+    assert abs(done - (25.0 + 1 / 30)) <= 1 / 30 + 1e-9, done     # 8 s of face before, 12 s after
+    assert mon.summary()["calibrated_by"] == "fallback"
+    off = MonitorSettings(calib_fallback_seconds=0)
+    mon, _, states, _ = run(fn, fps=30, dur=27, settings=off)
+    assert all(s.calibrating for s in states) and mon.summary()["calibrated_by"] is None
+    # a steady driver is still calibrated by the stable window
+    mon, _, _, _ = run(lambda t: face(yaw=3), fps=30, dur=5)
+    assert mon.summary()["calibrated_by"] == "stable"
+
+
 def test_calibration_needs_a_continuous_face():
     # face missing 1 s at t=2 (> max_gap): the learnt seconds restart after it
     mon, events, states, ts = run(lambda t: None if 2.0 <= t < 3.0 else face(yaw=0), fps=30, dur=8)

@@ -194,7 +194,10 @@ class DriverMonitor:
         self.calibrating = True
         self.calibrations = 0
         self.calibrated_at: Optional[float] = None
+        self.calibrated_by: Optional[str] = None   # "stable" window or "fallback" median
         self._calib: deque = deque()
+        self._calib_long: deque = deque()          # (t, yaw, pitch) for the fallback median
+        self._calib_face_s = 0.0                   # seconds of face since calibration began
         # previous frame's states (held until this frame's timestamp)
         self._prev_away: Optional[bool] = None
         self._prev_closed: Optional[bool] = None
@@ -251,6 +254,8 @@ class DriverMonitor:
         self.neutral_pitch = math.nan
         self.calibrating = True
         self._calib.clear()
+        self._calib_long.clear()
+        self._calib_face_s = 0.0
         self._vats.clear()
         self._away_start = None
         self._prev_away = None
@@ -496,6 +501,7 @@ class DriverMonitor:
             "neutral_yaw": _r(self.neutral_yaw, 2),
             "neutral_pitch": _r(self.neutral_pitch, 2),
             "calibrations": self.calibrations,
+            "calibrated_by": self.calibrated_by,
             "alerts": {k: dict(r.starts) for k, r in self.rules.items() if sum(r.starts.values())},
             "signal_unknown": dict(self.unknown, closures_ended_unknown=self.closures_unknown_end,
                                    logged={k: v for k, v in self.unknown_logged.items()},
@@ -568,22 +574,39 @@ class DriverMonitor:
             if abs(yaw - self.neutral_yaw) > s.alert_yaw or down > s.alert_pitch:
                 buf.clear()
                 return
+        elif s.calib_fallback_seconds > 0:
+            # first calibration (or after recalibrate()): remember the last fallback seconds
+            long = self._calib_long
+            if long and t - long[-1][0] <= s.max_gap + EPS:   # a longer gap is no face time
+                self._calib_face_s += t - long[-1][0]
+            long.append((t, yaw, pitch))
+            while len(long) > 1 and long[1][0] <= t - s.calib_fallback_seconds + EPS:
+                long.popleft()
         if buf and (gap or t - buf[-1][0] > s.max_gap + EPS):
             buf.clear()
         buf.append((t, yaw, pitch))
         while len(buf) > 1 and buf[1][0] <= t - s.calib_seconds + EPS:
             buf.popleft()
-        if t - buf[0][0] < s.calib_seconds - EPS:
-            return
-        a = np.array([(b[1], b[2]) for b in buf])
-        med = np.median(a, axis=0)
-        spread = np.percentile(np.abs(a - med), 90, axis=0)   # 90 % of the samples within it
-        if np.all(spread <= s.calib_max_spread):
-            self.neutral_yaw, self.neutral_pitch = float(med[0]), float(med[1])
-            self.calibrating = False
-            self.calibrations += 1
-            self.calibrated_at = t
-            buf.clear()
+        if t - buf[0][0] >= s.calib_seconds - EPS:
+            a = np.array([(b[1], b[2]) for b in buf])
+            med = np.median(a, axis=0)
+            spread = np.percentile(np.abs(a - med), 90, axis=0)   # 90 % of the samples within it
+            if np.all(spread <= s.calib_max_spread):
+                self._set_neutral(t, med, "stable")
+                return
+        if self._calib_long and self._calib_face_s >= s.calib_fallback_seconds - EPS:
+            a = np.array([(b[1], b[2]) for b in self._calib_long])
+            self._set_neutral(t, np.median(a, axis=0), "fallback")
+
+    def _set_neutral(self, t: float, med, how: str) -> None:
+        self.neutral_yaw, self.neutral_pitch = float(med[0]), float(med[1])
+        self.calibrating = False
+        self.calibrations += 1
+        self.calibrated_at = t
+        self.calibrated_by = how
+        self._calib.clear()
+        self._calib_long.clear()
+        self._calib_face_s = 0.0
 
     def _unknown_step(self, t: float, sig: str, has_face: bool, unknown: bool) -> None:
         """Track one signal's unknown stretch. It opens on a frame with a face whose reading is

@@ -30,6 +30,12 @@ class MonitorSettings:
     # for yaw and for pitch (a short glance is tolerated, checking mirrors delays calibration).
     # 6 deg: a few degrees of per-frame pose noise plus normal head sway. [MINE]
     calib_max_spread: float = 6.0
+    # A driver whose head never holds still for calib_seconds (talking, checking mirrors) would
+    # never get a neutral pose, and the pose rules would never arm. After this many seconds of a
+    # detected face without a stable window, the first calibration takes the median yaw / pitch
+    # of those seconds instead: a driver looks ahead most of the time, which is why openpilot
+    # learns the neutral pose as a running statistic of the driver's pose [OP]. 0 = never. [MINE]
+    calib_fallback_seconds: float = 20.0
     # Re-learn the neutral pose every S seconds after the last calibration (0 = never). The old
     # neutral stays in use meanwhile and only samples within the alert thresholds of it are used,
     # so a long look at a phone cannot become the new "ahead". [MINE]
@@ -147,7 +153,7 @@ class MonitorSettings:
                      "alert_yaw", "alert_pitch", "calib_max_spread", "eye_baseline_percentile"):
             if getattr(self, name) <= 0:
                 bad(name, "must be > 0")
-        for name in ("recalibrate_after", "clear_seconds", "cooldown_seconds", "perclos_min_seconds",
+        for name in ("recalibrate_after", "calib_fallback_seconds", "clear_seconds", "cooldown_seconds", "perclos_min_seconds",
                      "eye_shut_level"):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
@@ -193,6 +199,8 @@ class MonitorSettings:
             bad("nod_count", "must be a whole number >= 1")
         if self.calib_seconds <= self.max_gap:
             bad("calib_seconds", f"must be longer than --max-gap ({self.max_gap})")
+        if 0 < self.calib_fallback_seconds <= self.calib_seconds:
+            bad("calib_fallback_seconds", f"must be 0 (off) or longer than --calib-seconds ({self.calib_seconds})")
         return self
 
 
@@ -203,6 +211,8 @@ def flag_of(name: str) -> str:
 _HELP = {
     "calib_seconds": "seconds of a stable face that set the neutral pose",
     "calib_max_spread": "max robust spread (deg) of yaw/pitch while calibrating",
+    "calib_fallback_seconds": "seconds of face without a stable window after which the first neutral "
+                              "pose is their median (0 = never)",
     "recalibrate_after": "re-learn the neutral pose every S seconds (0 = never)",
     "pitch_down_sign": "-1 if looking down is a negative pitch (AFLW Pose_Para), +1 otherwise",
     "alert_yaw": "yaw offset from neutral (deg) that counts as looking away",
