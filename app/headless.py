@@ -281,7 +281,9 @@ def run(settings, args) -> int:
                 except Exception as e:
                     print(f"error: could not finalize {name}: {_one_line(e)}", file=sys.stderr)
                     rc = rc or 1
-        if events is not None:
+        if events is not None and frames == 0:
+            _discard(events)          # no frame, no events: leave no file (the error says why)
+        elif events is not None:
             try:
                 if isinstance(summary, dict):
                     events.write(summary if "event" in summary else {"event": "summary", **summary})

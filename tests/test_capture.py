@@ -287,3 +287,47 @@ def test_display_rotation_of_phone_clips_is_applied(tmp_path):
     red = (out[..., 2] > 150) & (out[..., 1] < 100)
     assert red[10:, -3:].mean() > 0.9 and not red[:, :20].any()   # red now along the right side
     assert list(open_source(plain))[0].image.shape == (32, 64, 3)
+
+
+class _UnpluggedCapture:
+    """Stand-in for cv2.VideoCapture(index): opens, delivers ``n`` frames, then read() fails
+    (what OpenCV does when a USB camera is pulled out)."""
+
+    def __init__(self, index, n=12):
+        self.n, self.reads, self.released = n, 0, False
+
+    def isOpened(self):
+        return True
+
+    def set(self, *a):
+        return True
+
+    def get(self, prop):
+        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def read(self):
+        self.reads += 1
+        if self.reads > self.n:
+            return False, None
+        return True, np.full((48, 64, 3), self.reads, np.uint8)
+
+    def release(self):
+        self.released = True
+
+
+def test_camera_unplugged_midway_ends_the_source_with_a_message(monkeypatch):
+    import app.io.capture as cap_mod
+
+    made = []
+
+    def fake(index, *a):
+        made.append(_UnpluggedCapture(index))
+        return made[-1]
+
+    monkeypatch.setattr(cap_mod.cv2, "VideoCapture", fake)
+    src = open_source(0)
+    assert src.is_live and src.size == (64, 48) and src.fps == 30.0
+    got = list(src)                                  # ends instead of hanging
+    assert 1 <= len(got) <= 12 and got[-1].image[0, 0, 0] == 12   # the newest frame came through
+    assert src.error == "camera 0: stopped delivering frames (unplugged or in use?)"
+    assert made[0].released

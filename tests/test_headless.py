@@ -271,3 +271,17 @@ def test_app_runs_without_torch(tmp_path, tddfa_onnx):
     assert p.returncode == 0, p.stderr
     assert "import of torch halted" not in p.stderr and "ImportError" not in p.stderr
     assert len(read_dump(dump)[0]["faces"]) == 2
+
+
+def test_no_frame_leaves_no_output(tmp_path, monkeypatch, capsys):
+    """A source that delivers nothing after opening: exit 2, no recording, dump or event log."""
+    from app import cli, headless
+    from app.io.capture import Source
+
+    monkeypatch.setattr(Source, "__iter__", lambda self: iter(()))
+    args = cli.build_parser().parse_args(["--video", str(shared(*CLIP)), "--headless", "--quiet",
+                                          "--record", str(tmp_path / "o.mp4"), "--dump", str(tmp_path / "d.jsonl"),
+                                          "--events", str(tmp_path / "e.jsonl")])
+    assert headless.run(cli.settings_from_args(args), args) == 2
+    assert "gave no frames" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
