@@ -177,20 +177,26 @@ def test_cli_exports_width_025_and_prints_summary(tmp_path):
     assert onnx.load(str(out)).opset_import[0].version == 18
 
 
+def shift_onnx_landmarks(monkeypatch, px: float) -> None:
+    """Make the verification's onnxruntime runs return landmarks shifted by ``px`` (a bad graph)."""
+    import export.convert as conv
+    real = conv.run_onnx
+
+    def shifted(path, crops, providers=("CPUExecutionProvider",)):
+        outs, prov = real(path, crops, providers)
+        outs["landmarks"] = outs["landmarks"] + px
+        return outs, prov
+
+    monkeypatch.setattr(conv, "run_onnx", shifted)
+
+
 @pytest.mark.slow
 def test_verification_failure_exits_1_and_removes_file(tmp_path, monkeypatch, capsys):
     """A graph that disagrees with PyTorch (simulated: onnxruntime results shifted 0.01 px) is refused."""
     import export.convert as conv
     from export import VerificationError
     from export.cli import main
-    real = conv.run_onnx
-
-    def shifted(path, crops, providers=("CPUExecutionProvider",)):
-        outs, prov = real(path, crops, providers)
-        outs["landmarks"] = outs["landmarks"] + 0.01
-        return outs, prov
-
-    monkeypatch.setattr(conv, "run_onnx", shifted)
+    shift_onnx_landmarks(monkeypatch, 0.01)
     ck = _small_3ddfa_ckpt(tmp_path)
     out = tmp_path / "m.onnx"
     with pytest.raises(VerificationError, match="landmarks"):

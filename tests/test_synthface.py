@@ -41,16 +41,9 @@ def test_fp16_export_is_held_to_the_face_tolerance_on_the_rendered_face(tmp_path
     """A 0.3 px fp16 error passes the 1 px bound of the noise crops but not the 0.25 px face bound."""
     import export.convert as conv
     from export import VerificationError
-    from tests.test_export_cli import _small_3ddfa_ckpt
+    from tests.test_export_cli import _small_3ddfa_ckpt, shift_onnx_landmarks
 
-    real = conv.run_onnx
-
-    def shifted(path, crops, providers=("CPUExecutionProvider",)):
-        outs, prov = real(path, crops, providers)
-        outs["landmarks"] = outs["landmarks"] + 0.3
-        return outs, prov
-
-    monkeypatch.setattr(conv, "run_onnx", shifted)
+    shift_onnx_landmarks(monkeypatch, 0.3)
     ck = _small_3ddfa_ckpt(tmp_path)
     out = tmp_path / "m16.onnx"
     with pytest.raises(VerificationError, match="rendered_face"):
