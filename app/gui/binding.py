@@ -35,10 +35,7 @@ def _field(obj, name: str) -> Optional[str]:
 
 # ---- model (Settings.model: an .onnx path, MESH_MODEL = the built-in face mesh, None = app.pipeline's
 # default: the first models/*.onnx, else the face mesh)
-try:
-    from app.settings import MESH_MODEL
-except ImportError:   # pragma: no cover (the settings module is part of the app)
-    MESH_MODEL = "mesh"
+from app.settings import MESH_MODEL  # noqa: E402,F401  (re-exported for the window)
 
 
 def get_model(settings) -> Optional[str]:
