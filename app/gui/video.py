@@ -74,10 +74,7 @@ class VideoView(QWidget):
 
     def _dpr(self) -> float:
         """Device pixels per logical pixel of the screen the widget is on (2.0 on a 200 % display)."""
-        try:
-            d = float(self.devicePixelRatioF())
-        except Exception:
-            d = 1.0
+        d = float(self.devicePixelRatioF())
         return d if d > 0 else 1.0
 
     # ---- painting

@@ -504,7 +504,7 @@ class DriverMonitor:
             "calibrated_by": self.calibrated_by,
             "alerts": {k: dict(r.starts) for k, r in self.rules.items() if sum(r.starts.values())},
             "signal_unknown": dict(self.unknown, closures_ended_unknown=self.closures_unknown_end,
-                                   logged={k: v for k, v in self.unknown_logged.items()},
+                                   logged=dict(self.unknown_logged),
                                    open=[k for k, u in self._unk.items() if u is not None and u["logged"]]),
         })
         return ev
