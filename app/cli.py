@@ -33,7 +33,7 @@ def build_parser(prog: str = "main.py") -> argparse.ArgumentParser:
     m = p.add_argument_group("model")
     m.add_argument("--model", metavar="M.onnx|mesh", default=d.model,
                    help='3DMM model following the export contract, or "mesh" for the built-in mediapipe '
-                        'face mesh (default: the first models/*.onnx, else the face mesh)')
+                        'face mesh alone (default: the first models/*.onnx, else the shipped 3DDFA-V2)')
     m.add_argument("--device", choices=("auto", "cuda", "cpu"), default=d.device,
                    help="onnxruntime device: auto = CUDA if it starts, else CPU (default %(default)s)")
     m.add_argument("--threads", type=int, default=d.threads, metavar="N",
@@ -42,14 +42,14 @@ def build_parser(prog: str = "main.py") -> argparse.ArgumentParser:
     t = p.add_argument_group("detection and tracking")
     t.add_argument("--detect-every", type=int, default=d.detect_every, metavar="K",
                    help="run the face detector every K frames and when a face is lost (default %(default)s)")
-    t.add_argument("--detector", choices=("short", "full"), default=d.detector,
-                   help="BlazeFace short range (< 2 m) or full range (< 5 m) (default %(default)s)")
     t.add_argument("--min-detection-confidence", type=float, default=d.min_detection_confidence, metavar="P",
                    help="detector score threshold (default %(default)s)")
     t.add_argument("--max-faces", type=int, default=d.max_faces, metavar="N",
                    help="most faces per frame, largest-score first (default %(default)s)")
     t.add_argument("--no-eyes", action="store_true",
                    help="3DMM mode: skip the face mesh per face (eye / mouth openness unknown)")
+    t.add_argument("--mesh-threads", type=int, default=d.mesh_threads, metavar="N",
+                   help="LiteRT threads of the face landmark model (default %(default)s)")
 
     s = p.add_argument_group("smoothing (One Euro filter)")
     s.add_argument("--no-smoothing", action="store_true", help="raw per-frame outputs")
@@ -96,7 +96,7 @@ def settings_from_args(args) -> Settings:
         monitor = mon.settings_from_args(args)   # exits 2 itself on a bad threshold
     st = Settings(
         model=args.model, device=args.device, threads=args.threads,
-        detect_every=args.detect_every, detector=args.detector,
+        detect_every=args.detect_every, mesh_threads=args.mesh_threads,
         min_detection_confidence=args.min_detection_confidence, max_faces=args.max_faces,
         eyes_from_mesh=not args.no_eyes, smoothing=not args.no_smoothing,
         smooth_min_cutoff=args.smooth_min_cutoff, smooth_beta=args.smooth_beta,

@@ -1,12 +1,11 @@
-"""mediapipe face mesh (468 points) on a face crop: 68-point subset, eyes, mouth and head pose.
+"""MediaPipe face landmarks (478 points) on a face crop: 68-point subset, eyes, mouth, head pose, blendshapes.
 
-The mesh runs on one square crop per face (the same roi box the 3DMM uses), resized to
-``CROP_SIZE`` by one affine warp, with mediapipe's bundled ``face_landmark_with_attention.tflite``
-(``mediapipe.solutions.face_mesh`` with refine_landmarks=True, offline: 478 points, the first 468
-being the standard mesh). The attention model's eyelids close: on expressions_d14 (eyes shut, frame
-110) eye opening is 0.07 shut vs 0.34 open, where the plain face_landmark.tflite gives 0.15 vs 0.31
-(its eyelids never meet, so a "closed = 20 % of open" rule would never fire); it costs ~1 ms more. One ``FaceMesh`` graph per tracked face (tracking
-mode: it re-detects inside the crop only when it loses the face).
+The landmark model of the shipped face_landmarker.task (``face_landmarks_detector.tflite``, the
+attention mesh with iris: 468 mesh points + 10 iris points) runs with LiteRT (``ai-edge-litert``)
+on one square crop per face (the same roi box the 3DMM uses, turned by the face's roll), resized to
+``CROP_SIZE`` by one affine warp; its blendshape model (``face_blendshapes.tflite``) runs on 146 of
+the points. Running the bare models on the tracker's crops skips the Tasks FaceLandmarker's own
+detector and ROI steps (docs/benchmarks.md, "Eye/mouth stage": 3.2 ms vs 8.6 ms per face).
 
 - The dense overlay draws the 468 points with mediapipe's FACEMESH_TESSELATION edges
   (app.render, from ``FaceObservation.mesh_points``).
@@ -26,14 +25,51 @@ mode: it re-detects inside the crop only when it loses the face).
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import dataclass
 from typing import Optional
 
 import cv2
 import numpy as np
 
+from app.assets import task_member
 from app.core import geometry
+from app.core.types import FaceEstimate
 
-CROP_SIZE = 256   # crop side fed to mediapipe (its landmark model works at 192x192 internally)
+LANDMARK_MODEL = "face_landmarks_detector.tflite"
+BLENDSHAPE_MODEL = "face_blendshapes.tflite"
+
+CROP_SIZE = 256   # the landmark model's input side
+
+# The 146 of the 478 points the blendshape model reads, in its order (mediapipe
+# tasks/cc/vision/face_landmarker/face_blendshapes_graph.cc, kLandmarksSubsetIdxs).
+BLENDSHAPE_POINTS = np.array([
+    0, 1, 4, 5, 6, 7, 8, 10, 13, 14, 17, 21, 33, 37, 39, 40, 46, 52, 53, 54, 55, 58, 61, 63, 65, 66,
+    67, 70, 78, 80, 81, 82, 84, 87, 88, 91, 93, 95, 103, 105, 107, 109, 127, 132, 133, 136, 144, 145,
+    146, 148, 149, 150, 152, 153, 154, 155, 157, 158, 159, 160, 161, 162, 163, 168, 172, 173, 176, 178,
+    181, 185, 191, 195, 197, 234, 246, 249, 251, 263, 267, 269, 270, 276, 282, 283, 284, 285, 288, 291,
+    293, 295, 296, 297, 300, 308, 310, 311, 312, 314, 317, 318, 321, 323, 324, 332, 334, 336, 338, 356,
+    361, 362, 365, 373, 374, 375, 377, 378, 379, 380, 381, 382, 384, 385, 386, 387, 388, 389, 390, 397,
+    398, 400, 402, 405, 409, 415, 454, 466, 468, 469, 470, 471, 472, 473, 474, 475, 476, 477])
+# The blendshape model's 52 output names, in order (same source, kBlendshapeNames).
+BLENDSHAPE_NAMES = (
+    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+    "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight",
+    "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft",
+    "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight",
+    "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen", "jawRight", "mouthClose",
+    "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight", "mouthFunnel",
+    "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight",
+    "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower",
+    "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight",
+    "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight")
+
+
+@dataclass
+class MeshResult:
+    points: np.ndarray                  # (478, 3) float32 image pixels: 468 mesh + 10 iris points
+    presence: float                     # face presence probability of the crop (0..1)
+    blendshapes: Optional[np.ndarray]   # (52,) float32 scores in BLENDSHAPE_NAMES order, or None
 
 # iBUG-68 point i = mean of these face-mesh indices (Peizhi Yan's table, see module docstring)
 MESH_TO_68: list[tuple[int, ...]] = [
@@ -114,39 +150,153 @@ def head_rotation(lm68_image: np.ndarray, tilt_deg: float = BFM_EYE_MOUTH_TILT_D
     return np.stack([xa, ya, za], axis=1)
 
 
-class FaceMesh:
-    """One mediapipe face-mesh graph for one tracked face."""
+class MeshLandmarker:
+    """The 478-point landmark model and the blendshape model of the shipped face_landmarker.task,
+    run with LiteRT on one square crop per face (the tracker's roi box, turned by the face's roll
+    so that the eyes are level, as mediapipe's own landmark ROI is). Stateless: one instance serves
+    every face; the caller keeps each face's roll (``roll_of``) for its next crop.
 
-    def __init__(self, static: bool = False, min_confidence: float = 0.5):
-        import mediapipe as mp
+    The landmark model takes 256x256 RGB in [0, 1] (the range mediapipe's image-to-tensor step
+    uses for it; checked against the Tasks FaceLandmarker on the same crop in tests) and gives 478
+    points (x, y in crop pixels, z in the x scale) and a face-presence logit. The blendshape model
+    takes 146 of the points (x, y; it normalises position and scale itself) and gives 52 scores.
+    """
 
-        self._fm = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=static, max_num_faces=1, refine_landmarks=True,
-            min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence)
+    def __init__(self, threads: int = 2, blendshapes: bool = True, min_presence: float = 0.5):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._lm = Interpreter(model_content=task_member(LANDMARK_MODEL), num_threads=max(1, int(threads)))
+        self._lm.allocate_tensors()
+        self._lm_in = self._lm.get_input_details()[0]["index"]
+        outs = self._lm.get_output_details()
+        self._lm_pts = next(d["index"] for d in outs if int(np.prod(d["shape"])) == 478 * 3)
+        self._lm_score = next(d["index"] for d in outs if list(d["shape"]) == [1, 1, 1, 1])
+        self._bs = None
+        if blendshapes:
+            self._bs = Interpreter(model_content=task_member(BLENDSHAPE_MODEL), num_threads=1)
+            self._bs.allocate_tensors()
+            self._bs_in = self._bs.get_input_details()[0]["index"]
+            self._bs_out = self._bs.get_output_details()[0]["index"]
+        # presence logit threshold: sigmoid(logit) >= min_presence
+        self._min_logit = math.log(min_presence / (1.0 - min_presence))
         self._buf = np.empty((CROP_SIZE, CROP_SIZE, 3), np.uint8)
+        self._x = np.empty((1, CROP_SIZE, CROP_SIZE, 3), np.float32)
 
-    def __call__(self, image_bgr: np.ndarray, roi_box) -> Optional[np.ndarray]:
-        """(478, 3) points in image pixels (z in the x scale, relative), or None when no face."""
-        M = geometry.crop_affine(roi_box, CROP_SIZE)
+    def __call__(self, image_bgr: np.ndarray, roi_box, roll: float = 0.0) -> Optional[MeshResult]:
+        """Points in image pixels (z in the x scale, relative) and blendshapes, or None when the
+        crop holds no face. ``roll``: radians the face is turned in the image (``roll_of``)."""
+        M = crop_affine_rotated(roi_box, roll, CROP_SIZE)
         cv2.warpAffine(image_bgr, M, (CROP_SIZE, CROP_SIZE), dst=self._buf, flags=cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_CONSTANT)
-        rgb = cv2.cvtColor(self._buf, cv2.COLOR_BGR2RGB)
-        res = self._fm.process(rgb)
-        if not res.multi_face_landmarks:
+        np.multiply(self._buf[None, :, :, ::-1], 1.0 / 255.0, out=self._x, casting="unsafe")
+        self._lm.set_tensor(self._lm_in, self._x)
+        self._lm.invoke()
+        logit = float(self._lm.get_tensor(self._lm_score).ravel()[0])
+        if not logit >= self._min_logit:
             return None
-        lms = res.multi_face_landmarks[0].landmark
-        pts = np.array([(q.x, q.y, q.z) for q in lms], dtype=np.float64) * CROP_SIZE
-        sx, sy, ex, ey = [float(v) for v in roi_box[:4]]
-        k = (ex - sx) / CROP_SIZE
-        # crop continuous coordinate u (pixel i spans [i, i+1)) -> image pixel index coordinate
-        out = np.empty_like(pts, dtype=np.float32)
-        out[:, 0] = pts[:, 0] * k + sx - 0.5
-        out[:, 1] = pts[:, 1] * ((ey - sy) / CROP_SIZE) + sy - 0.5
-        out[:, 2] = pts[:, 2] * k
-        return out
+        pts = self._lm.get_tensor(self._lm_pts).reshape(478, 3).astype(np.float64)
+        bs = None
+        if self._bs is not None:
+            self._bs.set_tensor(self._bs_in, pts[None, BLENDSHAPE_POINTS, :2].astype(np.float32))
+            self._bs.invoke()
+            bs = self._bs.get_tensor(self._bs_out).ravel().astype(np.float32).copy()
+        # crop -> image: invert the 2x3 affine
+        A = M[:, :2]
+        Ai = np.linalg.inv(A)
+        out = np.empty((478, 3), np.float32)
+        # the model's x, y are continuous crop coordinates (pixel i spans [i, i+1)): - 0.5 -> pixel index
+        out[:, :2] = (pts[:, :2] - 0.5 - M[:, 2]) @ Ai.T
+        out[:, 2] = pts[:, 2] / math.sqrt(abs(np.linalg.det(A)))
+        return MeshResult(points=out, presence=1.0 / (1.0 + math.exp(-logit)), blendshapes=bs)
 
     def close(self) -> None:
-        try:
-            self._fm.close()
-        except Exception:
-            pass
+        self._lm = self._bs = None
+
+
+def crop_affine_rotated(roi_box, roll: float, size: int = CROP_SIZE) -> np.ndarray:
+    """2x3 affine image -> crop: the square roi box (centre and side), turned by ``roll`` radians
+    about its centre so that a face rolled by ``roll`` comes out upright. roll = 0 is exactly
+    geometry.crop_affine."""
+    if roll == 0.0:
+        return geometry.crop_affine(roi_box, size)
+    sx, sy, ex, ey = [float(v) for v in roi_box[:4]]
+    k = (ex - sx) / size                       # image pixels per crop pixel
+    cx, cy = (sx + ex) / 2.0, (sy + ey) / 2.0  # continuous centre
+    c, s = math.cos(roll), math.sin(roll)
+    # crop pixel u (centre at u + 0.5) <- image point c + R(roll) (u + 0.5 - size/2) k, minus the
+    # half-pixel of image pixel centres; inverted here for warpAffine
+    A = np.array([[c, s], [-s, c]]) / k
+    b = np.array([size / 2.0 - 0.5, size / 2.0 - 0.5]) - A @ np.array([cx - 0.5, cy - 0.5])
+    return np.hstack([A, b[:, None]])
+
+
+# side of the square landmark crop / the longer side of the face's rotated point box: the 1.5 of
+# mediapipe's face_landmarks_to_roi (RectTransformationCalculator scale_x = scale_y = 1.5, square_long)
+MESH_ROI_SCALE = 1.5
+
+
+def mesh_crop(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """(square box [sx, sy, ex, ey], roll) for the next frame's landmark crop from this frame's
+    478 points: the points' box in the face's own rolled frame, centred, scaled by MESH_ROI_SCALE."""
+    roll = roll_of(points)
+    c, s = math.cos(roll), math.sin(roll)
+    p = np.asarray(points[:, :2], np.float64)
+    u = p @ np.array([[c, -s], [s, c]])            # into the face frame (turned by -roll)
+    lo, hi = u.min(axis=0), u.max(axis=0)
+    mid = (lo + hi) / 2.0
+    centre = np.array([mid[0] * c - mid[1] * s, mid[0] * s + mid[1] * c])   # back to the image
+    half = MESH_ROI_SCALE * float(max(hi - lo)) / 2.0
+    return np.array([centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half]), roll
+
+
+def mesh_box_from_detection(box) -> np.ndarray:
+    """Square landmark crop for a face the landmark model has not seen yet: centred on the detector
+    box, MESH_ROI_SCALE x its longer side (mediapipe's detection-to-ROI rule). The 3DDFA-V2 crop of
+    the same box (1.58 x, shifted 0.14 down) leaves the forehead out: on talking_head_720p frame 0
+    the model's face presence is 0.18 there vs 0.99998 on this box."""
+    x0, y0, x1, y1 = [float(v) for v in box[:4]]
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    half = MESH_ROI_SCALE * max(x1 - x0, y1 - y0) / 2.0
+    return np.array([cx - half, cy - half, cx + half, cy + half])
+
+
+def roll_of(points: np.ndarray) -> float:
+    """Radians the face is rolled in the image: the angle of the line from the subject's right
+    outer eye corner (33) to the left one (263), 0 when level (mediapipe's landmark ROI rule)."""
+    d = points[263, :2] - points[33, :2]
+    return float(math.atan2(float(d[1]), float(d[0])))
+
+
+class MeshBackend:
+    """The FaceBackend of the landmark model: per face, the 478 points, eyes, mouth, blendshapes,
+    and (from the points) 68 landmarks and a head rotation, so that it can also be the only model."""
+
+    name = "mediapipe_face_mesh"
+    provider = "mediapipe LiteRT CPU"
+    triangles = None
+
+    def __init__(self, threads: int = 2, blendshapes: bool = True):
+        self.landmarker = MeshLandmarker(threads=threads, blendshapes=blendshapes)
+
+    def estimate(self, image_bgr: np.ndarray, crops) -> tuple[list[Optional[FaceEstimate]], dict]:
+        """Per face, on the box from its previous points when it has one (mediapipe's tracking
+        ROI), else on the tracker's roi box."""
+        t0 = time.perf_counter()
+        out = []
+        for c in crops:
+            r = self.landmarker(image_bgr, c.roi if c.mesh_box is None else c.mesh_box, c.roll)
+            out.append(None if r is None else estimate_from_mesh(r))
+        return out, {"mesh/eyes": (time.perf_counter() - t0) * 1e3}
+
+    def close(self) -> None:
+        self.landmarker.close()
+
+
+def estimate_from_mesh(r: MeshResult) -> FaceEstimate:
+    pts = r.points
+    lm = to68(pts)
+    R = head_rotation(lm)
+    pitch, yaw, roll = [float(v) for v in geometry.pose_aflw_deg(R)]
+    bs = None if r.blendshapes is None else dict(zip(BLENDSHAPE_NAMES, map(float, r.blendshapes)))
+    return FaceEstimate(landmarks=lm, rotation=R, yaw=yaw, pitch=pitch, roll=roll, mesh_points=pts,
+                        eye_open=eye_openness(pts), mouth_open=mouth_openness(pts), blendshapes=bs)

@@ -47,6 +47,11 @@ def face_record(o: FaceObservation) -> dict:
         "yaw": _num(o.yaw), "pitch": _num(o.pitch), "roll": _num(o.roll),
         "eye_open": [_num(o.eye_open[0]), _num(o.eye_open[1])],
         "mouth_open": _num(o.mouth_open),
+        # mediapipe's iris points 468-477: the subject's right iris (centre, 4 on its rim), then the left
+        "iris": (None if o.mesh_points is None or len(o.mesh_points) < 478 else
+                 np.round(np.asarray(o.mesh_points[468:478], np.float64), 2).tolist()),
+        "blendshapes": (None if o.blendshapes is None else
+                        {k: round(float(v), 4) for k, v in o.blendshapes.items() if k != "_neutral"}),
         "model": o.model,
     }
 

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Optional
 
 import cv2
 import numpy as np
 
 from app.core import geometry
+from app.core.types import FaceEstimate
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +43,8 @@ class DeviceError(Exception):
 
 def pose_deg(R: np.ndarray) -> tuple[float, float, float]:
     """(yaw, pitch, roll) in degrees, AFLW2000 Pose_Para convention, from a 3DMM rotation."""
-    fn = getattr(geometry, "pose_aflw_deg", None)
-    if fn is not None:
-        pitch, yaw, roll = [float(v) for v in fn(R)]
-        return yaw, pitch, roll
-    # empirical relation of 3DDFA-V2's matrix2angle to Pose_Para (pitch = -p, yaw = y, roll = -r)
-    y, p, r = geometry.matrix2angle_3ddfa_v2(R)
-    return float(y), float(-p), float(-r)
+    pitch, yaw, roll = [float(v) for v in geometry.pose_aflw_deg(R)]
+    return yaw, pitch, roll
 
 
 def providers_for(device: str) -> list[str]:
@@ -88,14 +85,15 @@ class Model3DMM:
         except Exception as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ContractError(f"{self.path} is not a loadable ONNX model ({msg}): re-export it with `python -m export`")
-        self.provider = self.sess.get_providers()[0]
+        self.provider_full = self.sess.get_providers()[0]
+        self.provider = self.provider_full.replace("ExecutionProvider", "")
         self._check_contract()   # first: a file that is not a contract model is one error line
-        if device == "cuda" and self.provider != "CUDAExecutionProvider":
+        if device == "cuda" and self.provider_full != "CUDAExecutionProvider":
             raise DeviceError(f"--device cuda: onnxruntime could not start CUDA for {self.path} "
-                              f"(it runs {self.provider}); check the CUDA/cuDNN install or use --device auto")
-        if device == "auto" and "CUDAExecutionProvider" in provs and self.provider != "CUDAExecutionProvider":
+                              f"(it runs {self.provider_full}); check the CUDA/cuDNN install or use --device auto")
+        if device == "auto" and "CUDAExecutionProvider" in provs and self.provider_full != "CUDAExecutionProvider":
             log.warning("--device auto: the CUDA provider could not start (CUDA/cuDNN libraries missing?), "
-                        "running %s", self.provider)
+                        "running %s", self.provider_full)
         meta = self.sess.get_modelmeta().custom_metadata_map
         self.metadata = dict(meta)
         self.arch = meta.get("arch", "")
@@ -115,8 +113,8 @@ class Model3DMM:
         self.runs = 0            # number of session runs (one per frame with faces)
         self.last_batch = 0      # N of the last run
         self._batch = np.zeros((8, SIZE, SIZE, 3), np.uint8)
-        self._cuda = self.provider == "CUDAExecutionProvider"
-        log.info("3DMM model %s (%s) on %s", self.name, self.path, self.provider)
+        self._cuda = self.provider_full == "CUDAExecutionProvider"
+        log.info("3DMM model %s (%s) on %s", self.name, self.path, self.provider_full)
 
     def _check_contract(self) -> None:
         ins = {i.name: i for i in self.sess.get_inputs()}
@@ -183,3 +181,21 @@ class Model3DMM:
         res["scale"] = float(out["scale"][k]) * kk   # image pixels per model unit
         res["yaw"], res["pitch"], res["roll"] = pose_deg(R)
         return res
+
+    def estimate(self, image_bgr: np.ndarray, crops) -> tuple[list[Optional[FaceEstimate]], dict]:
+        """The FaceBackend step: all faces of a frame in one run, on the tracker's roi boxes (the
+        3DDFA-V2 crop policies the model was trained with; upright, roll ignored)."""
+        rois = [c.roi for c in crops]
+        if not rois:
+            return [], {"crop": 0.0, "3dmm": 0.0, "post": 0.0}
+        t0 = time.perf_counter()
+        batch = self.crops(image_bgr, rois)
+        t1 = time.perf_counter()
+        out = self.infer(batch)
+        t2 = time.perf_counter()
+        ests = [FaceEstimate(**self.to_image(out, k, roi)) for k, roi in enumerate(rois)]
+        t3 = time.perf_counter()
+        return ests, {"crop": (t1 - t0) * 1e3, "3dmm": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3}
+
+    def close(self) -> None:
+        """Nothing to release (the session goes with the object)."""

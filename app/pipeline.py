@@ -1,26 +1,30 @@
 """The per-frame pipeline: Frame -> FaceObservation per face -> MonitorState -> annotated image.
 
 ``Pipeline(settings).process(frame) -> (observations, state, annotated)``; used by the headless
-runner (app/headless.py), the benchmark (app/bench.py) and the GUI worker. Stages (``stage_ms``,
-milliseconds of the last frame): detect (detector or landmark-crop tracking), crop (affine warps
-into one batch), 3dmm (one onnxruntime run for all faces), post (crop -> image, pose), mesh/eyes
-(face mesh per face crop: eyes, mouth; the whole model in face-mesh mode; in 3DMM mode it runs in
-a worker thread while the 3DMM runs, and "mesh wait" is the part the overlap did not hide),
-smoothing, monitor, overlay. decode / encode belong to the caller (source and writer) and are added there.
+runner (app/headless.py), the benchmark (app/bench.py) and the GUI worker. The faces of a frame go
+through one FaceBackend (app.core.types): the 3DMM (app.model3dmm, one onnxruntime run for all
+faces) or the face landmark model alone (app.facemesh.MeshBackend); in 3DMM mode the landmark
+model also runs, as the eyes backend, in a worker thread while the 3DMM runs (eyes, mouth, iris,
+blendshapes). Stages (``stage_ms``, milliseconds of the last frame): detect (detector or
+landmark-crop tracking), crop / 3dmm / post (3DMM backend), mesh/eyes (the landmark model; its own
+duration, overlapped in 3DMM mode), mesh wait (the part the overlap did not hide), smoothing,
+monitor, overlay. decode / encode belong to the caller (source and writer) and are added there.
 """
 from __future__ import annotations
 
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from app.core.types import FaceObservation, Frame, MonitorState
+from app import assets
+from app.core.types import Crop, FaceBackend, FaceEstimate, FaceObservation, Frame, MonitorState
 from app.detect import FaceDetector
-from app.facemesh import FaceMesh, eye_openness, head_rotation, mouth_openness, to68
+from app.facemesh import MeshBackend, mesh_box_from_detection, mesh_crop
 from app.model3dmm import Model3DMM, pose_deg
 from app.render import annotate
 from app.settings import MESH_MODEL, Settings
@@ -30,20 +34,21 @@ from app.tracker import Tracker, Track, plausible
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-MESH_MODEL_NAME = "mediapipe_face_mesh"
-STAGES = ("decode", "detect", "crop", "3dmm", "post", "mesh/eyes", "mesh wait", "smoothing", "monitor", "overlay",
-          "encode")
+MESH_MODEL_NAME = MeshBackend.name
 
-
-# where Settings.model = None looks for a model (read at call time: tests point it elsewhere)
+# where Settings.model = None looks for the user's models (read at call time: tests point it elsewhere)
 MODELS_DIR = ROOT / "models"
+# the 3DMM a clone runs when the user has none (read at call time, like MODELS_DIR)
+SHIPPED_MODEL = assets.DEFAULT_3DMM
 
 
 def default_model_path(models_dir: Optional[Path] = None) -> Optional[str]:
-    """The first models/*.onnx by name, or None (then the face mesh runs)."""
+    """The first models/*.onnx by name, else the shipped 3DDFA-V2 model, else None (face mesh)."""
     models_dir = Path(MODELS_DIR if models_dir is None else models_dir)
     found = sorted(models_dir.glob("*.onnx")) if models_dir.is_dir() else []
-    return str(found[0]) if found else None
+    if found:
+        return str(found[0])
+    return str(SHIPPED_MODEL) if Path(SHIPPED_MODEL).is_file() else None
 
 
 def resolve_model_path(model: Optional[str]) -> Optional[str]:
@@ -52,16 +57,6 @@ def resolve_model_path(model: Optional[str]) -> Optional[str]:
     if model == MESH_MODEL:
         return None
     return model or default_model_path()
-
-
-class _Done:
-    """An already computed result with the Future interface."""
-
-    def __init__(self, value):
-        self._value = value
-
-    def result(self):
-        return self._value
 
 
 def _orthonormal(M: np.ndarray) -> np.ndarray:
@@ -73,16 +68,10 @@ def _orthonormal(M: np.ndarray) -> np.ndarray:
     return R
 
 
-def _events_of(monitor) -> list:
-    """New events of the monitor's last update (C's monitor exposes them; names tried in order)."""
-    for name in ("pop_events", "take_events"):
-        fn = getattr(monitor, name, None)
-        if callable(fn):
-            return list(fn() or [])
-    ev = getattr(monitor, "last_events", None)
-    if callable(ev):
-        ev = ev()
-    return list(ev or [])
+def _with_eyes(est: FaceEstimate, eyes: FaceEstimate) -> FaceEstimate:
+    """The 3DMM's geometry with the landmark model's eyes, mouth, iris and blendshapes."""
+    return replace(est, mesh_points=eyes.mesh_points, eye_open=eyes.eye_open, mouth_open=eyes.mouth_open,
+                   blendshapes=eyes.blendshapes)
 
 
 class Pipeline:
@@ -91,21 +80,20 @@ class Pipeline:
         settings.validate()
         self.layers = settings.layers
         path = resolve_model_path(settings.model)
-        self.model: Optional[Model3DMM] = None
+        self.eyes: Optional[MeshBackend] = None
         if path:
-            self.model = Model3DMM(path, settings.device, settings.threads)
-            self.model_name = self.model.name
-            self.provider = self.model.provider.replace("ExecutionProvider", "")
+            self.backend: FaceBackend = Model3DMM(path, settings.device, settings.threads)
+            if settings.eyes_from_mesh:
+                self.eyes = MeshBackend(threads=settings.mesh_threads)
         else:
-            self.model_name = MESH_MODEL_NAME
-            self.provider = "mediapipe CPU"
-            why = "--model mesh" if settings.model == MESH_MODEL else "no --model and no models/*.onnx"
-            log.info("model: %s (%s), runs on the CPU (TFLite)", MESH_MODEL_NAME, why)
-        self.use_mesh = self.model is None or settings.eyes_from_mesh
-        self._pool = (ThreadPoolExecutor(1, thread_name_prefix="facemesh")
-                      if (self.model is not None and self.use_mesh) else None)
-        self.detector = FaceDetector(settings.detector, settings.min_detection_confidence)
-        self.tracker = Tracker(settings.detect_every, settings.max_faces, settings.iou_match, on_end=self._end_track)
+            self.backend = MeshBackend(threads=settings.mesh_threads)
+            why = "--model mesh" if settings.model == MESH_MODEL else "no --model, no models/*.onnx, no shipped model"
+            log.info("model: %s (%s), runs on the CPU (LiteRT)", MESH_MODEL_NAME, why)
+        self.model_name = self.backend.name
+        self.provider = self.backend.provider
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="facemesh") if self.eyes is not None else None
+        self.detector = FaceDetector(settings.min_detection_confidence)
+        self.tracker = Tracker(settings.detect_every, settings.max_faces, settings.iou_match)
         self.monitor = monitor if monitor is not None else self._make_monitor(settings)
         self._last_driver_box = None
         self.last_events: list = []
@@ -113,6 +101,11 @@ class Pipeline:
         self.fps = float("nan")
         self._last_t = None
         self.frames = 0
+
+    @property
+    def model(self) -> Optional[Model3DMM]:
+        """The 3DMM when one runs (None in face-mesh mode)."""
+        return self.backend if isinstance(self.backend, Model3DMM) else None
 
     # ------------------------------------------------------------------ setup
     @staticmethod
@@ -123,93 +116,69 @@ class Pipeline:
 
         return DriverMonitor(settings.monitor)
 
-    def _end_track(self, track: Track) -> None:
-        mesh = track.state.pop("mesh", None)
-        if mesh is not None:
-            mesh.close()
-
-    def _run_meshes(self, image: np.ndarray, tracks: list[Track]) -> tuple[list, float]:
-        t = time.perf_counter()
-        out = []
-        for tr in tracks:
-            mesh = tr.state.get("mesh")
-            if mesh is None:
-                mesh = tr.state["mesh"] = FaceMesh(static=False)
-            out.append(mesh(image, tr.roi))
-        return out, (time.perf_counter() - t) * 1e3
-
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
         self.tracker.reset()
         self.detector.close()
+        self.backend.close()
+        if self.eyes is not None:
+            self.eyes.close()
+
+    @staticmethod
+    def _crop(t: Track) -> Crop:
+        """The track's roi for the 3DMM; for the landmark model the box from its own last points,
+        else (a face it has not seen or lost) the detector box when this frame has one."""
+        if "mesh_crop" in t.state:
+            return Crop(t.roi, *t.state["mesh_crop"])
+        return Crop(t.roi, mesh_box_from_detection(t.box) if t.detected else None)
 
     # ------------------------------------------------------------------ per frame
     def process(self, frame: Frame) -> tuple[list[FaceObservation], Optional[MonitorState], np.ndarray]:
-        st = {}
+        st = {"crop": 0.0, "3dmm": 0.0, "post": 0.0, "mesh/eyes": 0.0}
         image = frame.image
         t0 = time.perf_counter()
         tracks = self.tracker.step(image, self.detector)
         t1 = time.perf_counter()
         st["detect"] = (t1 - t0) * 1e3
+        crops = [self._crop(t) for t in tracks]
 
-        # the face mesh (own thread, C++ releases the GIL) overlaps the 3DMM run in this thread
-        mesh_job = None
-        if self.use_mesh and tracks:
-            if self.model is not None and self._pool is not None:
-                mesh_job = self._pool.submit(self._run_meshes, image, tracks)
-            else:
-                mesh_job = _Done(self._run_meshes(image, tracks))
-
-        results: list[tuple[Track, dict]] = []
-        if self.model is not None and tracks:
-            rois = [t.roi for t in tracks]
-            batch = self.model.crops(image, rois)
-            t2 = time.perf_counter()
-            out = self.model.infer(batch)
-            t3 = time.perf_counter()
-            for k, tr in enumerate(tracks):
-                results.append((tr, self.model.to_image(out, k, tr.roi)))
-            t4 = time.perf_counter()
-            st["crop"], st["3dmm"], st["post"] = (t2 - t1) * 1e3, (t3 - t2) * 1e3, (t4 - t3) * 1e3
-        else:
-            results = [(tr, {}) for tr in tracks]
-            st["crop"] = st["3dmm"] = st["post"] = 0.0
-
+        # the eyes backend (own thread; LiteRT releases the GIL) overlaps the 3DMM run in this thread
+        eyes_job = (self._pool.submit(self.eyes.estimate, image, crops)
+                    if self.eyes is not None and tracks else None)
+        ests, bst = self.backend.estimate(image, crops) if tracks else ([], {})
+        st.update(bst)
         t4 = time.perf_counter()
-        meshes, mesh_ms = mesh_job.result() if mesh_job is not None else ([None] * len(tracks), 0.0)
-        st["mesh/eyes"] = mesh_ms                         # its own duration (overlapped in 3DMM mode)
+        eyes, est_eyes = (eyes_job.result() if eyes_job is not None else ([None] * len(tracks), {}))
+        st.update(est_eyes)
         st["mesh wait"] = (time.perf_counter() - t4) * 1e3  # what the overlap did not hide
-        kept: list[tuple[Track, dict]] = []
-        for (tr, res), pts in zip(results, meshes):
-            if self.use_mesh:
-                if pts is None:
-                    if self.model is None:   # no face in this crop: the track ends, detect next frame
-                        self.tracker.lose(tr)
-                        continue
-                    # 3DMM mode: keep the 3DMM face (it copes with profiles the mesh misses), eyes
+        kept: list[tuple[Track, FaceEstimate]] = []
+        for tr, est, ey in zip(tracks, ests, eyes):
+            if est is None:              # no face in this crop: the track ends, detect next frame
+                self.tracker.lose(tr)
+                continue
+            if self.eyes is not None:
+                if ey is None:
+                    # keep the 3DMM face (it copes with profiles the landmark model misses), eyes
                     # and mouth unknown on this frame; ask the detector to confirm it next frame
                     self.tracker.request_detection()
                 else:
-                    res["mesh_points"] = pts
-                    res["eye_open"] = eye_openness(pts)
-                    res["mouth_open"] = mouth_openness(pts)
-                if pts is not None and self.model is None:
-                    lm = to68(pts)
-                    R = head_rotation(lm)
-                    res["landmarks"] = lm
-                    res["rotation"] = R
-                    res["yaw"], res["pitch"], res["roll"] = pose_deg(R)
-                    res["scale"] = float("nan")
-            if not plausible(res.get("landmarks"), tr.roi, image.shape):
+                    est = _with_eyes(est, ey)
+            if not plausible(est.landmarks, tr.roi, image.shape):
                 self.tracker.lose(tr)
                 continue
-            self.tracker.update(tr, res["landmarks"], True)
-            kept.append((tr, res))
+            # the landmark model's next crop follows its own points; without them (lost in the
+            # crop) it falls back to the tracker's box
+            if est.mesh_points is not None:
+                tr.state["mesh_crop"] = mesh_crop(est.mesh_points)
+            else:
+                tr.state.pop("mesh_crop", None)
+            self.tracker.update(tr, est.landmarks, True)
+            kept.append((tr, est))
         t5 = time.perf_counter()
 
-        observations = [self._observation(tr, res, frame.timestamp) for tr, res in kept]
+        observations = [self._observation(tr, est, frame.timestamp) for tr, est in kept]
         t6 = time.perf_counter()
         st["smoothing"] = (t6 - t5) * 1e3
 
@@ -222,7 +191,7 @@ class Pipeline:
             if driver is not None:
                 self._last_driver_box = driver.box
             state = self.monitor.update(frame.timestamp, frame.index, driver)
-            self.last_events = _events_of(self.monitor)
+            self.last_events = list(self.monitor.last_events)
         t7 = time.perf_counter()
         st["monitor"] = (t7 - t6) * 1e3
 
@@ -239,12 +208,9 @@ class Pipeline:
         self.frames += 1
         return observations, state, annotated
 
-    def _observation(self, tr: Track, res: dict, t: float) -> FaceObservation:
-        lm = res["landmarks"]
-        verts = res.get("vertices")
-        R = res.get("rotation")
-        mesh_pts = res.get("mesh_points")
-        yaw, pitch, roll = res.get("yaw", np.nan), res.get("pitch", np.nan), res.get("roll", np.nan)
+    def _observation(self, tr: Track, est: FaceEstimate, t: float) -> FaceObservation:
+        lm, verts, R, mesh_pts = est.landmarks, est.vertices, est.rotation, est.mesh_points
+        yaw, pitch, roll = est.yaw, est.pitch, est.roll
         s = self.settings
         if s.smoothing:
             f = tr.state.get("filters")
@@ -263,9 +229,9 @@ class Pipeline:
         box = np.array([lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()], dtype=np.float64)
         return FaceObservation(
             box=box, landmarks=np.asarray(lm, np.float32), model=self.model_name,
-            vertices=verts, triangles=self.model.triangles if (self.model is not None and verts is not None) else None,
-            rotation=R, translation=None, scale=float(res.get("scale", np.nan)),
+            vertices=verts, triangles=self.backend.triangles if verts is not None else None,
+            rotation=R, translation=None, scale=float(est.scale),
             yaw=float(yaw), pitch=float(pitch), roll=float(roll),
-            eye_open=tuple(res.get("eye_open", (np.nan, np.nan))), mouth_open=float(res.get("mouth_open", np.nan)),
+            eye_open=tuple(est.eye_open), mouth_open=float(est.mouth_open),
             score=float(tr.score), roi_box=np.asarray(tr.roi, np.float64).copy(),
-            mesh_points=mesh_pts)
+            mesh_points=mesh_pts, blendshapes=est.blendshapes)

@@ -190,16 +190,14 @@ _MP_EDGES: Optional[np.ndarray] = None
 
 
 def mediapipe_edges() -> Optional[np.ndarray]:
-    """mediapipe's 468-point tessellation as (E, 2) edges; None when mediapipe is not importable."""
+    """mediapipe's 468-point tessellation as (E, 2) edges (its Tasks FaceLandmarksConnections)."""
     global _MP_EDGES
     if _MP_EDGES is None:
-        try:
-            from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
-        except Exception:
-            _MP_EDGES = np.zeros((0, 2), np.int32)
-        else:
-            _MP_EDGES = np.array(sorted(FACEMESH_TESSELATION), dtype=np.int32)
-    return _MP_EDGES if len(_MP_EDGES) else None
+        from mediapipe.tasks.python.vision.face_landmarker import FaceLandmarksConnections
+
+        _MP_EDGES = np.array(sorted((c.start, c.end) for c in FaceLandmarksConnections.FACE_LANDMARKS_TESSELATION),
+                             dtype=np.int32)
+    return _MP_EDGES
 
 
 # ----------------------------------------------------------------------------- per-face layers

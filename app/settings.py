@@ -10,8 +10,8 @@ from typing import Any, Optional
 
 from app.render import Layers
 
-# Settings.model value (and ``--model mesh``) that always runs the built-in mediapipe face mesh,
-# even when models/ holds an ONNX file.
+# Settings.model value (and ``--model mesh``) that always runs the built-in mediapipe face mesh
+# alone, even when models/ holds an ONNX file.
 MESH_MODEL = "mesh"
 
 
@@ -27,8 +27,8 @@ def _default_monitor():
 class Settings:
     # ---- model
     # Path of an ONNX file that follows the export contract (docs/export.md); MESH_MODEL ("mesh") =
-    # the built-in mediapipe face mesh; None = the first models/*.onnx (sorted by name) when there
-    # is one, else the face mesh.
+    # the built-in mediapipe face mesh alone; None = the first models/*.onnx (sorted by name) when
+    # there is one, else the shipped 3DDFA-V2 model (assets/models/).
     model: Optional[str] = None
     # auto: CUDA then CPU (one log line says which provider really runs); cuda: CUDA or an error
     # (never a silent CPU fallback); cpu: CPU only.
@@ -45,9 +45,6 @@ class Settings:
     # frame. 5 = detection cost (~2 ms with BlazeFace short range here) spread over 5 frames while a
     # new face entering the view is picked up within 0.2 s at 25 fps.
     detect_every: int = 5
-    # mediapipe BlazeFace model: "short" (faces within ~2 m, model_selection=0) or "full"
-    # (up to ~5 m, model_selection=1), both bundled with the mediapipe wheel.
-    detector: str = "short"
     # BlazeFace score threshold; 0.5 is mediapipe's default.
     min_detection_confidence: float = 0.5
     # Most faces processed per frame (largest first); 1 is enough for driver monitoring.
@@ -58,9 +55,13 @@ class Settings:
     iou_match: float = 0.3
 
     # ---- face mesh (eyes and mouth in every mode, the whole model in face-mesh mode)
-    # Run the mediapipe face mesh on each face crop also in ONNX mode (per-eye openness and mouth
-    # openness come from its eyelids / lips: 3DMM eyelids never close). Off = eye/mouth unknown (NaN).
+    # Run the mediapipe face landmark model on each face crop also in ONNX mode (per-eye openness,
+    # mouth openness, iris and blendshapes come from it: 3DMM eyelids never close). Off = eye/mouth
+    # unknown (NaN).
     eyes_from_mesh: bool = True
+    # LiteRT threads of the landmark model: 2.7 ms with 2 vs 4.5 ms with 1 per 256 px face crop on
+    # the 2-core dev machine (docs/benchmarks.md, "Eye/mouth stage"); it overlaps the 3DMM run.
+    mesh_threads: int = 2
 
     # ---- temporal smoothing (One Euro filter, Casiez et al. CHI 2012), per tracked face
     smoothing: bool = True
@@ -82,8 +83,8 @@ class Settings:
         """ValueError naming the flag of the first bad value."""
         if self.device not in ("auto", "cuda", "cpu"):
             raise ValueError(f"--device must be auto, cuda or cpu, got {self.device!r}")
-        if self.detector not in ("short", "full"):
-            raise ValueError(f"--detector must be short or full, got {self.detector!r}")
+        if self.mesh_threads < 1:
+            raise ValueError(f"--mesh-threads must be >= 1, got {self.mesh_threads}")
         if self.detect_every < 1:
             raise ValueError(f"--detect-every must be >= 1, got {self.detect_every}")
         if self.max_faces < 1:

@@ -154,3 +154,46 @@ def finalize_onnx(path, *, meta: dict, triangles: Optional[np.ndarray]) -> None:
     model.producer_name = "face3d-monitor-export"
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+
+
+# float32 initializers at least this large are stored as float16 by store_fp16 (smaller ones, the
+# biases and the 62-d statistics, stay float32: they weigh nothing)
+STORE_FP16_MIN_ELEMENTS = 1024
+# float16's largest finite value is 65504: tensors beyond this stay float32 (the BFM mean shape,
+# up to 1.3e5, would overflow)
+STORE_FP16_MAX_ABS = 60000.0
+
+
+def store_fp16(path) -> dict:
+    """Store the large float32 initializers of an ONNX file as float16, each followed by a Cast
+    back to float32: the file gets ~2x smaller, the maths stays float32 (onnxruntime folds the
+    casts at session start, so the running graph holds the fp16-rounded values as fp32 tensors).
+    Saved in place; returns {"initializers": n converted, "kept_fp32": names kept}."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    inits, casts, kept, n = [], [], [], 0
+    for init in g.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT and int(np.prod(init.dims)) >= STORE_FP16_MIN_ELEMENTS:
+            a = numpy_helper.to_array(init)
+            if float(np.abs(a).max()) <= STORE_FP16_MAX_ABS:
+                inits.append(numpy_helper.from_array(a.astype(np.float16), init.name + "__fp16"))
+                casts.append(helper.make_node("Cast", [init.name + "__fp16"], [init.name],
+                                              to=onnx.TensorProto.FLOAT, name=init.name + "__cast"))
+                n += 1
+                continue
+            kept.append(init.name)
+        inits.append(init)
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    nodes = list(g.node)
+    del g.node[:]
+    g.node.extend(casts + nodes)
+    for p in model.metadata_props:
+        if p.key == "precision":
+            p.value += ", large weights stored as fp16 (computed in fp32)"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return {"initializers": n, "kept_fp32": kept}

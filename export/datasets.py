@@ -422,13 +422,13 @@ def _context_for(img: np.ndarray, rois: np.ndarray):
     return ctx, mapped
 
 
-def build_face_cache(sources: Sequence[Path], teacher: TeacherONNX, *, stride: int = 2, detector: str = "full",
+def build_face_cache(sources: Sequence[Path], teacher: TeacherONNX, *, stride: int = 2,
                      min_confidence: float = 0.6, max_faces: int = 4, min_face: int = 40,
                      log: Callable[[str], None] = print) -> FaceCache:
     """Detect faces (app.detect BlazeFace) in every ``stride``-th frame and keep context crops."""
     from app.detect import FaceDetector
 
-    det = FaceDetector(detector, min_confidence)
+    det = FaceDetector(min_confidence)
     ctxs, rois, groups, frames = [], [], [], []
     try:
         for g, path in enumerate(sources):
@@ -475,12 +475,12 @@ def landmarks_pixels(params: np.ndarray) -> np.ndarray:
     return np.stack([pts[:, 0] - 1.0, SIZE - pts[:, 1]], axis=1)
 
 
-def cache_key(sources: Sequence[Path], teacher_path: str, stride: int, detector: str) -> str:
+def cache_key(sources: Sequence[Path], teacher_path: str, stride: int) -> str:
     h = hashlib.sha256()
     for s in list(sources) + [Path(teacher_path)]:
         st = s.stat()
         h.update(f"{s.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode())
-    h.update(f"{stride}|{detector}|{CTX}|{CTX_SCALE}|v1".encode())
+    h.update(f"{stride}|blazeface_short|{CTX}|{CTX_SCALE}|v2".encode())
     return h.hexdigest()[:16]
 
 

@@ -403,7 +403,6 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--holdout", nargs="*", default=None,
                      help="hold out sources whose file name contains this (default: the last video)")
     src.add_argument("--stride", type=int, default=2, help="use every k-th video frame (default 2)")
-    src.add_argument("--detector", choices=("short", "full"), default="full", help="BlazeFace model (default full)")
     src.add_argument("--target-frame", choices=("pixels", "params"), default="pixels",
                      help="distillation: 'pixels' (default) moves the teacher's parameters into the student's "
                           "landmark convention (export.contract.CONVENTIONS), so that the exported student draws "
@@ -549,11 +548,11 @@ def run(args, model=None, log: Callable[[str], None] = _log) -> dict:
             log(f"targets: teacher params moved from the {teacher.convention} into the {convention} landmark "
                 f"convention (translation {shift[3]:+g}, {shift[7]:+g}, {shift[11]:+g}; --target-frame params keeps them)")
         sources = D.expand_sources(args.frames)
-        key = D.cache_key(sources, args.distill_from, args.stride, args.detector)
+        key = D.cache_key(sources, args.distill_from, args.stride)
 
         def build():
             log(f"detecting faces in {len(sources)} sources (every {args.stride} frames) ...")
-            return D.build_face_cache(sources, teacher, stride=args.stride, detector=args.detector, log=log)
+            return D.build_face_cache(sources, teacher, stride=args.stride, log=log)
         cache = D.load_or_build_cache(out / "face_cache.npz", key, build, log=log)
         holdout = args.holdout
         if holdout is None:

@@ -113,7 +113,7 @@ def _broken_model(path):
     x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 120, 120, 3])
     y = helper.make_tensor_value_info("params", TensorProto.FLOAT, ["N", 120, 120, 3])
     g = helper.make_graph([helper.make_node("Identity", ["image"], ["params"])], "g", [x], [y])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
 
 
 @pytest.mark.parametrize("case", ["missing_dir", "no_lists", "missing_image", "bad_model", "not_onnx"])

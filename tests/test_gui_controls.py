@@ -130,11 +130,29 @@ def test_model_combo_always_offers_the_built_in_mesh_and_chooses_it_with_an_onnx
     assert win2.model_combo.currentData() == MESH_MODEL
 
 
-def test_model_combo_without_models_lists_the_mesh_once_and_selects_it(window, qtbot, tmp_path, monkeypatch):
+def test_model_combo_without_user_models_defaults_to_the_shipped_3dmm(window, qtbot, tmp_path, monkeypatch):
+    """No models/*.onnx: the default is the shipped 3DDFA-V2; the mesh and the shipped model are
+    listed once each."""
+    from app import pipeline
+    from app.gui.window import MESH_MODEL_LABEL, SHIPPED_MODEL_LABEL
+    from app.settings import MESH_MODEL
+
+    monkeypatch.setattr(pipeline, "MODELS_DIR", tmp_path / "empty")
+    monkeypatch.chdir(tmp_path)                        # no ./models either
+    win = window()
+    items = _combo(win)
+    shipped = str(pipeline.SHIPPED_MODEL)
+    assert items == [(f"Default ({pipeline.SHIPPED_MODEL.name})", None), (MESH_MODEL_LABEL, MESH_MODEL),
+                     (SHIPPED_MODEL_LABEL, shipped), ("Browse…", "__browse__")]
+    assert win.model_combo.currentIndex() == 0
+
+
+def test_model_combo_without_any_3dmm_lists_the_mesh_once_and_selects_it(window, qtbot, tmp_path, monkeypatch):
     from app import pipeline
     from app.gui.window import MESH_MODEL_LABEL
 
     monkeypatch.setattr(pipeline, "MODELS_DIR", tmp_path / "empty")
+    monkeypatch.setattr(pipeline, "SHIPPED_MODEL", tmp_path / "none.onnx")
     monkeypatch.chdir(tmp_path)                        # no ./models either
     win = window()
     items = _combo(win)

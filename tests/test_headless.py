@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from app import assets
 from app.pipeline import default_model_path
 from tests.conftest import ROOT, shared
 
@@ -53,6 +54,12 @@ def test_default_backend_dump(tmp_path):
     assert len(f["eye_open"]) == 2
     expected = "mediapipe_face_mesh" if default_model_path() is None else Path(default_model_path()).stem
     assert f["model"].startswith(expected)
+    # a clone runs the shipped 3DDFA-V2 with eyes, iris and blendshapes
+    if default_model_path() == str(assets.DEFAULT_3DMM):
+        assert f["model"] == "3ddfa_v2_mb05_noneck"
+        assert len(f["iris"]) == 10 and all(len(pt) == 3 for pt in f["iris"])
+        assert len(f["blendshapes"]) == 51 and 0.0 <= f["blendshapes"]["eyeBlinkLeft"] <= 1.0
+        assert all(v is not None for v in f["eye_open"])
     log = "\n".join(err_lines(p))
     assert "done: 55 frames" in log and expected in log
 

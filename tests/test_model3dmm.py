@@ -20,7 +20,7 @@ def make_onnx(path, outputs=("params", "landmarks"), in_name="image", in_type=Te
         nodes.append(helper.make_node("Cast", [in_name], [o], to=TensorProto.FLOAT))
         outs.append(helper.make_tensor_value_info(o, TensorProto.FLOAT, ["N", 120, 120, 3]))
     g = helper.make_graph(nodes, "g", [inp], outs)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.save(m, str(path))
     return path
 

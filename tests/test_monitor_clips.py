@@ -1,5 +1,5 @@
 """Eye / mouth rules on real faces: the hand labels in tests/data against the driver monitor fed with
-the mediapipe face-mesh openness (app.facemesh) of shared/media/clips."""
+the face landmark model's openness (app.facemesh, through the pipeline's tracked crops) of shared/media/clips."""
 from __future__ import annotations
 
 import functools
@@ -49,18 +49,20 @@ def test_labels_match_the_clips(name, labels):
 
 @functools.lru_cache(maxsize=None)      # one face-mesh pass per clip for all tests (read-only result)
 def mesh_openness(name):
-    from app.facemesh import FaceMesh, eye_openness, mouth_openness
+    from app.core.types import Frame
+    from app.pipeline import Pipeline
+    from app.settings import MESH_MODEL, Settings
 
     frames, fps = frames_of(name)
-    fm = FaceMesh(static=False)
+    # the app's own landmark path: detector, tracked crops turned by the face's roll, raw openness
+    pipe = Pipeline(Settings(model=MESH_MODEL, smoothing=False, monitor=None))
     out = []
     try:
-        for f in frames:
-            h, w = f.shape[:2]
-            m = fm(f, np.array([0, 0, w, h], float))
-            out.append((np.nan, np.nan, np.nan) if m is None else (*eye_openness(m), mouth_openness(m)))
+        for i, f in enumerate(frames):
+            obs = pipe.process(Frame(f, i / fps, i))[0]
+            out.append((np.nan, np.nan, np.nan) if not obs else (*obs[0].eye_open, obs[0].mouth_open))
     finally:
-        fm.close()
+        pipe.close()
     vals = np.array(out)
     vals.setflags(write=False)
     return vals, fps
@@ -70,16 +72,17 @@ def monitor_eye_states(vals, fps):
     """The monitor over a clip's openness: relative openness per frame, the monitor, the frames on
     which a blink was counted (the first open frame after the closure) and all events."""
     mon = DriverMonitor(MonitorSettings())
-    rel, blink_frames, events = [], [], []
+    rel, blink_frames, closure_frames, events = [], [], [], []
     for i, (l, r, mouth) in enumerate(vals):
         f = FaceObservation(box=np.array([0, 0, 100, 100.]), landmarks=np.zeros((68, 3)), model="mesh",
                             yaw=0.0, pitch=0.0, eye_open=(l, r), mouth_open=mouth)
-        before = mon.blinks
+        before, closures = mon.blinks, mon.closures
         st = mon.update(i / fps, i, f)
         rel.append(st.signals["eye_open_rel"])
         blink_frames += [i] * (mon.blinks - before)
+        closure_frames += [i] * (mon.closures - closures)
         events += mon.last_events
-    return np.array(rel), mon, blink_frames, events
+    return np.array(rel), mon, blink_frames, closure_frames, events
 
 
 @pytest.mark.parametrize("name", list(EYES))
@@ -87,7 +90,7 @@ def test_eye_closure_rule_on_labelled_frames(name):
     pytest.importorskip("mediapipe")
     lab = EYES[name]
     vals, fps = mesh_openness(name)
-    rel, mon, _, _ = monitor_eye_states(vals, fps)
+    rel, mon, _, _, _ = monitor_eye_states(vals, fps)
     ratio = mon.settings.eye_closed_ratio
     ready = np.isfinite(rel)                     # after the 2 s open-eye baseline
     closed_i = [i for i in idx(lab["closed"]) if ready[i]]
@@ -109,7 +112,7 @@ def test_blinks_and_eye_events_match_the_labelled_episodes(name):
     pytest.importorskip("mediapipe")
     lab = EYES[name]
     vals, fps = mesh_openness(name)
-    rel, mon, blink_frames, events = monitor_eye_states(vals, fps)
+    rel, mon, blink_frames, closure_frames, events = monitor_eye_states(vals, fps)
     s = mon.settings
     spans, episodes = lab["blinks"]["scored"], lab["blinks"]["episodes"]
     ready = int(np.argmax(np.isfinite(rel)))              # first frame with an open-eye baseline
@@ -133,7 +136,10 @@ def test_blinks_and_eye_events_match_the_labelled_episodes(name):
     dur = [(hi - lo + 1) / fps for lo, hi in episodes]
     assert all(d < s.blink_max_seconds for d in dur)
     starts = [e for e in events if e["event"] == "start"]
-    assert [e for e in starts if e["kind"] == "eyes_closed"] == [] and mon.closures == 0
+    # no closure (0.5-1 s) ends in the scored spans (d14's unscored 113-204 is drowsy-like lowered
+    # eyes with flutter, where a 0.77 s closure at 172-194 is a fair reading)
+    assert [e for e in starts if e["kind"] == "eyes_closed"] == []
+    assert [i for i in closure_frames if in_spans(i - 1)] == []
     assert starts == []                          # nor drowsy (PERCLOS needs 30 s), nor anything else
     assert mon.blinks >= len(episodes)           # + those in the unscored stretches
     print(f"{name}: {len(episodes)} labelled blinks, counted on frames {matched}; "

@@ -13,7 +13,7 @@ from app.core import geometry
 from app.core.types import Frame
 from app.io.capture import open_source
 from app.pipeline import MESH_MODEL_NAME, Pipeline
-from app.settings import Settings
+from app.settings import MESH_MODEL, Settings
 from tests.conftest import shared
 
 CLIP = ("media", "talking_head_720p.mp4")
@@ -70,7 +70,7 @@ def test_matches_official_crop(onnx_run, tddfa_onnx):
     from app.detect import FaceDetector
 
     frames, results, _ = onnx_run
-    det = FaceDetector("short")
+    det = FaceDetector()
     sess = ort.InferenceSession(str(tddfa_onnx), providers=["CPUExecutionProvider"])
     prev = None
     worst = 0.0
@@ -130,10 +130,9 @@ def test_yaw_vs_aflw_onnx(tddfa_onnx):
 
 
 def test_yaw_vs_aflw_face_mesh():
-    s = Settings(smoothing=False)
+    s = Settings(smoothing=False, model=MESH_MODEL)
     p = Pipeline(s)
-    if p.model_name != MESH_MODEL_NAME:
-        pytest.skip("a models/*.onnx is present, the default backend is not the face mesh")
+    assert p.model_name == MESH_MODEL_NAME
     p.close()
     errs = _aflw_yaw_errors(s)
     assert len(errs) == 7
@@ -246,6 +245,12 @@ def test_mesh_value_runs_the_built_in_face_mesh_although_models_holds_an_onnx(td
     assert pipeline.resolve_model_path(None) == str(models / "3ddfa_v2_mb05.onnx")
     assert pipeline.resolve_model_path(MESH_MODEL) is None
     assert pipeline.resolve_model_path("x.onnx") == "x.onnx"
+    # no user model: the shipped 3DDFA-V2; neither: None (the face mesh)
+    monkeypatch.setattr(pipeline, "MODELS_DIR", tmp_path / "empty")
+    assert pipeline.default_model_path() == str(pipeline.assets.DEFAULT_3DMM)
+    monkeypatch.setattr(pipeline, "SHIPPED_MODEL", tmp_path / "none.onnx")
+    assert pipeline.default_model_path() is None and pipeline.resolve_model_path(None) is None
+    monkeypatch.setattr(pipeline, "MODELS_DIR", models)
     p = Pipeline(Settings(device="cpu"))
     try:
         assert p.model is not None and p.model_name == "3ddfa_v2_mb05"

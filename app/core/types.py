@@ -8,7 +8,7 @@ Angles are degrees in the AFLW2000 ``Pose_Para`` convention (see app.core.geomet
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -37,7 +37,8 @@ class FaceObservation:
     mouth_open: float = float("nan")        # inner-lip opening / mouth width; nan = unknown
     score: float = float("nan")             # detector confidence when known
     roi_box: Optional[np.ndarray] = None    # (4,) the crop box [sx, sy, ex, ey] the model saw
-    mesh_points: Optional[np.ndarray] = None  # (468, 3) face-mesh points when the mesh ran
+    mesh_points: Optional[np.ndarray] = None  # (478, 3) face-mesh points (468 mesh + 10 iris) when the mesh ran
+    blendshapes: Optional[dict] = None      # 52 mediapipe blendshape scores by name (eyeBlinkLeft, jawOpen ...)
 
     @property
     def center(self) -> np.ndarray:
@@ -48,6 +49,46 @@ class FaceObservation:
     def area(self) -> float:
         b = self.box
         return float(max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]))
+
+
+@dataclass
+class FaceEstimate:
+    """One face backend's output for one face crop, in image pixels, before smoothing. Fields a
+    backend does not measure stay None / nan (a 3DMM has no eyelids; the face mesh no dense BFM)."""
+    landmarks: Optional[np.ndarray] = None    # (68, 3) float32
+    vertices: Optional[np.ndarray] = None     # (V, 3) float32
+    rotation: Optional[np.ndarray] = None     # (3, 3)
+    scale: float = float("nan")
+    yaw: float = float("nan")
+    pitch: float = float("nan")
+    roll: float = float("nan")
+    mesh_points: Optional[np.ndarray] = None  # (478, 3) float32
+    eye_open: tuple[float, float] = (float("nan"), float("nan"))
+    mouth_open: float = float("nan")
+    blendshapes: Optional[dict] = None
+
+
+@dataclass
+class Crop:
+    """Where one tracked face is cut from the frame for the backends."""
+    roi: np.ndarray                        # (4,) tracker's square box [sx, sy, ex, ey] (3DDFA-V2 policies)
+    mesh_box: Optional[np.ndarray] = None  # (4,) box from the face's previous 478 points (mediapipe's
+    #                                        landmark ROI policy); None = use roi
+    roll: float = 0.0                      # radians the face is rolled in the image (0 = level)
+
+
+class FaceBackend(Protocol):
+    """What the pipeline runs on the face crops of a frame: a 3DMM (app.model3dmm.Model3DMM) or the
+    face landmark model (app.facemesh.MeshBackend). ``estimate`` returns one FaceEstimate per crop
+    (None: no face in that crop) and its own stage times in ms."""
+    name: str        # shown in the overlay, the dump and the log
+    provider: str    # what really runs it ("CPU", "CUDA", "LiteRT CPU")
+    triangles: Optional[np.ndarray]  # (T, 3) int32 of the dense vertices, when it has them
+
+    def estimate(self, image: np.ndarray,
+                 crops: Sequence[Crop]) -> tuple[list[Optional[FaceEstimate]], dict[str, float]]: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass

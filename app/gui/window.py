@@ -39,6 +39,7 @@ PANEL_HZ = 8            # numbers, calibration indicator, status bar refresh rat
 ROOT = Path(__file__).resolve().parents[2]
 ALERT_WAV = ROOT / "assets" / "alert.wav"
 MESH_MODEL_LABEL = "Face mesh (built-in)"
+SHIPPED_MODEL_LABEL = "3DDFA-V2 x0.5 (shipped)"
 MESH_MODEL = binding.MESH_MODEL          # Settings.model of the built-in face mesh ("mesh")
 NO_SOURCE_MESSAGE = ("No camera found and no source open: open a video file (Open video…), or plug in "
                      "a camera and choose \"Refresh cameras\" in the source list.")
@@ -359,8 +360,9 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ combos
     def _fill_model_combo(self, current: Optional[str] = "__settings__") -> None:
-        """Default (first models/*.onnx, when there is one), the built-in face mesh (always),
-        every models/*.onnx, Browse…; ``current`` (default: the model of self.settings) selected."""
+        """Default (first models/*.onnx, else the shipped 3DDFA-V2), the built-in face mesh (always),
+        the shipped 3DDFA-V2, every models/*.onnx, Browse…; ``current`` (default: the model of
+        self.settings) selected."""
         if current == "__settings__":
             current = binding.get_model(self.settings)
         self.model_combo.blockSignals(True)
@@ -369,11 +371,17 @@ class MainWindow(QMainWindow):
         if default is not None:
             self.model_combo.addItem(default, None)
         self.model_combo.addItem(MESH_MODEL_LABEL, MESH_MODEL)
+        from app import pipeline
+
         paths = model_choices()
+        shipped = str(pipeline.SHIPPED_MODEL) if Path(pipeline.SHIPPED_MODEL).is_file() else None
+        if shipped and os.path.realpath(shipped) not in {os.path.realpath(p) for p in paths}:
+            paths.insert(0, shipped)
         if current and current != MESH_MODEL and os.path.realpath(current) not in {os.path.realpath(p) for p in paths}:
             paths.append(current)
         for p in paths:
-            self.model_combo.addItem(Path(p).name, p)
+            shown = SHIPPED_MODEL_LABEL if shipped and os.path.realpath(p) == os.path.realpath(shipped) else Path(p).name
+            self.model_combo.addItem(shown, p)
         self.model_combo.addItem("Browse…", "__browse__")
         if current is None:       # the default: its entry, or the mesh when models/ is empty
             idx = 0
@@ -850,8 +858,8 @@ class MainWindow(QMainWindow):
 
 # ---------------------------------------------------------------------- helpers
 def _default_model_label() -> Optional[str]:
-    """The combo label of Settings.model = None when it runs a models/*.onnx ("Default (X.onnx)");
-    None when models/ is empty (then None runs the face mesh, shown by its own entry)."""
+    """The combo label of Settings.model = None: "Default (X.onnx)" for the first models/*.onnx or
+    the shipped 3DDFA-V2; None when neither exists (then None runs the face mesh, its own entry)."""
     try:
         from app.pipeline import default_model_path
 
