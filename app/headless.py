@@ -21,6 +21,7 @@ from typing import Optional
 
 import numpy as np
 
+from app.core.errors import one_line
 from app.core.types import FaceObservation
 
 log = logging.getLogger("app")
@@ -136,11 +137,6 @@ class BackgroundWriter:
         self.writer.abort()
 
 
-def _one_line(e: BaseException) -> str:
-    s = str(e).strip().splitlines()
-    return s[0] if s else type(e).__name__
-
-
 def _source_spec(args):
     if getattr(args, "video", None) and getattr(args, "camera", None) is not None:
         raise UsageError("give either --video FILE or --camera N, not both")
@@ -181,7 +177,7 @@ def run(settings, args) -> int:
             try:
                 events = EventLog(args.events)
             except OSError as e:
-                raise UsageError(f"cannot write events to {args.events}: {_one_line(e)}")
+                raise UsageError(f"cannot write events to {args.events}: {one_line(e)}")
         if getattr(args, "sound", False):
             from app.monitor import AlertSound
 
@@ -194,7 +190,7 @@ def run(settings, args) -> int:
             source.stop()
         if pipe is not None:
             pipe.close()
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
 
     log.info("input %s (%dx%d @ %.2f fps), model %s on %s", source.name, source.size[0], source.size[1],
@@ -257,7 +253,7 @@ def run(settings, args) -> int:
         interrupted = True
         print("interrupted: finalizing outputs", file=sys.stderr)
     except Exception as e:   # finalize what was written, then report
-        print(f"error: processing stopped at frame {frames}: {_one_line(e)}", file=sys.stderr)
+        print(f"error: processing stopped at frame {frames}: {one_line(e)}", file=sys.stderr)
         log.debug("processing error", exc_info=True)
         rc = 1
     finally:
@@ -271,7 +267,7 @@ def run(settings, args) -> int:
             try:
                 summary = mon.summary()
             except Exception as e:
-                log.warning("monitor summary failed: %s", _one_line(e))
+                log.warning("monitor summary failed: %s", one_line(e))
         for name, out in (("recording", writer), ("dump", dump)):
             if out is not None:
                 try:
@@ -279,7 +275,7 @@ def run(settings, args) -> int:
                     if p is not None:
                         outputs.append(f"{name} {p}")
                 except Exception as e:
-                    print(f"error: could not finalize {name}: {_one_line(e)}", file=sys.stderr)
+                    print(f"error: could not finalize {name}: {one_line(e)}", file=sys.stderr)
                     rc = rc or 1
         if events is not None and frames == 0:
             _discard(events)          # no frame, no events: leave no file (the error says why)
@@ -290,7 +286,7 @@ def run(settings, args) -> int:
                 events.close()
                 outputs.append(f"events {args.events}")
             except Exception as e:
-                print(f"error: could not finalize events: {_one_line(e)}", file=sys.stderr)
+                print(f"error: could not finalize events: {one_line(e)}", file=sys.stderr)
                 rc = rc or 1
         pipe.close()
 

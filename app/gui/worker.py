@@ -34,6 +34,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from PyQt6.QtCore import QThread, pyqtSignal
 
+from app.core.errors import one_line
 from app.core.types import Frame, MonitorState
 
 log = logging.getLogger(__name__)
@@ -291,11 +292,6 @@ def _default_source_factory(spec, *, loop: bool = False):
     return open_source(spec, loop=loop)
 
 
-def _one_line(e: BaseException) -> str:
-    s = str(e).strip().splitlines()
-    return (s[0] if s else type(e).__name__)[:300]
-
-
 class ProcessingWorker(QThread):
     """Capture + inference + recording off the UI thread. Communicate through the methods below."""
 
@@ -397,7 +393,7 @@ class ProcessingWorker(QThread):
                 self._process(*item)
         except Exception as e:  # never die silently: tell the UI
             log.exception("GUI worker failed")
-            self.error.emit(f"processing stopped: {_one_line(e)}")
+            self.error.emit(f"processing stopped: {one_line(e)}")
         finally:
             self._stop_recording()
             if self.grabber is not None:
@@ -457,7 +453,7 @@ class ProcessingWorker(QThread):
         try:
             src = self._source_factory(spec, loop=self.loop)
         except Exception as e:  # SourceError: one line already
-            msg = _one_line(e)
+            msg = one_line(e)
             self.error.emit(msg)
             self.source_failed.emit(msg)
             return  # the previous source (if any) keeps running
@@ -493,7 +489,7 @@ class ProcessingWorker(QThread):
         try:
             p = self._pipeline_factory(settings)
         except Exception as e:
-            msg = f"model failed to load: {_one_line(e)}"
+            msg = f"model failed to load: {one_line(e)}"
             log.debug("pipeline factory failed", exc_info=True)
             self.error.emit(msg)
             self.model_failed.emit(msg)
@@ -542,7 +538,7 @@ class ProcessingWorker(QThread):
         try:
             self.recorder = Recorder(path, src.fps or 30.0, tuple(src.size))
         except Exception as e:
-            msg = f"recording: {_one_line(e)}"
+            msg = f"recording: {one_line(e)}"
             self.error.emit(msg)
             self.recorder = None
             self.recording_changed.emit("")
@@ -568,7 +564,7 @@ class ProcessingWorker(QThread):
             msg = f"recorded {rec.frames} frames to {rec.path}"
             self.info.emit(msg)
         except Exception as e:
-            self.error.emit(f"recording: could not finalize {rec.path}: {_one_line(e)}")
+            self.error.emit(f"recording: could not finalize {rec.path}: {one_line(e)}")
         self.recording_changed.emit("")
 
     def _process(self, frame: Frame, wall_t: float) -> None:
@@ -577,7 +573,7 @@ class ProcessingWorker(QThread):
         try:
             observations, state, annotated = self.pipeline.process(frame)
         except Exception as e:   # one bad frame must not end the session: report, skip it
-            msg = f"processing failed on frame {frame.index}: {_one_line(e)}"
+            msg = f"processing failed on frame {frame.index}: {one_line(e)}"
             if msg.split(":", 1)[1] != self._last_process_error:
                 log.exception(msg)
                 self.error.emit(msg)
@@ -590,7 +586,7 @@ class ProcessingWorker(QThread):
             try:
                 self.recorder.write(annotated, frame.timestamp, events)
             except Exception as e:
-                self.error.emit(f"recording stopped: {_one_line(e)}")
+                self.error.emit(f"recording stopped: {one_line(e)}")
                 self._stop_recording()
         now = time.perf_counter()
         self._proc_times.append(now)
