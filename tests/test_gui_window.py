@@ -155,7 +155,7 @@ def test_scripted_yaw_raises_banner_and_sound(make_window, qtbot):
         face = FaceObservation(box=np.array([100, 60, 220, 200], float), landmarks=np.zeros((68, 3), np.float32),
                                model="synthetic", yaw=yaw, pitch=0.0, roll=0.0, eye_open=(0.3, 0.3), mouth_open=0.05)
         st = mon.update(t, i, face)
-        win._on_result(Result(image=img, raw=None, observations=[face], state=st,
+        win._on_result(Result(image=img, raw=None, observations=[face], driver=face, state=st,
                               frame=Frame(image=None, timestamp=t, index=i), wall_t=time.perf_counter(),
                               stats=Stats()))
         win.refresh_now()

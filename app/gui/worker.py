@@ -35,7 +35,8 @@ import numpy as np
 from PyQt6.QtCore import QThread, pyqtSignal
 
 from app.core.errors import one_line
-from app.core.types import Frame, MonitorState
+from app.core.types import FaceObservation, Frame, MonitorState
+from app.monitor import select_driver
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class Result:
     image: np.ndarray                   # annotated BGR frame (owned by the UI from now on)
     raw: Optional[np.ndarray]           # the raw frame (kept only when the worker is asked to)
     observations: list                  # list[FaceObservation]
+    driver: Optional[FaceObservation]   # the face the monitor judges (one of observations), None = no face
     state: Optional[MonitorState]
     frame: Frame                        # image is None-ed out to avoid keeping two buffers
     wall_t: float                       # perf_counter() when the frame left the source
@@ -274,6 +276,22 @@ def _eventlog_write(log_obj, ev: dict) -> None:
     log_obj.write(ev)     # app.monitor.events.EventLog
 
 
+# --------------------------------------------------------------------------- driver
+class DriverFollower:
+    """The driver of each frame as the pipeline picks it for the monitor: ``select_driver`` with the
+    previous driver's box (the same face while it stays in place, else the largest). The side
+    panel and the plots show this face, so they are about the face the alerts are about."""
+
+    def __init__(self):
+        self.box = None
+
+    def __call__(self, observations) -> Optional[FaceObservation]:
+        driver = select_driver(observations, self.box)
+        if driver is not None:
+            self.box = driver.box
+        return driver
+
+
 # --------------------------------------------------------------------------- worker
 MAX_PENDING = 3                          # results in flight to the UI before the worker skips some
 PipelineFactory = Callable[[Any], Any]   # settings -> Pipeline
@@ -326,6 +344,7 @@ class ProcessingWorker(QThread):
         self.paused = False
         self._proc_times: list[float] = []
         self.frames_processed = 0
+        self._driver = DriverFollower()
         self._last_process_error: Optional[str] = None
         # results emitted but not yet taken by the UI: above MAX_PENDING the worker skips emitting
         # (the UI is busy, e.g. a modal dialog): nothing piles up in the Qt event queue
@@ -495,6 +514,7 @@ class ProcessingWorker(QThread):
             self.model_failed.emit(msg)
             return False   # keep the previous pipeline
         old, self.pipeline = self.pipeline, p
+        self._driver = DriverFollower()     # a new pipeline starts without a driver
         self.settings = settings
         _close_quietly(old)
         name = str(getattr(p, "model_name", "?"))
@@ -581,6 +601,8 @@ class ProcessingWorker(QThread):
             return
         self._last_process_error = None
         dt = time.perf_counter() - t
+        observations = list(observations or [])
+        driver = self._driver(observations)     # every frame, as the pipeline does (skipped results too)
         events = _take_events(self.pipeline)
         if self.recorder is not None:
             try:
@@ -613,7 +635,7 @@ class ProcessingWorker(QThread):
                 return
             self._pending += 1
         lite = Frame(image=None, timestamp=frame.timestamp, index=frame.index)
-        self.result.emit(Result(image=annotated, raw=raw, observations=list(observations or []),
+        self.result.emit(Result(image=annotated, raw=raw, observations=observations, driver=driver,
                                 state=state, frame=lite, wall_t=wall_t, stats=stats, events=events))
 
 
