@@ -151,17 +151,16 @@ def mesh_edges(tri: np.ndarray, vertices: np.ndarray) -> np.ndarray:
 _MP_EDGES: Optional[np.ndarray] = None
 
 
-def mediapipe_edges() -> Optional[np.ndarray]:
-    """mediapipe's 468-point tessellation as (E, 2) edges; None when mediapipe is not importable."""
+def mediapipe_edges() -> np.ndarray:
+    """mediapipe's 468-point tessellation as (E, 2) edges (the Tasks API's FaceLandmarksConnections:
+    mediapipe 0.10 and 1.x have it, the same 2556 edges as the legacy FACEMESH_TESSELATION)."""
     global _MP_EDGES
     if _MP_EDGES is None:
-        try:
-            from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
-        except Exception:
-            _MP_EDGES = np.zeros((0, 2), np.int32)
-        else:
-            _MP_EDGES = np.array(sorted(FACEMESH_TESSELATION), dtype=np.int32)
-    return _MP_EDGES if len(_MP_EDGES) else None
+        from mediapipe.tasks.python.vision import FaceLandmarksConnections
+
+        pairs = {(c.start, c.end) for c in FaceLandmarksConnections.FACE_LANDMARKS_TESSELATION}
+        _MP_EDGES = np.array(sorted(pairs), dtype=np.int32)
+    return _MP_EDGES
 
 
 # ----------------------------------------------------------------------------- per-face layers

@@ -48,6 +48,8 @@ class _FakePipeline:
         self.model_name = "default" if m is None else ("mesh" if m == binding.MESH_MODEL else Path(m).stem)
         self.provider = "CPU"
         self.monitor = _FakeMonitor(settings.monitor) if settings.monitor is not None else None
+        self.stage_ms: dict = {}
+        self.last_events: list = []
         self.closed = False
 
     def process(self, frame):

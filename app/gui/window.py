@@ -13,6 +13,7 @@ import math
 import os
 import statistics
 import time
+import wave
 from collections import deque
 from pathlib import Path
 from typing import Optional
@@ -26,6 +27,7 @@ from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog,
                              QPushButton, QSplitter, QStatusBar, QToolBar,
                              QVBoxLayout, QWidget)
 
+from app.core.errors import one_line
 from app.gui import binding
 from app.gui.plots import SignalPlots
 from app.gui.video import VideoView
@@ -98,12 +100,12 @@ class _CameraLister(QObject):
         import threading
 
         def run():
-            try:
-                from app.io.capture import list_cameras
+            from app.io.capture import list_cameras
 
+            try:
                 cams = list_cameras()
-            except Exception:
-                log.debug("camera listing failed", exc_info=True)
+            except cv2.error as e:      # a camera driver failing while probed: say so, list none
+                log.warning("camera listing failed: %s", one_line(e))
                 cams = []
             self.found.emit(cams)
 
@@ -182,12 +184,12 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ construction
     def _make_sound(self):
-        try:
-            from app.monitor import AlertSound
+        from app.monitor import AlertSound
 
+        try:
             return AlertSound(str(ALERT_WAV))
-        except Exception as e:  # no monitor package / no wav: say so once, keep going
-            log.warning("alert sound unavailable: %s", e)
+        except (OSError, ValueError, EOFError, wave.Error) as e:  # assets/alert.wav missing or broken
+            log.warning("alert sound unavailable (alerts are shown, not heard): %s", one_line(e))
             return None
 
     def _build_ui(self) -> None:
@@ -610,11 +612,8 @@ class MainWindow(QMainWindow):
         started = now - self._active_alerts
         self._active_alerts = now
         if started and self.sound is not None:
-            try:
-                self.sound.play()
-                self.sounds_played += 1
-            except Exception as e:
-                log.warning("alert sound failed: %s", e)
+            self.sound.play()           # AlertSound.play never raises (no audio output: a log line)
+            self.sounds_played += 1
 
     def _on_error(self, msg: str) -> None:
         log.error(msg)

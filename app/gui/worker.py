@@ -36,6 +36,7 @@ from PyQt6.QtCore import QThread, pyqtSignal
 
 from app.core.errors import one_line
 from app.core.types import FaceObservation, Frame, MonitorState
+from app.gui import binding
 from app.monitor import select_driver
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ class FrameGrabber:
 
     @property
     def error(self) -> Optional[str]:
-        return getattr(self.source, "error", None)
+        return self.source.error
 
     def stop(self) -> None:
         self._stop.set()
@@ -234,16 +235,13 @@ class Recorder:
         self.writer = VideoWriter(self.path, fps, size)  # OutputError (one line) when not writable
         self.events = None
         if events:
+            from app.monitor import EventLog
+
             try:
-                from app.monitor import EventLog
-            except ImportError:  # monitor package not installed: video only
-                EventLog = None
-            if EventLog is not None:
-                try:
-                    self.events = EventLog(events_path_for(self.path))
-                except Exception:
-                    self.writer.close()
-                    raise
+                self.events = EventLog(events_path_for(self.path))
+            except OSError:      # the event log cannot be written: no recording either
+                self.writer.close()
+                raise
         self.t0: Optional[float] = None
         self.frames = 0
         self.started_wall = time.monotonic()
@@ -255,7 +253,7 @@ class Recorder:
         self.frames += 1
         if self.events is not None:
             for ev in events:
-                _eventlog_write(self.events, ev)
+                self.events.write(ev)
 
     def close(self, summary: Optional[dict] = None) -> None:
         try:
@@ -263,17 +261,13 @@ class Recorder:
         finally:
             if self.events is not None:
                 if summary is not None:
-                    _eventlog_write(self.events, summary)
+                    self.events.write(summary)
                 self.events.close()
 
 
 def _parent_creatable(folder: Path) -> bool:
     # create only a missing leaf folder (recordings/), never a deep tree under a bad path
     return folder.parent.exists() and os.access(folder.parent, os.W_OK)
-
-
-def _eventlog_write(log_obj, ev: dict) -> None:
-    log_obj.write(ev)     # app.monitor.events.EventLog
 
 
 # --------------------------------------------------------------------------- driver
@@ -444,9 +438,7 @@ class ProcessingWorker(QThread):
                 self.grabber = None
             self.source_changed.emit("", 0.0)
         elif kind == "model":
-            from app.gui.binding import with_model
-
-            new = with_model(self.settings, cmd[1])
+            new = binding.with_model(self.settings, cmd[1])
             self._build_pipeline(new, announce=True)
         elif kind == "settings":
             self._apply_settings(cmd[1])
@@ -456,8 +448,8 @@ class ProcessingWorker(QThread):
                 self.grabber.set_paused(self.paused)
             self.paused_changed.emit(self.paused)
         elif kind == "recalibrate":
-            mon = getattr(self.pipeline, "monitor", None)
-            if mon is not None and hasattr(mon, "recalibrate"):
+            mon = self.pipeline.monitor if self.pipeline is not None else None
+            if mon is not None:
                 mon.recalibrate()
                 self.info.emit("recalibrating: look straight ahead")
             else:
@@ -483,9 +475,9 @@ class ProcessingWorker(QThread):
         self.grabber.set_paused(self.paused)
         self.grabber.start()
         self._proc_times.clear()
-        name = getattr(src, "name", name)
-        w, h = getattr(src, "size", (0, 0))
-        fps = getattr(src, "fps", 0.0)
+        name = src.name
+        w, h = src.size
+        fps = src.fps
         msg = f"source: {name} ({w}x{h} @ {fps:.1f} fps{', live' if src.is_live else ''})"
         self.info.emit(msg)
         self.source_changed.emit(name, float(fps or 0.0))
@@ -516,14 +508,12 @@ class ProcessingWorker(QThread):
         old, self.pipeline = self.pipeline, p
         self._driver = DriverFollower()     # a new pipeline starts without a driver
         self.settings = settings
-        _close_quietly(old)
-        name = str(getattr(p, "model_name", "?"))
-        prov = str(getattr(p, "provider", "?"))
+        if old is not None:
+            old.close()
+        name, prov = str(p.model_name), str(p.provider)
         if announce:
             self.info.emit(f"model: {name} on {prov}")
-        from app.gui.binding import get_model
-
-        self.model_changed.emit(name, prov, get_model(settings) or "")
+        self.model_changed.emit(name, prov, binding.get_model(settings) or "")
         return True
 
     def _apply_settings(self, settings) -> None:
@@ -531,14 +521,12 @@ class ProcessingWorker(QThread):
         calibration, the tracker its faces); only those fields are taken from ``settings``
         (binding.with_ui_fields); turning the monitor on or off rebuilds the pipeline with the
         model that runs."""
-        from app.gui.binding import with_ui_fields
-
         old = self.settings
-        settings = with_ui_fields(old, settings)
+        settings = binding.with_ui_fields(old, settings)
         p = self.pipeline
-        if p is not None and _only_fields_changed(old, settings, {"monitor", "layers", "smoothing"}):
+        if p is not None and _only_fields_changed(old, settings, set(binding.UI_FIELDS)):
             ok = True
-            if getattr(old, "monitor", None) != getattr(settings, "monitor", None):
+            if old.monitor != settings.monitor:
                 ok = _swap_monitor_settings(p, settings.monitor)
             if ok:
                 p.settings = settings          # Pipeline reads .smoothing per frame
@@ -570,15 +558,8 @@ class ProcessingWorker(QThread):
         rec, self.recorder = self.recorder, None
         if rec is None:
             return
-        summary = None
-        mon = getattr(self.pipeline, "monitor", None)
-        if mon is not None and hasattr(mon, "summary"):
-            try:
-                summary = mon.summary()
-                if isinstance(summary, dict) and "event" not in summary:
-                    summary = {"event": "summary", **summary}
-            except Exception:
-                summary = None
+        mon = self.pipeline.monitor if self.pipeline is not None else None
+        summary = mon.summary() if mon is not None else None   # {"event": "summary", ...}
         try:
             rec.close(summary)
             msg = f"recorded {rec.frames} frames to {rec.path}"
@@ -621,10 +602,9 @@ class ProcessingWorker(QThread):
         stats = Stats(
             capture_fps=g.capture_fps, process_fps=pfps, frames_captured=g.captured,
             frames_processed=self.frames_processed,
-            frames_dropped=g.dropped + int(getattr(g.source, "frames_dropped", 0) or 0),
-            process_ms=dt * 1000.0, stage_ms=dict(getattr(self.pipeline, "stage_ms", {}) or {}),
-            model=str(getattr(self.pipeline, "model_name", "")),
-            provider=str(getattr(self.pipeline, "provider", "")),
+            frames_dropped=g.dropped + g.source.frames_dropped,
+            process_ms=dt * 1000.0, stage_ms=dict(self.pipeline.stage_ms),
+            model=str(self.pipeline.model_name), provider=str(self.pipeline.provider),
             source=g.source.name,
             recording=str(self.recorder.path) if self.recorder is not None else None,
             recording_frames=self.recorder.frames if self.recorder is not None else 0,
@@ -653,7 +633,7 @@ def _only_fields_changed(a, b, allowed: set) -> bool:
 
 def _swap_monitor_settings(pipeline, monitor_settings) -> bool:
     """New thresholds into the running DriverMonitor (calibration and counters kept)."""
-    mon = getattr(pipeline, "monitor", None)
+    mon = pipeline.monitor
     if mon is None or monitor_settings is None:
         return mon is None and monitor_settings is None   # monitor switched on/off: rebuild
     mon.update_settings(monitor_settings)
@@ -662,13 +642,4 @@ def _swap_monitor_settings(pipeline, monitor_settings) -> bool:
 
 def _take_events(pipeline) -> list:
     """Monitor events (start / end dicts) of the frame just processed (Pipeline.last_events)."""
-    return list(getattr(pipeline, "last_events", None) or [])
-
-
-def _close_quietly(obj) -> None:
-    fn = getattr(obj, "close", None)
-    if callable(fn):
-        try:
-            fn()
-        except Exception:
-            log.debug("close failed", exc_info=True)
+    return list(pipeline.last_events)
