@@ -20,7 +20,6 @@ and accepts a new source or model.
 """
 from __future__ import annotations
 
-import dataclasses
 import glob
 import logging
 import os
@@ -524,7 +523,7 @@ class ProcessingWorker(QThread):
         old = self.settings
         settings = binding.with_ui_fields(old, settings)
         p = self.pipeline
-        if p is not None and _only_fields_changed(old, settings, set(binding.UI_FIELDS)):
+        if p is not None:     # only UI fields differ (with_ui_fields): no rebuild, unless the monitor goes on / off
             ok = True
             if old.monitor != settings.monitor:
                 ok = _swap_monitor_settings(p, settings.monitor)
@@ -620,17 +619,6 @@ class ProcessingWorker(QThread):
 
 
 # --------------------------------------------------------------------------- pipeline / monitor helpers
-def _only_fields_changed(a, b, allowed: set) -> bool:
-    if not (dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b)) or type(a) is not type(b):
-        return False
-    for f in dataclasses.fields(a):
-        if f.name in allowed:
-            continue
-        if getattr(a, f.name) != getattr(b, f.name):
-            return False
-    return True
-
-
 def _swap_monitor_settings(pipeline, monitor_settings) -> bool:
     """New thresholds into the running DriverMonitor (calibration and counters kept)."""
     mon = pipeline.monitor
