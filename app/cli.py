@@ -1,108 +1,167 @@
-"""Command line: ``build_parser()`` and ``settings_from_args(args) -> Settings``.
+"""Command line: the one module that parses arguments and exits on a bad one.
 
+``build_parser()`` makes one flag per field of ``Settings`` (the pipeline), its ``monitor``
+(``MonitorSettings``, ``--alert-yaw`` ...) and ``RunOptions`` (input and outputs), each from the
+field's metadata (app/settings.py) or, for the monitor, ``app.monitor.settings.HELP``.
+``settings_from_args(args) -> Settings`` and ``run_options_from_args(args) -> RunOptions`` turn the
+parsed flags back into those dataclasses; a bad value is one line on stderr and exit 2.
 main.py (headless and GUI), ``python -m app.gui`` and ``python -m app.bench`` share this parser.
-Every pipeline setting of app/settings.py is a flag; the driver-monitoring flags come from
-app.monitor.add_monitor_args when that package is installed.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from dataclasses import MISSING, fields
+from typing import Optional
 
-from app.settings import Settings
+from app.monitor.settings import HELP as MONITOR_HELP
+from app.monitor.settings import MonitorSettings
+from app.settings import RunOptions, Settings, flag_of
 
 DESCRIPTION = "Real-time 3D face analysis and driver monitoring."
+# argparse groups, in the order --help lists them
+GROUPS = ("input (one of)", "model", "detection and tracking", "smoothing (One Euro filter)", "output",
+          "driver monitoring (docs/driver-monitoring.md)")
+MONITOR_GROUP = GROUPS[-1]
+MONITOR_DEST = "monitor_"   # argparse dest of a MonitorSettings field: monitor_<field>
 
 
-def _monitor_module():
-    try:
-        import app.monitor as mon
-    except ImportError:
-        return None
-    return mon if hasattr(mon, "add_monitor_args") else None
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag", flag_of(f.name))
+
+
+def _add_field(group, f: dataclasses.Field) -> None:
+    """One flag for a Settings / RunOptions field; its dest is the field's name."""
+    meta, default = f.metadata, _default(f)
+    if "parse" not in meta and (isinstance(default, bool) or dataclasses.is_dataclass(default)):
+        # a switch: --no-X turns an on-by-default field off (a dataclass field: to None), --X turns it on
+        off = _flag(f).startswith("--no-")
+        group.add_argument(_flag(f), dest=f.name, action="store_false" if off else "store_true",
+                           help=meta["help"])
+        return
+    kw = {"dest": f.name, "help": meta["help"]}
+    if "metavar" in meta:
+        kw["metavar"] = meta["metavar"]
+    if "choices" in meta:
+        kw["choices"] = meta["choices"]
+    if "parse" in meta:        # a value given as text (--layers SPEC), turned into data by settings_from_args
+        kw["default"] = meta["default_text"]
+    else:
+        kw["default"] = default
+        kw["type"] = meta.get("type", type(default) if default is not None else str)
+    if kw["default"] is not None:
+        kw["help"] += " (default %(default)s)"
+    group.add_argument(_flag(f), **kw)
+
+
+def add_monitor_args(parser: argparse.ArgumentParser, group=None) -> argparse.ArgumentParser:
+    """One flag per MonitorSettings field (defaults from the dataclass, help from HELP) to ``parser``."""
+    g = group if group is not None else parser.add_argument_group(MONITOR_GROUP)
+    for f in fields(MonitorSettings):
+        default = _default(f)
+        typ = int if isinstance(default, int) and not isinstance(default, bool) else float
+        g.add_argument(flag_of(f.name), dest=MONITOR_DEST + f.name, type=typ, default=default,
+                       metavar="N" if typ is int else "X",
+                       help=f"{MONITOR_HELP.get(f.name, f.name)} (default {default:g})")
+    return parser
 
 
 def build_parser(prog: str = "main.py") -> argparse.ArgumentParser:
-    d = Settings()
     p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
-    src = p.add_argument_group("input (one of)")
-    src.add_argument("--video", metavar="FILE", help="video file (or an image: a one-frame clip)")
-    src.add_argument("--camera", metavar="N", type=int, help="camera index (0 = first camera)")
-    src.add_argument("--loop", action="store_true", help="restart the video at its end (until Ctrl-C)")
-
-    m = p.add_argument_group("model")
-    m.add_argument("--model", metavar="M.onnx|mesh", default=d.model,
-                   help='3DMM model following the export contract, or "mesh" for the built-in mediapipe '
-                        'face mesh alone (default: the first models/*.onnx, else the shipped 3DDFA-V2)')
-    m.add_argument("--device", choices=("auto", "cuda", "cpu"), default=d.device,
-                   help="onnxruntime device: auto = CUDA if it starts, else CPU (default %(default)s)")
-    m.add_argument("--threads", type=int, default=d.threads, metavar="N",
-                   help="onnxruntime intra-op threads, 0 = its default (default %(default)s)")
-
-    t = p.add_argument_group("detection and tracking")
-    t.add_argument("--detect-every", type=int, default=d.detect_every, metavar="K",
-                   help="run the face detector every K frames and when a face is lost (default %(default)s)")
-    t.add_argument("--min-detection-confidence", type=float, default=d.min_detection_confidence, metavar="P",
-                   help="detector score threshold (default %(default)s)")
-    t.add_argument("--max-faces", type=int, default=d.max_faces, metavar="N",
-                   help="most faces per frame, largest-score first (default %(default)s)")
-    t.add_argument("--no-eyes", action="store_true",
-                   help="3DMM mode: skip the face mesh per face (eye / mouth openness unknown)")
-    t.add_argument("--mesh-threads", type=int, default=d.mesh_threads, metavar="N",
-                   help="LiteRT threads of the face landmark model (default %(default)s)")
-
-    s = p.add_argument_group("smoothing (One Euro filter)")
-    s.add_argument("--no-smoothing", action="store_true", help="raw per-frame outputs")
-    s.add_argument("--smooth-min-cutoff", type=float, default=d.smooth_min_cutoff, metavar="HZ",
-                   help="cutoff at rest (default %(default)s)")
-    s.add_argument("--smooth-beta", type=float, default=d.smooth_beta, metavar="B",
-                   help="speed coefficient: higher = less lag when moving (default %(default)s)")
-
-    o = p.add_argument_group("output")
-    o.add_argument("--headless", action="store_true", help="no window: process, record, dump, print progress")
-    o.add_argument("--record", metavar="OUT.mp4", help="write the annotated video (H.264)")
-    o.add_argument("--dump", metavar="OUT.jsonl", help="one JSON line per frame with every face")
-    o.add_argument("--events", metavar="OUT.jsonl", help="driver-monitoring events (JSON lines)")
-    o.add_argument("--sound", action="store_true", help="play the alert sound on new alerts")
-    o.add_argument("--layers", metavar="SPEC", default="all",
-                   help='overlays: "all", "none", a list "box,landmarks,mesh,axes,text,fps,model,monitor", '
-                        'or changes "-mesh,+points" (default %(default)s)')
-    o.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
-    o.add_argument("--quiet", action="store_true", help="no progress lines (the summary is still printed)")
-
-    mon = _monitor_module()
-    if mon is not None:
-        p.add_argument("--no-monitor", action="store_true", help="turn driver monitoring off")
-        mon.add_monitor_args(p)
+    groups = {name: p.add_argument_group(name) for name in GROUPS}
+    for cls in (RunOptions, Settings):
+        for f in fields(cls):
+            _add_field(groups[f.metadata["group"]], f)
+    add_monitor_args(p, groups[MONITOR_GROUP])
     return p
 
 
-def _fail(msg: str, prog: str = "main.py") -> None:
-    print(f"{prog}: error: {msg}", file=sys.stderr)
-    sys.exit(2)
+def _fail(msg: str, parser: Optional[argparse.ArgumentParser]) -> None:
+    """One line and exit 2: ``PROG: error: msg`` (after the usage) with a parser, else ``error: msg``."""
+    if parser is not None:
+        parser.error(msg)
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
 
 
-def settings_from_args(args) -> Settings:
-    """Settings from parsed flags; a bad value prints one line and exits 2."""
-    from app.render import Layers
-
+def monitor_settings_from_args(args: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = None
+                               ) -> MonitorSettings:
+    """MonitorSettings from the flags of add_monitor_args; a nonsense value: one line, exit 2."""
+    ns = vars(args)
+    kw = {f.name: ns[MONITOR_DEST + f.name] for f in fields(MonitorSettings) if MONITOR_DEST + f.name in ns}
     try:
-        layers = Layers.from_spec(args.layers) if getattr(args, "layers", None) else Layers()
+        return MonitorSettings(**kw).validate()
     except ValueError as e:
-        _fail(f"--layers: {e}")
-    monitor = None
-    mon = _monitor_module()
-    if mon is not None and not getattr(args, "no_monitor", False):
-        monitor = mon.settings_from_args(args)   # exits 2 itself on a bad threshold
-    st = Settings(
-        model=args.model, device=args.device, threads=args.threads,
-        detect_every=args.detect_every, mesh_threads=args.mesh_threads,
-        min_detection_confidence=args.min_detection_confidence, max_faces=args.max_faces,
-        eyes_from_mesh=not args.no_eyes, smoothing=not args.no_smoothing,
-        smooth_min_cutoff=args.smooth_min_cutoff, smooth_beta=args.smooth_beta,
-        layers=layers, monitor=monitor)
+        _fail(str(e), parser)
+
+
+def settings_from_args(args: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = None) -> Settings:
+    """Settings from parsed flags; a bad value: one line on stderr, exit 2."""
+    ns = vars(args)
+    kw = {}
+    for f in fields(Settings):
+        if f.name not in ns:
+            continue
+        v = ns[f.name]
+        if "parse" in f.metadata:
+            try:
+                v = f.metadata["parse"](v)
+            except ValueError as e:
+                _fail(f"{_flag(f)}: {e}", parser)
+        elif dataclasses.is_dataclass(_default(f)):     # the monitor: on (its flags) or off (--no-monitor)
+            v = monitor_settings_from_args(args, parser) if v else None
+        kw[f.name] = v
+    st = Settings(**kw)
     try:
         st.validate()
     except ValueError as e:
-        _fail(str(e))
+        _fail(str(e), parser)
     return st
+
+
+def run_options_from_args(args: argparse.Namespace) -> RunOptions:
+    """RunOptions from parsed flags (the fields the parser has; the others keep their defaults)."""
+    ns = vars(args)
+    return RunOptions(**{f.name: ns[f.name] for f in fields(RunOptions) if f.name in ns})
+
+
+def parse(argv=None, parser: Optional[argparse.ArgumentParser] = None) -> tuple[Settings, RunOptions]:
+    """``argv`` (default sys.argv[1:]) -> (Settings, RunOptions), exits 2 on a bad flag."""
+    parser = parser if parser is not None else build_parser()
+    args = parser.parse_args(argv)
+    return settings_from_args(args), run_options_from_args(args)
+
+
+def explicit_flags(argv=None, parser: Optional[argparse.ArgumentParser] = None) -> set:
+    """The settings the user gave on the command line (they win over the window's saved settings),
+    by field name: each flag is resolved exactly as argparse does (full name or unique prefix) to its
+    dest, which is the field's name (a monitor flag's without the ``monitor_`` prefix):
+    ``--perclos-window`` -> perclos_window (not perclos_threshold), ``--no-smoothing`` -> smoothing,
+    ``--alert-yaw`` -> alert_yaw, ``--layers`` -> layers, ``--no-monitor`` -> monitor."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = parser if parser is not None else build_parser()
+    dests = {o: a.dest for a in parser._actions for o in a.option_strings}
+    out = set()
+    for a in argv:
+        if not a.startswith("--") or a == "--":
+            continue
+        flag = a.split("=", 1)[0]
+        dest = dests.get(flag)
+        if dest is None and parser.allow_abbrev:
+            hits = {d for o, d in dests.items() if o.startswith(flag)}
+            dest = hits.pop() if len(hits) == 1 else None
+        if dest is None:
+            continue
+        out.add(dest[len(MONITOR_DEST):] if dest.startswith(MONITOR_DEST) else dest)
+    return out
+
+
+def headless_only_flags(options: RunOptions) -> list[str]:
+    """The flags of ``options`` that only the headless mode uses (given, i.e. not at their default)."""
+    return [_flag(f) for f in fields(RunOptions)
+            if f.metadata.get("headless_only") and getattr(options, f.name) != _default(f)]

@@ -1,6 +1,6 @@
 """Headless runner: source -> Pipeline -> recording / per-frame dump / monitor events.
 
-``run(settings, args) -> exit code``. Every output is written to a temp file in its own folder
+``run(settings, options) -> exit code`` (app.settings.Settings, RunOptions). Every output is written to a temp file in its own folder
 and moved onto its name when the run ends (end of input, Ctrl-C, or an error), so a path never
 holds a half-written file; a run that fails before its first frame leaves no output. Bad input
 (missing or unreadable video, unusable model, unwritable output, --device cuda without CUDA):
@@ -21,7 +21,9 @@ from typing import Optional
 
 import numpy as np
 
+from app.core.errors import one_line
 from app.core.types import FaceObservation
+from app.settings import RunOptions, Settings
 
 log = logging.getLogger("app")
 
@@ -141,19 +143,12 @@ class BackgroundWriter:
         self.writer.abort()
 
 
-def _one_line(e: BaseException) -> str:
-    s = str(e).strip().splitlines()
-    return s[0] if s else type(e).__name__
-
-
-def _source_spec(args):
-    if getattr(args, "video", None) and getattr(args, "camera", None) is not None:
+def _source_spec(options: RunOptions):
+    if options.video and options.camera is not None:
         raise UsageError("give either --video FILE or --camera N, not both")
-    if getattr(args, "video", None):
-        return args.video
-    if getattr(args, "camera", None) is not None:
-        return int(args.camera)
-    raise UsageError("no input: give --video FILE or --camera N")
+    if options.source is None:
+        raise UsageError("no input: give --video FILE or --camera N")
+    return options.source
 
 
 def _stats(values: list[float]) -> dict:
@@ -161,7 +156,7 @@ def _stats(values: list[float]) -> dict:
     return {"median": float(np.median(a)), "p95": float(np.percentile(a, 95))} if len(a) else {"median": 0.0, "p95": 0.0}
 
 
-def run(settings, args) -> int:
+def run(settings: Settings, options: RunOptions) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     from app.io.capture import SourceError, open_source
     from app.io.writer import OutputError, VideoWriter
@@ -171,35 +166,40 @@ def run(settings, args) -> int:
     source = writer = dump = events = sound = pipe = None
     outputs: list = []
     try:
-        spec = _source_spec(args)
-        source = open_source(spec, loop=bool(getattr(args, "loop", False)))
-        if args.events and settings.monitor is None:
+        spec = _source_spec(options)
+        source = open_source(spec, loop=options.loop)
+        if options.events and settings.monitor is None:
             raise UsageError("--events needs driver monitoring (app.monitor is not installed, or --no-monitor was given)")
         # outputs first: a bad path fails in one line, before the models load (and log)
-        if args.record:
-            writer = BackgroundWriter(VideoWriter(args.record, source.fps or 25.0, tuple(source.size)))
-        if args.dump:
-            dump = JsonLines(args.dump, "the per-frame dump")
-        if args.events:
+        if options.record:
+            writer = BackgroundWriter(VideoWriter(options.record, source.fps or 25.0, tuple(source.size)))
+        if options.dump:
+            dump = JsonLines(options.dump, "the per-frame dump")
+        if options.events:
             from app.monitor import EventLog
 
             try:
-                events = EventLog(args.events)
+                events = EventLog(options.events)
             except OSError as e:
-                raise UsageError(f"cannot write events to {args.events}: {_one_line(e)}")
-        if getattr(args, "sound", False):
+                raise UsageError(f"cannot write events to {options.events}: {one_line(e)}")
+        if options.sound:
             from app.monitor import AlertSound
 
             sound = AlertSound(str(ALERT_WAV))
         pipe = Pipeline(settings)
     except (UsageError, SourceError, OutputError, ContractError, DeviceError, FileNotFoundError) as e:
-        for out in (writer, dump, events):
-            _discard(out)
+        # nothing was processed: drop every output opened so far (each one's own discard call)
+        if writer is not None:
+            writer.abort()
+        if dump is not None:
+            dump.close(keep=False)
+        if events is not None:
+            events.discard()
         if source is not None:
             source.stop()
         if pipe is not None:
             pipe.close()
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
 
     log.info("input %s (%dx%d @ %.2f fps), model %s on %s", source.name, source.size[0], source.size[1],
@@ -210,7 +210,7 @@ def run(settings, args) -> int:
     interrupted = False
     t_start = time.perf_counter()
     t_progress = t_start
-    max_frames = getattr(args, "max_frames", None)
+    max_frames = options.max_frames
     it = iter(source)
     # Ctrl-C: finish the current frame (so the recording, the dump and the events agree), then stop
     # and finalize; a second Ctrl-C interrupts at once (outputs are still finalized).
@@ -255,14 +255,14 @@ def run(settings, args) -> int:
             frames += 1
             with_face += bool(obs)
             now = time.perf_counter()
-            if not getattr(args, "quiet", False) and now - t_progress >= 1.0:
+            if not options.quiet and now - t_progress >= 1.0:
                 print(f"frame {frames}: {frames / (now - t_start):.1f} fps, {len(obs)} face(s)", file=sys.stderr)
                 t_progress = now
     except KeyboardInterrupt:
         interrupted = True
         print("interrupted: finalizing outputs", file=sys.stderr)
     except Exception as e:   # finalize what was written, then report
-        print(f"error: processing stopped at frame {frames}: {_one_line(e)}", file=sys.stderr)
+        print(f"error: processing stopped at frame {frames}: {one_line(e)}", file=sys.stderr)
         log.debug("processing error", exc_info=True)
         rc = 1
     finally:
@@ -276,7 +276,7 @@ def run(settings, args) -> int:
             try:
                 summary = mon.summary()
             except Exception as e:
-                log.warning("monitor summary failed: %s", _one_line(e))
+                log.warning("monitor summary failed: %s", one_line(e))
         for name, out in (("recording", writer), ("dump", dump)):
             if out is not None:
                 try:
@@ -284,18 +284,18 @@ def run(settings, args) -> int:
                     if p is not None:
                         outputs.append(f"{name} {p}")
                 except Exception as e:
-                    print(f"error: could not finalize {name}: {_one_line(e)}", file=sys.stderr)
+                    print(f"error: could not finalize {name}: {one_line(e)}", file=sys.stderr)
                     rc = rc or 1
         if events is not None and frames == 0:
-            _discard(events)          # no frame, no events: leave no file (the error says why)
+            events.discard()          # no frame, no events: leave no file (the error says why)
         elif events is not None:
             try:
                 if isinstance(summary, dict):
                     events.write(summary if "event" in summary else {"event": "summary", **summary})
                 events.close()
-                outputs.append(f"events {args.events}")
+                outputs.append(f"events {options.events}")
             except Exception as e:
-                print(f"error: could not finalize events: {_one_line(e)}", file=sys.stderr)
+                print(f"error: could not finalize events: {one_line(e)}", file=sys.stderr)
                 rc = rc or 1
         pipe.close()
 
@@ -318,18 +318,3 @@ def run(settings, args) -> int:
         rc = 2
     return rc
 
-
-def _discard(out) -> None:
-    if out is None:
-        return
-    for name in ("abort", "discard"):
-        fn = getattr(out, name, None)
-        if callable(fn):
-            fn()
-            return
-    fn = getattr(out, "close", None)
-    if callable(fn):
-        try:
-            fn(keep=False)
-        except TypeError:
-            fn()

@@ -21,13 +21,13 @@ y green, z blue, drawn from the nose tip (landmark 30), length 0.5 x the box siz
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 
 from app.core.types import FaceObservation, MonitorState
+from app.settings import Layers
 
 # colours (BGR)
 C_BOX = (255, 200, 0)
@@ -70,44 +70,6 @@ GAUGES = [
     ("counters", "blink_rate_per_min", "blinks", 0.0, 40.0, (), "{:.0f}/min", None),
 ]
 C_GAUGE_OK = (80, 200, 80)
-
-
-@dataclass
-class Layers:
-    box: bool = True
-    landmarks: bool = True
-    mesh: bool = True
-    axes: bool = True
-    text: bool = True       # yaw / pitch / roll per face
-    fps: bool = True
-    model: bool = True
-    monitor: bool = True
-    mesh_style: str = "wire"   # "wire" (decimated wireframe) | "points" (every vertex)
-
-    NAMES = ("box", "landmarks", "mesh", "axes", "text", "fps", "model", "monitor")
-
-    @classmethod
-    def from_spec(cls, spec: str) -> "Layers":
-        """CLI form: "all", "none", a comma list ("box,landmarks"), or changes to the defaults
-        ("-mesh,+points"; "points"/"wire" pick the mesh style). ValueError names a bad item."""
-        spec = (spec or "").strip().lower()
-        items = [x.strip() for x in spec.split(",") if x.strip()]
-        if items == ["all"]:
-            return cls()
-        if items == ["none"]:
-            return cls(**{n: False for n in cls.NAMES})
-        relative = all(x[0] in "+-" for x in items if x not in ("points", "wire"))
-        lay = cls() if relative else cls(**{n: False for n in cls.NAMES})
-        for x in items:
-            if x in ("points", "wire", "+points", "+wire"):
-                lay.mesh_style = x.lstrip("+")
-                continue
-            on = not x.startswith("-")
-            name = x.lstrip("+-")
-            if name not in cls.NAMES:
-                raise ValueError(f"unknown overlay layer {name!r} (choose from {', '.join(cls.NAMES)}, all, none)")
-            setattr(lay, name, on)
-        return lay
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -189,14 +151,15 @@ def mesh_edges(tri: np.ndarray, vertices: np.ndarray) -> np.ndarray:
 _MP_EDGES: Optional[np.ndarray] = None
 
 
-def mediapipe_edges() -> Optional[np.ndarray]:
-    """mediapipe's 468-point tessellation as (E, 2) edges (its Tasks FaceLandmarksConnections)."""
+def mediapipe_edges() -> np.ndarray:
+    """mediapipe's 468-point tessellation as (E, 2) edges (the Tasks API's FaceLandmarksConnections:
+    mediapipe 0.10 and 1.x have it, the same 2556 edges as the legacy FACEMESH_TESSELATION)."""
     global _MP_EDGES
     if _MP_EDGES is None:
-        from mediapipe.tasks.python.vision.face_landmarker import FaceLandmarksConnections
+        from mediapipe.tasks.python.vision import FaceLandmarksConnections
 
-        _MP_EDGES = np.array(sorted((c.start, c.end) for c in FaceLandmarksConnections.FACE_LANDMARKS_TESSELATION),
-                             dtype=np.int32)
+        pairs = {(c.start, c.end) for c in FaceLandmarksConnections.FACE_LANDMARKS_TESSELATION}
+        _MP_EDGES = np.array(sorted(pairs), dtype=np.int32)
     return _MP_EDGES
 
 

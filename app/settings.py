@@ -1,26 +1,68 @@
-"""Pipeline settings: one dataclass, every field a CLI flag (app/cli.py), each with its source.
+"""Every setting as plain data: ``Settings`` (the pipeline), ``Layers`` (the overlays, a part of
+Settings) and ``RunOptions`` (input and outputs of one run). app/cli.py makes one flag per field
+from the field's metadata (``help``, ``group``, ``flag``, ``metavar``, ``choices``); the window
+binds its controls to the fields by name.
 
-The driver-monitoring thresholds live in ``monitor`` (app.monitor.MonitorSettings, with its
+The driver-monitoring thresholds live in ``monitor`` (app.monitor.settings.MonitorSettings, its
 defaults unless the CLI changes them); ``None`` means "no monitor" (--no-monitor).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
-from app.render import Layers
+from app.monitor.settings import MonitorSettings, flag_of
+
+__all__ = ["MESH_MODEL", "Layers", "Settings", "RunOptions", "MonitorSettings", "flag_of"]
 
 # Settings.model value (and ``--model mesh``) that always runs the built-in mediapipe face mesh
 # alone, even when models/ holds an ONNX file.
 MESH_MODEL = "mesh"
 
 
-def _default_monitor():
-    try:
-        from app.monitor import MonitorSettings
-    except ImportError:   # the monitor package is optional for the pipeline
-        return None
-    return MonitorSettings()
+def _flag(help: str, group: str, **more) -> dict:
+    """Field metadata for app/cli.py: the flag's help text, its group in --help and, optionally,
+    ``flag`` (when it is not --field-name), ``metavar``, ``choices``."""
+    return {"help": help, "group": group, **more}
+
+
+@dataclass
+class Layers:
+    """The overlay switches (app/render.py draws them; --layers, the window's check boxes)."""
+    box: bool = True
+    landmarks: bool = True
+    mesh: bool = True
+    axes: bool = True
+    text: bool = True       # yaw / pitch / roll per face
+    fps: bool = True
+    model: bool = True
+    monitor: bool = True
+    mesh_style: str = "wire"   # "wire" (decimated wireframe) | "points" (every vertex)
+
+    NAMES = ("box", "landmarks", "mesh", "axes", "text", "fps", "model", "monitor")
+
+    @classmethod
+    def from_spec(cls, spec: str) -> "Layers":
+        """CLI form: "all", "none", a comma list ("box,landmarks"), or changes to the defaults
+        ("-mesh,+points"; "points"/"wire" pick the mesh style). ValueError names a bad item."""
+        spec = (spec or "").strip().lower()
+        items = [x.strip() for x in spec.split(",") if x.strip()]
+        if items == ["all"]:
+            return cls()
+        if items == ["none"]:
+            return cls(**{n: False for n in cls.NAMES})
+        relative = all(x[0] in "+-" for x in items if x not in ("points", "wire"))
+        lay = cls() if relative else cls(**{n: False for n in cls.NAMES})
+        for x in items:
+            if x in ("points", "wire", "+points", "+wire"):
+                lay.mesh_style = x.lstrip("+")
+                continue
+            on = not x.startswith("-")
+            name = x.lstrip("+-")
+            if name not in cls.NAMES:
+                raise ValueError(f"unknown overlay layer {name!r} (choose from {', '.join(cls.NAMES)}, all, none)")
+            setattr(lay, name, on)
+        return lay
 
 
 @dataclass
@@ -29,55 +71,75 @@ class Settings:
     # Path of an ONNX file that follows the export contract (docs/export.md); MESH_MODEL ("mesh") =
     # the built-in mediapipe face mesh alone; None = the first models/*.onnx (sorted by name) when
     # there is one, else the shipped 3DDFA-V2 model (assets/models/).
-    model: Optional[str] = None
+    model: Optional[str] = field(default=None, metadata=_flag(
+        '3DMM model following the export contract, or "mesh" for the built-in mediapipe face mesh alone '
+        '(default: the first models/*.onnx, else the shipped 3DDFA-V2)', "model", metavar="M.onnx|mesh"))
     # auto: CUDA then CPU (one log line says which provider really runs); cuda: CUDA or an error
     # (never a silent CPU fallback); cpu: CPU only.
-    device: str = "auto"
+    device: str = field(default="auto", metadata=_flag(
+        "onnxruntime device: auto = CUDA if it starts, else CPU", "model", choices=("auto", "cuda", "cpu")))
     # onnxruntime intra-op threads; 0 = onnxruntime's default (one per physical core). 1 because
     # the frame's other stages (decode thread, face mesh, encoder) use the other core: 3DDFA-V2 x0.5
     # batch 1 with dense vertices measured 3.7 ms median with 1 thread vs 8.0 ms with 2 on the
     # busy 2-core dev machine (docs/benchmarks.md).
-    threads: int = 1
+    threads: int = field(default=1, metadata=_flag(
+        "onnxruntime intra-op threads, 0 = its default", "model", metavar="N"))
 
     # ---- detection and tracking
     # Run the face detector every K frames (and whenever a face is lost); in between, each face is
     # followed from its previous landmarks (3DDFA-V2's landmark crop policy). K=1 detects every
     # frame. 5 = detection cost (~2 ms with BlazeFace short range here) spread over 5 frames while a
     # new face entering the view is picked up within 0.2 s at 25 fps.
-    detect_every: int = 5
+    detect_every: int = field(default=5, metadata=_flag(
+        "run the face detector every K frames and when a face is lost", "detection and tracking", metavar="K"))
     # BlazeFace score threshold; 0.5 is mediapipe's default.
-    min_detection_confidence: float = 0.5
+    min_detection_confidence: float = field(default=0.5, metadata=_flag(
+        "detector score threshold", "detection and tracking", metavar="P"))
     # Most faces processed per frame (largest first); 1 is enough for driver monitoring.
-    max_faces: int = 4
+    max_faces: int = field(default=4, metadata=_flag(
+        "most faces per frame, largest-score first", "detection and tracking", metavar="N"))
     # A detection continues a track when IoU(detection box, track's 68-point box) >= this. The two
     # boxes of the same face overlap at IoU 0.68-0.86 (min over the shared expression clips, face
     # mesh, every 5th frame); 0.3 leaves room for fast motion between detections.
-    iou_match: float = 0.3
+    iou_match: float = field(default=0.3, metadata=_flag(
+        "a detection continues a track at IoU >= this with its box", "detection and tracking", metavar="IOU"))
 
     # ---- face mesh (eyes and mouth in every mode, the whole model in face-mesh mode)
     # Run the mediapipe face landmark model on each face crop also in ONNX mode (per-eye openness,
     # mouth openness, iris and blendshapes come from it: 3DMM eyelids never close). Off = eye/mouth
     # unknown (NaN).
-    eyes_from_mesh: bool = True
+    eyes_from_mesh: bool = field(default=True, metadata=_flag(
+        "3DMM mode: skip the face landmark model per face (eye / mouth openness unknown)",
+        "detection and tracking", flag="--no-eyes"))
     # LiteRT threads of the landmark model: 2.7 ms with 2 vs 4.5 ms with 1 per 256 px face crop on
     # the 2-core dev machine (docs/benchmarks.md, "Eye/mouth stage"); it overlaps the 3DMM run.
-    mesh_threads: int = 2
+    mesh_threads: int = field(default=2, metadata=_flag(
+        "LiteRT threads of the face landmark model", "detection and tracking", metavar="N"))
 
     # ---- temporal smoothing (One Euro filter, Casiez et al. CHI 2012), per tracked face
-    smoothing: bool = True
+    # On: every face's landmarks, mesh and pose go through the filter; off: raw per-frame outputs.
+    smoothing: bool = field(default=True, metadata=_flag(
+        "raw per-frame outputs", "smoothing (One Euro filter)", flag="--no-smoothing"))
     # Hz; lower = steadier at rest. 1.0 Hz is the paper's starting point.
-    smooth_min_cutoff: float = 1.0
+    smooth_min_cutoff: float = field(default=1.0, metadata=_flag(
+        "cutoff at rest", "smoothing (One Euro filter)", metavar="HZ"))
     # cutoff grows by beta x speed (px/s or deg/s): at 300 px/s the cutoff is 1 + 0.05 * 300 = 16 Hz,
     # i.e. almost no lag when the head moves fast, while sub-pixel jitter (~10 px/s) stays filtered.
-    smooth_beta: float = 0.05
+    smooth_beta: float = field(default=0.05, metadata=_flag(
+        "speed coefficient: higher = less lag when moving", "smoothing (One Euro filter)", metavar="B"))
     # Hz, cutoff of the speed estimate (the paper's 1 Hz).
-    smooth_d_cutoff: float = 1.0
+    smooth_d_cutoff: float = field(default=1.0, metadata=_flag(
+        "cutoff of the speed estimate", "smoothing (One Euro filter)", metavar="HZ"))
 
     # ---- output
-    layers: Layers = field(default_factory=Layers)
+    # Which overlays are drawn (all by default: the window's check boxes and --layers turn them off).
+    layers: Layers = field(default_factory=Layers, metadata=_flag(
+        'overlays: "all", "none", a list "box,landmarks,mesh,axes,text,fps,model,monitor", '
+        'or changes "-mesh,+points"', "output", metavar="SPEC", parse=Layers.from_spec, default_text="all"))
 
-    # ---- driver monitoring (app.monitor.MonitorSettings, its defaults); None = monitor off
-    monitor: Optional[Any] = field(default_factory=lambda: _default_monitor())
+    # ---- driver monitoring (app.monitor.settings.MonitorSettings, its defaults); None = monitor off
+    monitor: Optional[MonitorSettings] = field(default_factory=MonitorSettings, metadata=_flag(
+        "turn driver monitoring off", "driver monitoring (docs/driver-monitoring.md)", flag="--no-monitor"))
 
     def validate(self) -> None:
         """ValueError naming the flag of the first bad value."""
@@ -93,5 +155,52 @@ class Settings:
             raise ValueError(f"--min-detection-confidence must be in (0, 1), got {self.min_detection_confidence}")
         if self.threads < 0:
             raise ValueError(f"--threads must be >= 0, got {self.threads}")
+        if not 0.0 < self.iou_match <= 1.0:
+            raise ValueError(f"--iou-match must be in (0, 1], got {self.iou_match}")
         if self.smooth_min_cutoff <= 0 or self.smooth_d_cutoff <= 0 or self.smooth_beta < 0:
-            raise ValueError("--smooth-min-cutoff must be > 0 and --smooth-beta >= 0")
+            raise ValueError("--smooth-min-cutoff and --smooth-d-cutoff must be > 0 and --smooth-beta >= 0")
+
+
+@dataclass
+class RunOptions:
+    """Input and outputs of one run (main.py, python -m app.gui): not pipeline settings, they
+    never reach the Pipeline. ``headless_only``: the window ignores the field (it says so)."""
+    # ---- input (one of)
+    # A video file (or an image: a one-frame clip).
+    video: Optional[str] = field(default=None, metadata=_flag(
+        "video file (or an image: a one-frame clip)", "input (one of)", metavar="FILE"))
+    # A camera index (0 = the first camera).
+    camera: Optional[int] = field(default=None, metadata=_flag(
+        "camera index (0 = first camera)", "input (one of)", metavar="N", type=int))
+    # Restart the video at its end (the window always loops files).
+    loop: bool = field(default=False, metadata=_flag(
+        "restart the video at its end (until Ctrl-C)", "input (one of)"))
+
+    # ---- outputs
+    # Run without the window (main.py; python -m app.gui always opens it).
+    headless: bool = field(default=False, metadata=_flag(
+        "no window: process, record, dump, print progress", "output"))
+    # The annotated video (H.264 .mp4).
+    record: Optional[str] = field(default=None, metadata=_flag(
+        "write the annotated video (H.264)", "output", metavar="OUT.mp4"))
+    # One JSON line per frame with every face (README: --dump).
+    dump: Optional[str] = field(default=None, metadata=_flag(
+        "one JSON line per frame with every face", "output", metavar="OUT.jsonl", headless_only=True))
+    # The driver-monitoring events as JSON lines (the window writes them beside each recording).
+    events: Optional[str] = field(default=None, metadata=_flag(
+        "driver-monitoring events (JSON lines)", "output", metavar="OUT.jsonl", headless_only=True))
+    # Play the alert sound on new alerts (always on in the window).
+    sound: bool = field(default=False, metadata=_flag("play the alert sound on new alerts", "output"))
+    # Stop after this many frames (None = until the input ends).
+    max_frames: Optional[int] = field(default=None, metadata=_flag(
+        "stop after N frames", "output", metavar="N", type=int, headless_only=True))
+    # No progress lines (the summary is still printed).
+    quiet: bool = field(default=False, metadata=_flag(
+        "no progress lines (the summary is still printed)", "output", headless_only=True))
+
+    @property
+    def source(self):
+        """The input the options name: the --video path, the --camera index, or None."""
+        if self.video not in (None, ""):
+            return str(self.video)
+        return None if self.camera is None else int(self.camera)

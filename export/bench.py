@@ -131,23 +131,13 @@ def ort_session(model: Path, device: str, threads: int):
 
 
 def torch_model(arch: str, checkpoint, *, bfm_dir=None, param_stats=None, mesh="full", dense=True, device="cpu"):
-    """The checkpoint rebuilt as the exported graph's PyTorch module (export.convert's builders)."""
-    from export import checkpoint as ckpt_mod
-    from export import contract
+    """The checkpoint rebuilt as the exported graph's PyTorch module (export.convert.build_contract_model)."""
     from export import convert
     if arch not in convert.ARCHS:
         raise BenchInputError(f"unknown --arch {arch!r}: use one of {', '.join(convert.ARCHS)}")
-    public = getattr(convert, "build_contract_model", None)
     try:
-        if public is not None:  # export.convert's public builder, when it offers one
-            model = public(arch, checkpoint, bfm_dir=bfm_dir, param_stats=param_stats, mesh=mesh, dense=dense)
-        else:
-            sd = ckpt_mod.load_state_dict(checkpoint)
-            net, mean, std, lmk_u, lmk_w, basis, conv, _, _ = convert._BUILDERS[arch](
-                sd, checkpoint, bfm_dir, param_stats, mesh, None, dense)
-            model = contract.ContractModel(net, param_mean=mean, param_std=std, lmk_u=lmk_u, lmk_w=lmk_w,
-                                           convention=conv, dense_u=basis.u if basis is not None else None,
-                                           dense_w=basis.w if basis is not None else None)
+        model = convert.build_contract_model(arch, checkpoint, bfm_dir=bfm_dir, param_stats=param_stats,
+                                             mesh=mesh, dense=dense)
     except convert.ExportInputError as e:
         raise BenchInputError(str(e)) from None
     model.eval()

@@ -1,15 +1,15 @@
 """Checkpoint -> ONNX (the contract of export.contract) -> verified against PyTorch in onnxruntime.
 
-API: ``export_checkpoint(arch, checkpoint, out, ...) -> report dict``. Raises ExportInputError for
-bad input (nothing written) and VerificationError when onnxruntime disagrees with PyTorch beyond
-tolerance (the file is removed). The output is written to ``<out>.tmp`` and moved into place with
+API: ``export_checkpoint(arch, checkpoint, out, ...) -> report dict``; ``build_contract_model(arch,
+checkpoint, ...)`` is the PyTorch module it exports. Raises ExportInputError for bad input (nothing
+written) and VerificationError when onnxruntime disagrees with PyTorch beyond tolerance (the file
+is removed). The output is written to ``<out>.tmp`` and moved into place with
 os.replace only after it passed verification.
 """
 from __future__ import annotations
 
 import copy
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -24,8 +24,8 @@ from export import contract
 from export.synthface import rendered_face_crop
 
 ARCHS = ("synergynet", "3ddfa-v2", "mobilefrnet")
-TOL_FP32_PX = 1e-3   # task contract: max |ONNX - PyTorch| in crop pixels, fp32 export
-TOL_FP16_PX = 0.25   # task contract: fp16 export vs the fp32 PyTorch model, real weights
+TOL_FP32_PX = 1e-3   # export contract (docs/export.md): max |ONNX - PyTorch| in crop pixels, fp32 export
+TOL_FP16_PX = 0.25   # export contract: fp16 export vs the fp32 PyTorch model, real weights
 TOL_FP32_ROT = 1e-5  # rotation matrices, fp32
 # fp16 on the built-in synthetic crops (noise / gradients): measured up to 0.62 px for the real
 # 3DDFA-V2 x0.5 weights (0.036 px on the real face crop); weight rounding alone gives 0.35 px there
@@ -114,11 +114,8 @@ def _build_3ddfa_v2(sd, checkpoint, bfm_dir, param_stats, mesh, noneck_dir, dens
 
 
 def _build_mobilefrnet(sd, checkpoint, bfm_dir, param_stats, mesh, noneck_dir, dense):
-    try:
-        from export.nets.mobilefrnet import MobileFRNet
-    except ImportError as e:
-        raise ExportInputError(f"the Mobile-FRNet network is not available ({e}); "
-                               "export/nets/mobilefrnet.py must define MobileFRNet") from None
+    from export.nets.mobilefrnet import MobileFRNet
+
     net = MobileFRNet(num_params=62)
     ckpt_mod.strict_load(net, sd, checkpoint, "mobilefrnet")
     net.eval()
@@ -132,6 +129,23 @@ def _build_mobilefrnet(sd, checkpoint, bfm_dir, param_stats, mesh, noneck_dir, d
 
 
 _BUILDERS = {"synergynet": _build_synergynet, "3ddfa-v2": _build_3ddfa_v2, "mobilefrnet": _build_mobilefrnet}
+
+
+def _contract_kwargs(mean, std, lmk_u, lmk_w, conv, basis) -> dict:
+    return dict(param_mean=mean, param_std=std, lmk_u=lmk_u, lmk_w=lmk_w, convention=conv,
+                dense_u=basis.u if basis is not None else None, dense_w=basis.w if basis is not None else None)
+
+
+def build_contract_model(arch: str, checkpoint, *, bfm_dir=None, param_stats=None, mesh: str = "full",
+                         dense: bool = True, noneck_dir=None):
+    """``checkpoint`` of ``arch`` as the PyTorch module the export traces (export.contract.ContractModel:
+    crop uint8 -> params, landmarks, pose, dense vertices), in eval mode. ExportInputError on bad input."""
+    if arch not in ARCHS:
+        raise ExportInputError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHS)}")
+    sd = ckpt_mod.load_state_dict(checkpoint)
+    net, mean, std, lmk_u, lmk_w, basis, conv, _, _ = _BUILDERS[arch](
+        sd, checkpoint, bfm_dir, param_stats, mesh, noneck_dir, dense)
+    return contract.ContractModel(net, **_contract_kwargs(mean, std, lmk_u, lmk_w, conv, basis)).eval()
 
 
 def _first_output(module):
@@ -149,51 +163,14 @@ def _first_output(module):
     return First(module)
 
 
-# ---------------------------------------------------------------- cost counters
-def count_macs(net, input_shape=(1, 3, 120, 120)) -> int:
-    """Multiply-accumulates of Conv/Linear layers (hooks on one forward pass). FLOPs ~ 2 x MACs."""
-    import torch
-    total = [0]
-
-    def conv_hook(m, inp, out):
-        k = m.weight.numel() // m.out_channels  # (in/groups) * kh * kw
-        total[0] += int(out.numel() * k)
-
-    def lin_hook(m, inp, out):
-        total[0] += int(out.numel() * m.in_features)
-
-    hooks = []
-    for m in net.modules():
-        if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)):
-            hooks.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, torch.nn.Linear):
-            hooks.append(m.register_forward_hook(lin_hook))
-    try:
-        with torch.no_grad():
-            net(torch.zeros(input_shape))
-    finally:
-        for h in hooks:
-            h.remove()
-    return total[0]
-
-
+# ---------------------------------------------------------------- cost
 def _cost(net) -> dict:
-    """GFLOPs at 1x3x120x120: helper B's export.flops.count_flops when present, else own MAC hooks."""
-    try:
-        from export.flops import count_flops  # type: ignore
-    except ImportError:
-        count_flops = None
-    if count_flops is not None:
-        try:
-            r = count_flops(net, (1, 3, 120, 120))
-            if isinstance(r, dict) and "macs" in r:
-                return {"gflops": 2.0 * r["macs"] / 1e9, "gmacs": r["macs"] / 1e9,
-                        "flops_source": "export.flops.count_flops, GFLOPs = 2 x MACs"}
-        except Exception as e:  # report, but the export itself does not depend on it
-            print(f"export: export.flops.count_flops failed ({e}); using own MAC counter", file=sys.stderr)
-    macs = count_macs(net)
+    """GFLOPs at 1x3x120x120: export.flops.count_flops (Conv/Linear MACs), GFLOPs = 2 x MACs."""
+    from export.flops import count_flops   # imports torch, which the export has loaded already
+
+    macs = count_flops(net, (1, 3, 120, 120))["macs"]
     return {"gflops": 2.0 * macs / 1e9, "gmacs": macs / 1e9,
-            "flops_source": "export.convert.count_macs, GFLOPs = 2 x MACs"}
+            "flops_source": "export.flops.count_flops, GFLOPs = 2 x MACs"}
 
 
 # ---------------------------------------------------------------- verification crops
@@ -330,8 +307,7 @@ def export_checkpoint(arch: str, checkpoint, out, *, bfm_dir=None, param_stats=N
         cost = _cost(net)
         _log(progress, f"built {arch}: {n_params / 1e6:.3f} M parameters, {cost['gflops']:.3f} GFLOPs at 120x120")
 
-        kw = dict(param_mean=mean, param_std=std, lmk_u=lmk_u, lmk_w=lmk_w, convention=conv,
-                  dense_u=basis.u if basis is not None else None, dense_w=basis.w if basis is not None else None)
+        kw = _contract_kwargs(mean, std, lmk_u, lmk_w, conv, basis)
         ref_model = contract.ContractModel(net, **kw).eval()
         if fp16:
             export_model = contract.ContractModel(copy.deepcopy(net).half(), half_net=True, **kw).eval()

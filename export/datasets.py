@@ -403,9 +403,7 @@ def _iter_frames(path: Path, stride: int):
             if fr.index % stride == 0:
                 yield fr.index, fr.image
     finally:
-        close = getattr(src, "close", None)
-        if close:
-            close()
+        src.stop()      # an early exit (the caller stops iterating) ends the decode thread too
 
 
 def _context_for(img: np.ndarray, rois: np.ndarray):

@@ -99,10 +99,8 @@ def to_input(crops: np.ndarray, device):
 
 def build_model(arch: str, checkpoint=None):
     if arch == "mobilefrnet":
-        try:
-            from export.nets.mobilefrnet import MobileFRNet
-        except ImportError as e:
-            raise UsageError(f"mobilefrnet: export/nets/mobilefrnet.py is not available ({e})")
+        from export.nets.mobilefrnet import MobileFRNet
+
         return MobileFRNet(num_params=62)
     if arch == "synergynet":
         return load_synergynet(checkpoint)

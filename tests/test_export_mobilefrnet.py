@@ -1,4 +1,4 @@
-"""The mobilefrnet subcommand: helper B's MobileFRNet, randomly initialised, saved as a plain
+"""The mobilefrnet subcommand: export.nets.mobilefrnet.MobileFRNet, randomly initialised, saved as a plain
 state dict, exported with the BFM's param_whitening.pkl; outputs re-derived here with numpy."""
 from __future__ import annotations
 

@@ -48,6 +48,8 @@ class _FakePipeline:
         self.model_name = "default" if m is None else ("mesh" if m == binding.MESH_MODEL else Path(m).stem)
         self.provider = "CPU"
         self.monitor = _FakeMonitor(settings.monitor) if settings.monitor is not None else None
+        self.stage_ms: dict = {}
+        self.last_events: list = []
         self.closed = False
 
     def process(self, frame):
@@ -252,7 +254,7 @@ def test_saved_thresholds_are_overridden_only_by_their_own_flag(qtbot, tmp_path,
     from app.gui.window import MainWindow
 
     qs = QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat)
-    qs.setValue("thresholds/perclos", 0.3)
+    qs.setValue("thresholds/perclos_threshold", 0.3)
     qs.setValue("thresholds/alert_yaw", 40.0)
     qs.setValue("layers/monitor", False)
     settings = _settings(*argv, "--no-eyes")
@@ -359,7 +361,7 @@ def test_headless_only_flags_log_one_warning(caplog):
     args = cli.build_parser().parse_args(["--video", "x.mp4", "--events", "e.jsonl", "--dump", "d.jsonl",
                                           "--max-frames", "10", "--quiet"])
     with caplog.at_level(logging.WARNING, logger="app.gui"):
-        msg = warn_headless_only(args)
+        msg = warn_headless_only(cli.run_options_from_args(args))
     recs = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(recs) == 1 and recs[0].getMessage() == msg
     for flag in ("--events", "--dump", "--max-frames", "--quiet"):
@@ -368,5 +370,5 @@ def test_headless_only_flags_log_one_warning(caplog):
     caplog.clear()
     args = cli.build_parser().parse_args(["--video", "x.mp4", "--record", "r.mp4", "--sound"])
     with caplog.at_level(logging.WARNING, logger="app.gui"):
-        assert warn_headless_only(args) is None
+        assert warn_headless_only(cli.run_options_from_args(args)) is None
     assert not caplog.records

@@ -155,7 +155,7 @@ def test_scripted_yaw_raises_banner_and_sound(make_window, qtbot):
         face = FaceObservation(box=np.array([100, 60, 220, 200], float), landmarks=np.zeros((68, 3), np.float32),
                                model="synthetic", yaw=yaw, pitch=0.0, roll=0.0, eye_open=(0.3, 0.3), mouth_open=0.05)
         st = mon.update(t, i, face)
-        win._on_result(Result(image=img, raw=None, observations=[face], state=st,
+        win._on_result(Result(image=img, raw=None, observations=[face], driver=face, state=st,
                               frame=Frame(image=None, timestamp=t, index=i), wall_t=time.perf_counter(),
                               stats=Stats()))
         win.refresh_now()
@@ -206,7 +206,9 @@ def test_record_toggle_writes_playable_mp4_of_shown_frames(make_window, qtbot, t
     for take in range(2):
         qtbot.keyClick(win, "r")
         qtbot.waitUntil(lambda: win.recording_path is not None, timeout=10_000)
-        qtbot.waitUntil(lambda: win.latest.stats.recording_frames >= 5, timeout=WAIT_MS)
+        # a result of this take (on a loaded machine the latest one may still be of the previous take)
+        qtbot.waitUntil(lambda: win.latest.stats.recording == win.recording_path
+                        and win.latest.stats.recording_frames >= 5, timeout=WAIT_MS)
         qtbot.keyClick(win, "r")
         qtbot.waitUntil(lambda: win.recording_path is None, timeout=10_000)
     rec = sorted(Path(win.record_dir).glob("*.mp4"))
@@ -485,3 +487,45 @@ def test_built_in_mesh_chosen_while_models_holds_an_onnx(make_window, qtbot, tmp
     face = win.latest.observations[0]
     assert face.vertices is None and face.mesh_points is not None and face.model == MESH_MODEL_NAME
     qtbot.waitUntil(lambda: f"model: {MESH_MODEL_NAME}" in win.status_text(), timeout=10_000)
+
+
+def test_two_faces_panel_plots_and_alerts_follow_the_monitors_driver(make_window, qtbot, tmp_path):
+    """Two people in view, the driver the smaller face: the driver is alone in view for 2 s (the
+    other face painted over), then both are. The side panel, the plots and the monitor's signals
+    (what its alerts judge) are all about the driver, not about the larger passenger."""
+    import cv2
+
+    img = cv2.imread(str(shared("media", "two_faces.jpg")))
+    h, w = img.shape[:2]
+    # the right person shrunk to 0.7 x about the centre of its half: the driver is the smaller face
+    half = np.full((h, w - w // 2, 3), 128, np.uint8)
+    small = cv2.resize(img[:, w // 2:], None, fx=0.7, fy=0.7, interpolation=cv2.INTER_AREA)
+    y0, x0 = (h - small.shape[0]) // 2, (half.shape[1] - small.shape[1]) // 2
+    half[y0:y0 + small.shape[0], x0:x0 + small.shape[1]] = small
+    img[:, w // 2:] = half
+    alone = img.copy()
+    alone[:, : w // 2] = 128                       # the left face (the larger one) painted over
+    cv2.imwrite(str(tmp_path / "alone.png"), alone)
+    cv2.imwrite(str(tmp_path / "both.png"), img)
+    win = make_window(_settings("--model", "mesh", "--device", "cpu"),
+                      source=[(str(tmp_path / "alone.png"), 2.0), (str(tmp_path / "both.png"), 30.0)])
+    qtbot.waitUntil(lambda: win.latest is not None and len(win.latest.observations) == 2, timeout=WAIT_MS)
+    checked = 0
+    while checked < 5:
+        qtbot.wait(200)
+        r = win.latest
+        if len(r.observations) != 2:
+            continue
+        win.refresh_now()
+        d = r.driver
+        largest = max(r.observations, key=lambda o: o.area)
+        assert d is not largest and d.box[0] > img.shape[1] / 2      # the right face, the one seen first
+        for k, v in (("yaw", d.yaw), ("pitch", d.pitch), ("roll", d.roll)):
+            assert win.lbl_angles[k].text() == f"{v:+.1f}°"
+        assert win.lbl_angles["yaw"].text() != f"{largest.yaw:+.1f}°"
+        assert win.plots.values("yaw")[-1] == d.yaw and win.plots.values("mouth")[-1] == d.mouth_open
+        assert win.plots.values("eye_left")[-1] == d.eye_open[0]
+        # the monitor judged the same face (its alerts come from these signals)
+        assert r.state.signals["mouth_open"] == d.mouth_open != largest.mouth_open
+        assert r.state.signals["eye_open_left"] == d.eye_open[0]
+        checked += 1

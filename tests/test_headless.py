@@ -203,7 +203,7 @@ def test_error_midway_finalizes_outputs(tmp_path, monkeypatch):
     rec, dump = tmp_path / "o.mp4", tmp_path / "d.jsonl"
     args = cli.build_parser().parse_args(["--video", str(shared(*CLIP)), "--headless", "--record", str(rec),
                                           "--dump", str(dump), "--quiet", "--no-monitor"])
-    rc = headless.run(cli.settings_from_args(args), args)
+    rc = headless.run(cli.settings_from_args(args), cli.run_options_from_args(args))
     assert rc == 1
     assert len(dump.read_text().splitlines()) == 5
     with av.open(str(rec)) as c:
@@ -289,6 +289,6 @@ def test_no_frame_leaves_no_output(tmp_path, monkeypatch, capsys):
     args = cli.build_parser().parse_args(["--video", str(shared(*CLIP)), "--headless", "--quiet",
                                           "--record", str(tmp_path / "o.mp4"), "--dump", str(tmp_path / "d.jsonl"),
                                           "--events", str(tmp_path / "e.jsonl")])
-    assert headless.run(cli.settings_from_args(args), args) == 2
+    assert headless.run(cli.settings_from_args(args), cli.run_options_from_args(args)) == 2
     assert "gave no frames" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from app.monitor import MonitorSettings, add_monitor_args, settings_from_args
+from app.cli import add_monitor_args
+from app.cli import monitor_settings_from_args as settings_from_args
+from app.monitor import MonitorSettings
 from app.monitor.settings import flag_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +87,7 @@ def test_every_field_has_a_source_comment():
 def test_bad_flag_value_exits_2_with_one_line():
     code = textwrap.dedent("""
         import argparse
-        from app.monitor import add_monitor_args, settings_from_args
+        from app.cli import add_monitor_args, monitor_settings_from_args as settings_from_args
         ap = argparse.ArgumentParser(prog="demo")
         add_monitor_args(ap)
         settings_from_args(ap.parse_args(), ap)

@@ -154,3 +154,17 @@ def test_frame_shift_moves_params_between_landmark_conventions(bfm, fixture_para
     np.testing.assert_allclose(crop_pixels(lm, "synergynet") - want, np.ones_like(want), atol=1e-9)
     # 3DDFA-V2 is the default, as before
     np.testing.assert_array_equal(crop_pixels(lm), want)
+
+
+def test_frames_of_a_video_stopped_early_leave_no_capture_thread():
+    """The cache builder stops reading a clip (an error, a full cache): the decode thread ends too."""
+    import threading
+
+    clip = shared("media", "clips", "expressions_d18.mp4")
+    name = f"capture:{clip.name}"
+    gen = D._iter_frames(clip, 1)
+    index, img = next(gen)
+    assert index == 0 and img.ndim == 3
+    assert any(t.name == name and t.is_alive() for t in threading.enumerate())
+    gen.close()              # what a caller breaking out of the loop does
+    assert not any(t.name == name and t.is_alive() for t in threading.enumerate())

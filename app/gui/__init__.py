@@ -1,4 +1,4 @@
-"""PyQt6 desktop app: ``run(settings, args) -> int`` opens the window and processes at once.
+"""PyQt6 desktop app: ``run(settings, options) -> int`` opens the window and processes at once.
 
 ``main.py`` routes here when ``--headless`` is not given. ``python -m app.gui`` is the same with
 two extra options (``--screenshot-after SECONDS PATH``, ``--quit-after SECONDS``) used by
@@ -20,6 +20,8 @@ import os
 import sys
 from typing import Optional
 
+from app.cli import explicit_flags, headless_only_flags
+
 log = logging.getLogger(__name__)
 
 
@@ -31,71 +33,9 @@ def display_available() -> bool:
                 or os.environ.get("QT_QPA_PLATFORM"))
 
 
-def source_from_args(args) -> Optional[object]:
-    """The source the command line names (--video FILE / --camera N / --source X), or None."""
-    for name in ("video", "source", "image"):
-        v = getattr(args, name, None)
-        if v not in (None, ""):
-            return str(v)
-    cam = getattr(args, "camera", None)
-    if cam is not None and cam is not False:
-        return int(cam)
-    return None
-
-
-# argparse dest -> the setting it sets, where the names differ (monitor flags: monitor_<field>)
-_DEST_SETTING = {"no_smoothing": "smoothing", "no_eyes": "eyes_from_mesh", "no_monitor": "monitor"}
-
-
-def _flag_dests(parser) -> dict:
-    """Every option string of ``parser`` -> its argparse dest."""
-    return {o: a.dest for a in parser._actions for o in a.option_strings}
-
-
-def explicit_flags(argv=None, parser=None) -> set:
-    """The settings the user gave on the command line (they win over the saved GUI settings), by
-    name: each flag is resolved exactly as argparse does (full name or unique prefix) to its dest,
-    then to the setting: ``--perclos-window`` -> perclos_window (not perclos_threshold),
-    ``--no-smoothing`` -> smoothing, ``--alert-yaw`` -> alert_yaw, ``--layers`` -> layers."""
-    argv = sys.argv[1:] if argv is None else argv
-    if parser is None:
-        from app import cli
-
-        parser = cli.build_parser()
-    dests = _flag_dests(parser)
-    out = set()
-    for a in argv:
-        if not a.startswith("--") or a == "--":
-            continue
-        flag = a.split("=", 1)[0]
-        dest = dests.get(flag)
-        if dest is None and getattr(parser, "allow_abbrev", True):
-            hits = {d for o, d in dests.items() if o.startswith(flag)}
-            dest = hits.pop() if len(hits) == 1 else None
-        if dest is None:
-            continue
-        if dest.startswith("monitor_"):
-            dest = dest[len("monitor_"):]
-        out.add(_DEST_SETTING.get(dest, dest))
-    return out
-
-
-HEADLESS_ONLY = (("events", "--events"), ("dump", "--dump"), ("max_frames", "--max-frames"), ("quiet", "--quiet"))
-
-
-def headless_only_flags(args) -> list[str]:
-    """The given flags that only the headless mode uses (the window ignores them)."""
-    out = []
-    for dest, flag in HEADLESS_ONLY:
-        v = getattr(args, dest, None)
-        if v not in (None, False):
-            out.append(flag)
-    return out
-
-
-def warn_headless_only(args) -> Optional[str]:
+def warn_headless_only(options) -> Optional[str]:
     """One warning line naming the headless-only flags given to the window (or nothing)."""
-    flags = headless_only_flags(args) if args is not None else []
+    flags = headless_only_flags(options) if options is not None else []
     if not flags:
         return None
     msg = (f"{', '.join(flags)} {'is' if len(flags) == 1 else 'are'} headless-only (use --headless); "
@@ -105,8 +45,10 @@ def warn_headless_only(args) -> Optional[str]:
     return msg
 
 
-def run(settings, args=None, *, argv=None) -> int:
-    """Open the window on ``settings`` (app.settings.Settings) and run the Qt event loop."""
+def run(settings, options=None, *, argv=None, screenshot_after=None, quit_after=None) -> int:
+    """Open the window on ``settings`` (app.settings.Settings) with the input and recording of
+    ``options`` (RunOptions) and run the Qt event loop. ``screenshot_after`` (SECONDS, PATH): save a
+    PNG of the window then close it; ``quit_after`` SECONDS: close the window."""
     if not display_available():
         print("error: no display for the GUI (DISPLAY is not set); run with --headless, "
               "or under Xvfb (scripts/screenshot_xvfb.sh)", file=sys.stderr)
@@ -120,24 +62,22 @@ def run(settings, args=None, *, argv=None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "face3d-monitor"])
     app.setApplicationName("face3d-monitor")
-    warn_headless_only(args)
-    source = source_from_args(args) if args is not None else None
+    warn_headless_only(options)
+    source = options.source if options is not None else None
     MainWindow.cli_explicit = explicit_flags(argv)
     win = MainWindow(settings, source=source)
     win.show()
-    if getattr(args, "record", None):
-        win.start_recording(args.record)     # after the source: commands run in order
+    if options is not None and options.record:
+        win.start_recording(options.record)     # after the source: commands run in order
 
-    shot = getattr(args, "screenshot_after", None)
-    if shot:
-        secs, path = float(shot[0]), shot[1]
+    if screenshot_after:
+        secs, path = float(screenshot_after[0]), screenshot_after[1]
 
         def take():
             save_screenshot(win, path)
             win.close()
 
         QTimer.singleShot(int(secs * 1000), take)
-    quit_after = getattr(args, "quit_after", None)
     if quit_after:
         QTimer.singleShot(int(float(quit_after) * 1000), win.close)
     # Ctrl-C: Python runs signal handlers only between bytecodes, so wake the interpreter

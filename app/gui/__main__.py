@@ -30,8 +30,8 @@ def main(argv=None) -> int:
                 raise ValueError
         except ValueError:
             parser.error(f"--screenshot-after: SECONDS must be a positive number, got {args.screenshot_after[0]!r}")
-    settings = cli.settings_from_args(args)
-    return run(settings, args, argv=argv)
+    return run(cli.settings_from_args(args), cli.run_options_from_args(args), argv=argv,
+               screenshot_after=args.screenshot_after, quit_after=args.quit_after)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def headless_fps(settings, video: str, frames: int, warmup: int = 5) -> dict:
     el = time.perf_counter() - t0
     cpu = time.process_time() - c0
     return {"fps": frames / el, "frames": frames, "cpu_ms_per_frame": 1000 * cpu / frames, "process_ms_median": statistics.median(times[warmup:]),
-            "model": str(getattr(pipe, "model_name", "")), "provider": str(getattr(pipe, "provider", ""))}
+            "model": pipe.model_name, "provider": pipe.provider}
 
 
 def gui_fps(settings, video: str, frames: int, warmup: int = 5, realtime: bool = False) -> dict:

@@ -15,7 +15,9 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QVBoxLayout, QWidget
 
-WINDOW_S = 30.0   # seconds of history shown (issue 5)
+from app.monitor.settings import MonitorSettings
+
+WINDOW_S = 30.0   # seconds of history shown: a glance, a yawn and a PERCLOS rise fit in one view
 
 SERIES = ("yaw", "pitch", "roll", "eye_left", "eye_right", "perclos", "mouth")
 
@@ -79,7 +81,8 @@ class SignalPlots(QWidget):
         for k in ("yaw_hi", "yaw_lo", "pitch_lo"):
             self.p_angles.addItem(self.lines[k])
         self.p_perclos.addItem(self.lines["perclos"])
-        self.set_thresholds(30.0, 20.0, 0.15)
+        d = MonitorSettings()
+        self.set_thresholds(d.alert_yaw, d.alert_pitch, d.perclos_threshold)
 
     # ---- thresholds (alert lines around the neutral pose)
     def set_thresholds(self, alert_yaw: float, alert_pitch: float, perclos: float,

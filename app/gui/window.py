@@ -13,6 +13,7 @@ import math
 import os
 import statistics
 import time
+import wave
 from collections import deque
 from pathlib import Path
 from typing import Optional
@@ -26,15 +27,17 @@ from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog,
                              QPushButton, QSplitter, QStatusBar, QToolBar,
                              QVBoxLayout, QWidget)
 
+from app.core.errors import one_line
 from app.gui import binding
 from app.gui.plots import SignalPlots
 from app.gui.video import VideoView
 from app.gui.worker import ProcessingWorker, Result, default_recording_path
+from app.settings import Layers
 
 log = logging.getLogger(__name__)
 
 REDRAW_HZ = 30          # video redraw rate cap (and never above the source's frame rate)
-PLOT_HZ = 20            # plot redraw rate (issue 5 asks >= 15 Hz)
+PLOT_HZ = 20            # plot redraw rate (smooth curves need >= 15 Hz)
 PANEL_HZ = 8            # numbers, calibration indicator, status bar refresh rate
 ROOT = Path(__file__).resolve().parents[2]
 ALERT_WAV = ROOT / "assets" / "alert.wav"
@@ -52,12 +55,9 @@ LEVEL_STYLE = {
 
 def _models_dir() -> Path:
     """The folder app.pipeline takes the default model from (app.pipeline.MODELS_DIR)."""
-    try:
-        from app import pipeline
+    from app import pipeline
 
-        return Path(pipeline.MODELS_DIR)
-    except Exception:
-        return ROOT / "models"
+    return Path(pipeline.MODELS_DIR)
 
 
 def model_choices(extra_dirs=()) -> list[str]:
@@ -101,12 +101,12 @@ class _CameraLister(QObject):
         import threading
 
         def run():
-            try:
-                from app.io.capture import list_cameras
+            from app.io.capture import list_cameras
 
+            try:
                 cams = list_cameras()
-            except Exception:
-                log.debug("camera listing failed", exc_info=True)
+            except cv2.error as e:      # a camera driver failing while probed: say so, list none
+                log.warning("camera listing failed: %s", one_line(e))
                 cams = []
             self.found.emit(cams)
 
@@ -114,11 +114,17 @@ class _CameraLister(QObject):
 
 
 class MainWindow(QMainWindow):
+    # setting names given on the command line (app.cli.explicit_flags): they win over the saved ones
+    cli_explicit: frozenset = frozenset()
+
     def __init__(self, settings, *, source=None, qsettings: Optional[QSettings] = None,
                  worker: Optional[ProcessingWorker] = None, restore: bool = True,
                  list_cameras_at_start: bool = True, sound=None):
         super().__init__()
         self.setWindowTitle("face3d-monitor")
+        self._pending_source = None     # the source last asked for (open_source)
+        self._running_spec = None       # the source that runs (its open succeeded)
+        self._thr_key = None            # the thresholds / neutral pose the plots' lines show
         self.qs = qsettings if qsettings is not None else QSettings("face3d-monitor", "gui")
         if restore:
             settings = self._restore_settings(settings)
@@ -179,12 +185,12 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ construction
     def _make_sound(self):
-        try:
-            from app.monitor import AlertSound
+        from app.monitor import AlertSound
 
+        try:
             return AlertSound(str(ALERT_WAV))
-        except Exception as e:  # no monitor package / no wav: say so once, keep going
-            log.warning("alert sound unavailable: %s", e)
+        except (OSError, ValueError, EOFError, wave.Error) as e:  # assets/alert.wav missing or broken
+            log.warning("alert sound unavailable (alerts are shown, not heard): %s", one_line(e))
             return None
 
     def _build_ui(self) -> None:
@@ -301,7 +307,7 @@ class MainWindow(QMainWindow):
         self.chk_smooth.toggled.connect(self.set_smoothing)
         form.addWidget(self.chk_smooth, row, 0, 1, 4)
         self.chk_layer = {}
-        for i, name in enumerate(binding.LAYER_NAMES):
+        for i, name in enumerate(Layers.NAMES):
             c = QCheckBox(name)
             c.setFocusPolicy(Qt.FocusPolicy.NoFocus)
             c.setChecked(binding.get_layer(self.settings, name))
@@ -593,7 +599,7 @@ class MainWindow(QMainWindow):
         self.results_received += 1
         self.latest = r
         self._latest_new = True
-        face = _main_face(r.observations)
+        face = r.driver      # the face the monitor judges: panel, plots and alerts agree
         st = r.state
         perclos = float("nan")
         if st is not None:
@@ -614,11 +620,8 @@ class MainWindow(QMainWindow):
         started = now - self._active_alerts
         self._active_alerts = now
         if started and self.sound is not None:
-            try:
-                self.sound.play()
-                self.sounds_played += 1
-            except Exception as e:
-                log.warning("alert sound failed: %s", e)
+            self.sound.play()           # AlertSound.play never raises (no audio output: a log line)
+            self.sounds_played += 1
 
     def _on_error(self, msg: str) -> None:
         log.error(msg)
@@ -638,10 +641,8 @@ class MainWindow(QMainWindow):
 
     def _on_model_changed(self, name: str, provider: str, path: str) -> None:
         self.model_name, self.provider = name, provider
-        try:   # the model that really runs (a failed switch leaves the previous one)
-            self.settings = binding.with_model(self.settings, path or None)
-        except AttributeError:
-            pass
+        # the model that really runs (a failed switch leaves the previous one)
+        self.settings = binding.with_model(self.settings, path or None)
         self._fill_model_combo()
         self._update_status_labels()
 
@@ -660,7 +661,7 @@ class MainWindow(QMainWindow):
         self._active_alerts = set()
         if not name:
             self.view.set_image(None)
-        spec = getattr(self, "_pending_source", None)
+        spec = self._pending_source
         if spec is not None and name:
             self._running_spec = spec
             self.qs.setValue("source", str(spec))
@@ -669,7 +670,7 @@ class MainWindow(QMainWindow):
         """Show the source that really runs in the combo again (or none)."""
         self._sources_settled += 1
         self._append_hint()
-        spec = getattr(self, "_running_spec", None)
+        spec = self._running_spec
         i = self.source_combo.findData(spec) if spec is not None and self.source_name else -1
         self.source_combo.setCurrentIndex(i if i >= 0 else 0)
 
@@ -719,9 +720,9 @@ class MainWindow(QMainWindow):
         re-layout their parents, so they are not redone for every video frame)."""
         r = self.latest
         if r is not None:
-            face = _main_face(r.observations)
-            for k in ("yaw", "pitch", "roll"):
-                v = getattr(face, k) if face is not None else math.nan
+            face = r.driver
+            angles = (face.yaw, face.pitch, face.roll) if face is not None else (math.nan,) * 3
+            for k, v in zip(("yaw", "pitch", "roll"), angles):
                 _set(self.lbl_angles[k], "–" if not math.isfinite(v) else f"{v:+.1f}°")
             self._show_state(r.state)
         self._update_status_labels()
@@ -764,14 +765,12 @@ class MainWindow(QMainWindow):
                                  f"pitch {st.neutral_pitch:+.0f}°)", "color:#40c040;")
         else:
             _set(self.lbl_calib, "● not calibrated", "color:#c0c0c0;")
-        ay = binding.get_threshold(self.settings, "alert_yaw")
-        ap = binding.get_threshold(self.settings, "alert_pitch")
-        pc = binding.get_threshold(self.settings, "perclos")
-        if ay is not None and ap is not None:
-            key = (ay, ap, pc, _r(st.neutral_yaw), _r(st.neutral_pitch))
-            if key != getattr(self, "_thr_key", None):
+        mon = self.settings.monitor
+        if mon is not None:
+            key = (mon.alert_yaw, mon.alert_pitch, mon.perclos_threshold, _r(st.neutral_yaw), _r(st.neutral_pitch))
+            if key != self._thr_key:
                 self._thr_key = key
-                self.plots.set_thresholds(ay, ap, pc if pc is not None else 0.15,
+                self.plots.set_thresholds(mon.alert_yaw, mon.alert_pitch, mon.perclos_threshold,
                                           st.neutral_yaw, st.neutral_pitch,
                                           binding.pitch_down_sign(self.settings))
 
@@ -800,13 +799,13 @@ class MainWindow(QMainWindow):
     def _restore_settings(self, settings):
         """Thresholds, smoothing and layers from the last run (explicit CLI flags win: the caller
         passes them in ``cli_explicit``)."""
-        explicit = set(getattr(self, "cli_explicit", set()))   # setting names (app.gui.explicit_flags)
+        explicit = set(self.cli_explicit)
         qs = self.qs
         for key in binding.THRESHOLDS:
             v = qs.value(f"thresholds/{key}")
             # exactly the flag of this threshold (--perclos-threshold), not one that contains its
             # name (--perclos-window)
-            if v is not None and binding.threshold_setting(key) not in explicit:
+            if v is not None and key not in explicit:
                 try:
                     settings = binding.with_threshold(settings, key, float(v))
                 except (ValueError, TypeError):
@@ -814,7 +813,7 @@ class MainWindow(QMainWindow):
         v = qs.value("smoothing")
         if v is not None and "smoothing" not in explicit:
             settings = binding.with_smoothing(settings, str(v).lower() in ("1", "true"))
-        for name in binding.LAYER_NAMES:
+        for name in Layers.NAMES:
             v = qs.value(f"layers/{name}")
             if v is not None and "layers" not in explicit:
                 settings = binding.with_layer(settings, name, str(v).lower() in ("1", "true"))
@@ -822,10 +821,7 @@ class MainWindow(QMainWindow):
         if m is not None and "model" not in explicit:
             m = str(m) or None
             if m is None or m == MESH_MODEL or Path(m).is_file():
-                try:
-                    settings = binding.with_model(settings, m)
-                except AttributeError:
-                    pass
+                settings = binding.with_model(settings, m)
         return settings
 
     def _save_settings(self) -> None:
@@ -835,7 +831,7 @@ class MainWindow(QMainWindow):
             if v is not None:
                 qs.setValue(f"thresholds/{key}", v)
         qs.setValue("smoothing", binding.get_smoothing(s))
-        for name in binding.LAYER_NAMES:
+        for name in Layers.NAMES:
             qs.setValue(f"layers/{name}", binding.get_layer(s, name))
         qs.setValue("record_dir", self.record_dir)
         qs.setValue("snapshot_dir", self.snapshot_dir)
@@ -860,20 +856,10 @@ class MainWindow(QMainWindow):
 def _default_model_label() -> Optional[str]:
     """The combo label of Settings.model = None: "Default (X.onnx)" for the first models/*.onnx or
     the shipped 3DDFA-V2; None when neither exists (then None runs the face mesh, its own entry)."""
-    try:
-        from app.pipeline import default_model_path
+    from app.pipeline import default_model_path
 
-        d = default_model_path()
-    except Exception:
-        d = None
+    d = default_model_path()
     return None if d is None else f"Default ({Path(d).name})"
-
-
-def _main_face(observations):
-    """The driver for the side panel: the largest face (the monitor's own choice is similar)."""
-    if not observations:
-        return None
-    return max(observations, key=lambda o: o.area)
 
 
 def _set(label, text: str, style: Optional[str] = None) -> None:

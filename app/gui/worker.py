@@ -20,7 +20,6 @@ and accepts a new source or model.
 """
 from __future__ import annotations
 
-import dataclasses
 import glob
 import logging
 import os
@@ -34,7 +33,10 @@ from typing import Any, Callable, Optional
 import numpy as np
 from PyQt6.QtCore import QThread, pyqtSignal
 
-from app.core.types import Frame, MonitorState
+from app.core.errors import one_line
+from app.core.types import FaceObservation, Frame, MonitorState
+from app.gui import binding
+from app.monitor import select_driver
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class Result:
     image: np.ndarray                   # annotated BGR frame (owned by the UI from now on)
     raw: Optional[np.ndarray]           # the raw frame (kept only when the worker is asked to)
     observations: list                  # list[FaceObservation]
+    driver: Optional[FaceObservation]   # the face the monitor judges (one of observations), None = no face
     state: Optional[MonitorState]
     frame: Frame                        # image is None-ed out to avoid keeping two buffers
     wall_t: float                       # perf_counter() when the frame left the source
@@ -164,7 +167,7 @@ class FrameGrabber:
 
     @property
     def error(self) -> Optional[str]:
-        return getattr(self.source, "error", None)
+        return self.source.error
 
     def stop(self) -> None:
         self._stop.set()
@@ -231,16 +234,13 @@ class Recorder:
         self.writer = VideoWriter(self.path, fps, size)  # OutputError (one line) when not writable
         self.events = None
         if events:
+            from app.monitor import EventLog
+
             try:
-                from app.monitor import EventLog
-            except ImportError:  # monitor package not installed: video only
-                EventLog = None
-            if EventLog is not None:
-                try:
-                    self.events = EventLog(events_path_for(self.path))
-                except Exception:
-                    self.writer.close()
-                    raise
+                self.events = EventLog(events_path_for(self.path))
+            except OSError:      # the event log cannot be written: no recording either
+                self.writer.close()
+                raise
         self.t0: Optional[float] = None
         self.frames = 0
         self.started_wall = time.monotonic()
@@ -252,7 +252,7 @@ class Recorder:
         self.frames += 1
         if self.events is not None:
             for ev in events:
-                _eventlog_write(self.events, ev)
+                self.events.write(ev)
 
     def close(self, summary: Optional[dict] = None) -> None:
         try:
@@ -260,7 +260,7 @@ class Recorder:
         finally:
             if self.events is not None:
                 if summary is not None:
-                    _eventlog_write(self.events, summary)
+                    self.events.write(summary)
                 self.events.close()
 
 
@@ -269,8 +269,20 @@ def _parent_creatable(folder: Path) -> bool:
     return folder.parent.exists() and os.access(folder.parent, os.W_OK)
 
 
-def _eventlog_write(log_obj, ev: dict) -> None:
-    log_obj.write(ev)     # app.monitor.events.EventLog
+# --------------------------------------------------------------------------- driver
+class DriverFollower:
+    """The driver of each frame as the pipeline picks it for the monitor: ``select_driver`` with the
+    previous driver's box (the same face while it stays in place, else the largest). The side
+    panel and the plots show this face, so they are about the face the alerts are about."""
+
+    def __init__(self):
+        self.box = None
+
+    def __call__(self, observations) -> Optional[FaceObservation]:
+        driver = select_driver(observations, self.box)
+        if driver is not None:
+            self.box = driver.box
+        return driver
 
 
 # --------------------------------------------------------------------------- worker
@@ -289,11 +301,6 @@ def _default_source_factory(spec, *, loop: bool = False):
     from app.io.capture import open_source
 
     return open_source(spec, loop=loop)
-
-
-def _one_line(e: BaseException) -> str:
-    s = str(e).strip().splitlines()
-    return (s[0] if s else type(e).__name__)[:300]
 
 
 class ProcessingWorker(QThread):
@@ -330,6 +337,7 @@ class ProcessingWorker(QThread):
         self.paused = False
         self._proc_times: list[float] = []
         self.frames_processed = 0
+        self._driver = DriverFollower()
         self._last_process_error: Optional[str] = None
         # results emitted but not yet taken by the UI: above MAX_PENDING the worker skips emitting
         # (the UI is busy, e.g. a modal dialog): nothing piles up in the Qt event queue
@@ -397,7 +405,7 @@ class ProcessingWorker(QThread):
                 self._process(*item)
         except Exception as e:  # never die silently: tell the UI
             log.exception("GUI worker failed")
-            self.error.emit(f"processing stopped: {_one_line(e)}")
+            self.error.emit(f"processing stopped: {one_line(e)}")
         finally:
             self._stop_recording()
             if self.grabber is not None:
@@ -429,9 +437,7 @@ class ProcessingWorker(QThread):
                 self.grabber = None
             self.source_changed.emit("", 0.0)
         elif kind == "model":
-            from app.gui.binding import with_model
-
-            new = with_model(self.settings, cmd[1])
+            new = binding.with_model(self.settings, cmd[1])
             self._build_pipeline(new, announce=True)
         elif kind == "settings":
             self._apply_settings(cmd[1])
@@ -441,8 +447,8 @@ class ProcessingWorker(QThread):
                 self.grabber.set_paused(self.paused)
             self.paused_changed.emit(self.paused)
         elif kind == "recalibrate":
-            mon = getattr(self.pipeline, "monitor", None)
-            if mon is not None and hasattr(mon, "recalibrate"):
+            mon = self.pipeline.monitor if self.pipeline is not None else None
+            if mon is not None:
                 mon.recalibrate()
                 self.info.emit("recalibrating: look straight ahead")
             else:
@@ -457,7 +463,7 @@ class ProcessingWorker(QThread):
         try:
             src = self._source_factory(spec, loop=self.loop)
         except Exception as e:  # SourceError: one line already
-            msg = _one_line(e)
+            msg = one_line(e)
             self.error.emit(msg)
             self.source_failed.emit(msg)
             return  # the previous source (if any) keeps running
@@ -468,9 +474,9 @@ class ProcessingWorker(QThread):
         self.grabber.set_paused(self.paused)
         self.grabber.start()
         self._proc_times.clear()
-        name = getattr(src, "name", name)
-        w, h = getattr(src, "size", (0, 0))
-        fps = getattr(src, "fps", 0.0)
+        name = src.name
+        w, h = src.size
+        fps = src.fps
         msg = f"source: {name} ({w}x{h} @ {fps:.1f} fps{', live' if src.is_live else ''})"
         self.info.emit(msg)
         self.source_changed.emit(name, float(fps or 0.0))
@@ -493,21 +499,20 @@ class ProcessingWorker(QThread):
         try:
             p = self._pipeline_factory(settings)
         except Exception as e:
-            msg = f"model failed to load: {_one_line(e)}"
+            msg = f"model failed to load: {one_line(e)}"
             log.debug("pipeline factory failed", exc_info=True)
             self.error.emit(msg)
             self.model_failed.emit(msg)
             return False   # keep the previous pipeline
         old, self.pipeline = self.pipeline, p
+        self._driver = DriverFollower()     # a new pipeline starts without a driver
         self.settings = settings
-        _close_quietly(old)
-        name = str(getattr(p, "model_name", "?"))
-        prov = str(getattr(p, "provider", "?"))
+        if old is not None:
+            old.close()
+        name, prov = str(p.model_name), str(p.provider)
         if announce:
             self.info.emit(f"model: {name} on {prov}")
-        from app.gui.binding import get_model
-
-        self.model_changed.emit(name, prov, get_model(settings) or "")
+        self.model_changed.emit(name, prov, binding.get_model(settings) or "")
         return True
 
     def _apply_settings(self, settings) -> None:
@@ -515,14 +520,12 @@ class ProcessingWorker(QThread):
         calibration, the tracker its faces); only those fields are taken from ``settings``
         (binding.with_ui_fields); turning the monitor on or off rebuilds the pipeline with the
         model that runs."""
-        from app.gui.binding import with_ui_fields
-
         old = self.settings
-        settings = with_ui_fields(old, settings)
+        settings = binding.with_ui_fields(old, settings)
         p = self.pipeline
-        if p is not None and _only_fields_changed(old, settings, {"monitor", "layers", "smoothing"}):
+        if p is not None:     # only UI fields differ (with_ui_fields): no rebuild, unless the monitor goes on / off
             ok = True
-            if getattr(old, "monitor", None) != getattr(settings, "monitor", None):
+            if old.monitor != settings.monitor:
                 ok = _swap_monitor_settings(p, settings.monitor)
             if ok:
                 p.settings = settings          # Pipeline reads .smoothing per frame
@@ -542,7 +545,7 @@ class ProcessingWorker(QThread):
         try:
             self.recorder = Recorder(path, src.fps or 30.0, tuple(src.size))
         except Exception as e:
-            msg = f"recording: {_one_line(e)}"
+            msg = f"recording: {one_line(e)}"
             self.error.emit(msg)
             self.recorder = None
             self.recording_changed.emit("")
@@ -554,21 +557,14 @@ class ProcessingWorker(QThread):
         rec, self.recorder = self.recorder, None
         if rec is None:
             return
-        summary = None
-        mon = getattr(self.pipeline, "monitor", None)
-        if mon is not None and hasattr(mon, "summary"):
-            try:
-                summary = mon.summary()
-                if isinstance(summary, dict) and "event" not in summary:
-                    summary = {"event": "summary", **summary}
-            except Exception:
-                summary = None
+        mon = self.pipeline.monitor if self.pipeline is not None else None
+        summary = mon.summary() if mon is not None else None   # {"event": "summary", ...}
         try:
             rec.close(summary)
             msg = f"recorded {rec.frames} frames to {rec.path}"
             self.info.emit(msg)
         except Exception as e:
-            self.error.emit(f"recording: could not finalize {rec.path}: {_one_line(e)}")
+            self.error.emit(f"recording: could not finalize {rec.path}: {one_line(e)}")
         self.recording_changed.emit("")
 
     def _process(self, frame: Frame, wall_t: float) -> None:
@@ -577,7 +573,7 @@ class ProcessingWorker(QThread):
         try:
             observations, state, annotated = self.pipeline.process(frame)
         except Exception as e:   # one bad frame must not end the session: report, skip it
-            msg = f"processing failed on frame {frame.index}: {_one_line(e)}"
+            msg = f"processing failed on frame {frame.index}: {one_line(e)}"
             if msg.split(":", 1)[1] != self._last_process_error:
                 log.exception(msg)
                 self.error.emit(msg)
@@ -585,12 +581,14 @@ class ProcessingWorker(QThread):
             return
         self._last_process_error = None
         dt = time.perf_counter() - t
+        observations = list(observations or [])
+        driver = self._driver(observations)     # every frame, as the pipeline does (skipped results too)
         events = _take_events(self.pipeline)
         if self.recorder is not None:
             try:
                 self.recorder.write(annotated, frame.timestamp, events)
             except Exception as e:
-                self.error.emit(f"recording stopped: {_one_line(e)}")
+                self.error.emit(f"recording stopped: {one_line(e)}")
                 self._stop_recording()
         now = time.perf_counter()
         self._proc_times.append(now)
@@ -603,10 +601,9 @@ class ProcessingWorker(QThread):
         stats = Stats(
             capture_fps=g.capture_fps, process_fps=pfps, frames_captured=g.captured,
             frames_processed=self.frames_processed,
-            frames_dropped=g.dropped + int(getattr(g.source, "frames_dropped", 0) or 0),
-            process_ms=dt * 1000.0, stage_ms=dict(getattr(self.pipeline, "stage_ms", {}) or {}),
-            model=str(getattr(self.pipeline, "model_name", "")),
-            provider=str(getattr(self.pipeline, "provider", "")),
+            frames_dropped=g.dropped + g.source.frames_dropped,
+            process_ms=dt * 1000.0, stage_ms=dict(self.pipeline.stage_ms),
+            model=str(self.pipeline.model_name), provider=str(self.pipeline.provider),
             source=g.source.name,
             recording=str(self.recorder.path) if self.recorder is not None else None,
             recording_frames=self.recorder.frames if self.recorder is not None else 0,
@@ -617,25 +614,14 @@ class ProcessingWorker(QThread):
                 return
             self._pending += 1
         lite = Frame(image=None, timestamp=frame.timestamp, index=frame.index)
-        self.result.emit(Result(image=annotated, raw=raw, observations=list(observations or []),
+        self.result.emit(Result(image=annotated, raw=raw, observations=observations, driver=driver,
                                 state=state, frame=lite, wall_t=wall_t, stats=stats, events=events))
 
 
 # --------------------------------------------------------------------------- pipeline / monitor helpers
-def _only_fields_changed(a, b, allowed: set) -> bool:
-    if not (dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b)) or type(a) is not type(b):
-        return False
-    for f in dataclasses.fields(a):
-        if f.name in allowed:
-            continue
-        if getattr(a, f.name) != getattr(b, f.name):
-            return False
-    return True
-
-
 def _swap_monitor_settings(pipeline, monitor_settings) -> bool:
     """New thresholds into the running DriverMonitor (calibration and counters kept)."""
-    mon = getattr(pipeline, "monitor", None)
+    mon = pipeline.monitor
     if mon is None or monitor_settings is None:
         return mon is None and monitor_settings is None   # monitor switched on/off: rebuild
     mon.update_settings(monitor_settings)
@@ -644,13 +630,4 @@ def _swap_monitor_settings(pipeline, monitor_settings) -> bool:
 
 def _take_events(pipeline) -> list:
     """Monitor events (start / end dicts) of the frame just processed (Pipeline.last_events)."""
-    return list(getattr(pipeline, "last_events", None) or [])
-
-
-def _close_quietly(obj) -> None:
-    fn = getattr(obj, "close", None)
-    if callable(fn):
-        try:
-            fn()
-        except Exception:
-            log.debug("close failed", exc_info=True)
+    return list(pipeline.last_events)

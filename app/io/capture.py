@@ -32,6 +32,7 @@ from typing import Iterator, Optional, Sequence, Union
 import cv2
 import numpy as np
 
+from app.core.errors import one_line
 from app.core.types import Frame
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ class _VideoFileReader:
             raise SourceError(f"video file decodes to no frames: {path} (empty or damaged file)")
         except Exception as e:  # av.error.* while decoding the first frame
             self.close()
-            raise SourceError(f"cannot decode video file: {path} ({_one_line(e)})")
+            raise SourceError(f"cannot decode video file: {path} ({one_line(e)})")
         img, _ = self.first
         h, w = img.shape[:2]
         self.size = (w, h)
@@ -181,7 +182,7 @@ class _VideoFileReader:
         try:
             self.container = av.open(str(self.path))
         except Exception as e:
-            raise SourceError(f"cannot open video file: {self.path} ({_one_line(e)}; not a video or damaged)")
+            raise SourceError(f"cannot open video file: {self.path} ({one_line(e)}; not a video or damaged)")
         if not self.container.streams.video:
             self.close()
             raise SourceError(f"no video stream in: {self.path} (damaged or truncated file, or audio only)")
@@ -238,7 +239,7 @@ class _VideoFileReader:
                         break
                     except Exception as e:
                         state["error"] = (f"{self.name}: decoding stopped after {n} frames "
-                                          f"({_one_line(e)}); the file is damaged or truncated")
+                                          f"({one_line(e)}); the file is damaged or truncated")
                         return
                     n += 1
                     total += 1
@@ -304,11 +305,6 @@ class _StillsReader:
 
     def close(self):
         pass
-
-
-def _one_line(e: BaseException) -> str:
-    s = str(e).strip().splitlines()
-    return (s[0] if s else type(e).__name__)[:200]
 
 
 # --------------------------------------------------------------------------- Source
@@ -406,7 +402,7 @@ class Source:
                 if not self._put(Frame(image=img, timestamp=float(ts), index=int(idx))):
                     break
         except Exception as e:  # unexpected reader failure: report, never hang the consumer
-            state["error"] = f"{self.name}: capture failed ({_one_line(e)})"
+            state["error"] = f"{self.name}: capture failed ({one_line(e)})"
         finally:
             self._reader.close()
             if state["error"]:

@@ -22,6 +22,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from app.core.errors import one_line
+
 log = logging.getLogger(__name__)
 
 TIME_BASE = Fraction(1, 90000)  # the MPEG 90 kHz clock
@@ -31,11 +33,6 @@ DEFAULT_PRESET = "ultrafast"    # measured 4.3 ms/frame at 1280x720 here (veryfa
 
 class OutputError(Exception):
     """The output cannot be written; the message is one line meant for the user."""
-
-
-def _one_line(e: BaseException) -> str:
-    s = str(e).strip().splitlines()
-    return (s[0] if s else type(e).__name__)[:200]
 
 
 def _temp_path(path: Path) -> Path:
@@ -79,7 +76,7 @@ class VideoWriter:
             with open(self._tmp, "wb"):
                 pass
         except (OSError, ValueError) as e:
-            why = getattr(e, "strerror", None) or _one_line(e)
+            why = getattr(e, "strerror", None) or one_line(e)
             raise OutputError(f"cannot record to {self.path}: {why} (choose a writable folder)")
 
         codec = codec.lower()
@@ -91,7 +88,7 @@ class VideoWriter:
                 self._open_pyav(crf, preset)
             except Exception as e:
                 self._discard()
-                raise OutputError(f"cannot record to {self.path}: {_one_line(e)}")
+                raise OutputError(f"cannot record to {self.path}: {one_line(e)}")
         else:
             if codec == "h264":
                 log.warning("libx264 through PyAV is not available: recording %s with OpenCV mp4v "
@@ -168,7 +165,7 @@ class VideoWriter:
                     self._container.mux(packet)
             except Exception as e:  # av.error.* (disk full, ...): one line, the caller closes
                 raise OutputError(f"recording {self.path}: writing frame {self.frames_written} "
-                                  f"failed ({_one_line(e)})") from e
+                                  f"failed ({one_line(e)})") from e
         else:
             self._cv.write(img)
         self.frames_written += 1
@@ -195,9 +192,9 @@ class VideoWriter:
             else:
                 self._cv.release()
         except Exception as e:
-            log.error("recording %s: finalising failed (%s)", self.path, _one_line(e))
+            log.error("recording %s: finalising failed (%s)", self.path, one_line(e))
             self._discard()
-            raise OutputError(f"recording {self.path} could not be finalised: {_one_line(e)}")
+            raise OutputError(f"recording {self.path} could not be finalised: {one_line(e)}")
         if not self.frames_written:
             log.warning("recording %s: no frames were written, no file created", self.path)
             self._discard()

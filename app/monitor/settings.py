@@ -1,4 +1,5 @@
-"""Driver-monitoring thresholds: one dataclass, every field a CLI flag, each with its source.
+"""Driver-monitoring thresholds: one dataclass, each field with its source and its help text
+(``HELP``); app/cli.py makes one flag per field (``--alert-yaw`` for ``alert_yaw``).
 
 Sources (details and failure cases in docs/driver-monitoring.md):
 - [NCAP] Euro NCAP Assessment Protocol - Safety Assist / Safe Driving, Occupant Status (driver
@@ -14,10 +15,8 @@ Sources (details and failure cases in docs/driver-monitoring.md):
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-import sys
 from dataclasses import dataclass, fields
 
 
@@ -208,7 +207,8 @@ def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-_HELP = {
+# The help text of each field's flag (app/cli.py).
+HELP = {
     "calib_seconds": "seconds of a stable face that set the neutral pose",
     "calib_max_spread": "max robust spread (deg) of yaw/pitch while calibrating",
     "calib_fallback_seconds": "seconds of face without a stable window after which the first neutral "
@@ -248,38 +248,6 @@ _HELP = {
     "unknown_seconds": "a face's pose / eye / mouth reading unknown this long is logged (unknown_start)",
     "max_gap": "frame gap (s) that breaks continuous timers",
 }
-
-
-def add_monitor_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add one flag per MonitorSettings field (defaults from the dataclass) to ``parser``."""
-    g = parser.add_argument_group("driver monitoring (docs/driver-monitoring.md)")
-    d = MonitorSettings()
-    for f in fields(MonitorSettings):
-        default = getattr(d, f.name)
-        typ = int if isinstance(default, int) and not isinstance(default, bool) else float
-        g.add_argument(flag_of(f.name), dest=f"monitor_{f.name}", type=typ, default=default,
-                       metavar="N" if typ is int else "X",
-                       help=f"{_HELP.get(f.name, f.name)} (default {default:g})")
-    return parser
-
-
-def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
-                       ) -> MonitorSettings:
-    """MonitorSettings from parsed flags; a nonsense value -> one line on stderr and exit 2
-    (``parser.error`` when the parser is given)."""
-    kw = {}
-    for f in fields(MonitorSettings):
-        key = f"monitor_{f.name}"
-        if hasattr(args, key):
-            kw[f.name] = getattr(args, key)
-    s = MonitorSettings(**kw)
-    try:
-        return s.validate()
-    except ValueError as e:
-        if parser is not None:
-            parser.error(str(e))   # prints usage + "error: ..." and exits 2
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 def replace(settings: MonitorSettings, **changes) -> MonitorSettings:
