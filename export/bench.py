@@ -99,25 +99,27 @@ def _options(threads: int):
     return so
 
 
-def ort_runner(sess, names: list[str], batch: np.ndarray, device: str, io_binding: bool):
+def ort_runner(sess, names: list[str], batch: np.ndarray, device: str, io_binding: bool, out_like=None):
     """A no-argument callable that runs ``sess`` on ``batch`` for the outputs ``names``.
 
     Plain: ``sess.run`` with host arrays in and out. I/O binding: the input is an OrtValue on
-    ``device`` and every output is bound to an OrtValue allocated there once (shapes from one plain
-    run), so repeated calls reuse the same buffers and copy nothing between host and device; the
-    call returns when the outputs are complete (``synchronize_outputs``)."""
+    ``device`` and every output is bound to an OrtValue allocated there once, so repeated calls
+    reuse the same buffers and copy nothing between host and device; the call returns when the
+    outputs are complete (``synchronize_outputs``). The output shapes and types come from
+    ``out_like`` (arrays, one per name) or else from one plain run of ``sess`` (a session with
+    onnxruntime's CUDA graph must not see a plain run: its first run is captured)."""
     feed = {"image": batch}
     if not io_binding:
         return lambda: sess.run(names, feed)
     import onnxruntime as ort
     dev = "cuda" if device == "cuda" else "cpu"
-    first = sess.run(names, feed)
+    first = out_like if out_like is not None else sess.run(names, feed)
     x = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(batch), dev, 0)
     io = sess.io_binding()
     io.bind_ortvalue_input("image", x)
     keep = [x]   # the bound OrtValues must outlive the binding
     for name, ref in zip(names, first):
-        v = ort.OrtValue.ortvalue_from_shape_and_type(list(ref.shape), ref.dtype, dev, 0)
+        v = ort.OrtValue.ortvalue_from_shape_and_type(list(ref.shape), ref.dtype.type, dev, 0)
         io.bind_ortvalue_output(name, v)
         keep.append(v)
 
