@@ -133,22 +133,40 @@ def environment() -> dict:
     return env
 
 
-def cuda_start(model: Path) -> tuple[bool, str]:
-    """Does onnxruntime run ``model`` on CUDAExecutionProvider in this process (read back)?"""
+def _probe_model() -> bytes:
+    """A one-node ONNX graph (Relu on 4 floats) to start a provider with."""
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def cuda_start() -> tuple[bool, str]:
+    """Does onnxruntime start CUDAExecutionProvider in this process (read back from a session)?"""
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return False, (f"onnxruntime {ort.__version__} has no CUDAExecutionProvider "
                        f"({', '.join(ort.get_available_providers())}): install onnxruntime-gpu")
+    ort.set_default_logger_severity(4)   # the reason is read from a child process below
     so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(model), so, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    so.log_severity_level = 4
+    sess = ort.InferenceSession(_probe_model(), so, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    ort.set_default_logger_severity(2)
     got = sess.get_providers()[0]
     if got != "CUDAExecutionProvider":
-        hint = ("; the nvidia-* wheels' libraries are on this Python's path: run through "
-                "scripts/gpu_check.sh --nvidia-libs (sets LD_LIBRARY_PATH)") if nvidia_lib_dirs() else ""
-        return False, f"CUDAExecutionProvider listed but the session runs {got} (CUDA/cuDNN libraries not found?){hint}"
-    return True, "CUDAExecutionProvider runs"
+        r = subprocess.run([sys.executable, __file__, "--probe-cuda"], capture_output=True, text=True, timeout=120)
+        why = [ln.split("FAIL : ")[-1].strip() for ln in r.stderr.splitlines() if "Failed to load library" in ln]
+        hint = ("; the nvidia-* wheels' libraries are on this Python's path: try scripts/gpu_check.sh "
+                "--nvidia-libs (sets LD_LIBRARY_PATH)") if nvidia_lib_dirs() and not os.environ.get(
+                    "FACE3D_NVIDIA_LIBS_ADDED") else ""
+        return False, (f"CUDAExecutionProvider is listed but the session runs {got} (no GPU, or the "
+                       f"CUDA/cuDNN libraries were not found{': ' + why[0][-240:] if why else ''}){hint}")
+    return True, "CUDAExecutionProvider starts (read back from a session)"
 
 
 # ---------------------------------------------------------------- 2. models
@@ -477,7 +495,8 @@ def markdown(rep: dict) -> str:
          f"- onnxruntime {env['onnxruntime']}, providers {', '.join(env['onnxruntime_providers'])}; "
          f"torch: {env['torch']}; checkout: {env['git']}",
          f"- device check: {rep.get('device_check', '-')}",
-         f"- took {rep['seconds']:.0f} s of a {rep['budget_s']:.0f} s budget; status: **{rep['status']}**", ""]
+         f"- took {rep['seconds']:.0f} s of a {rep['budget_s']:.0f} s budget; status: **{rep['status']}**"]
+    L += ([f"- error: {rep['error']}"] if "error" in rep else []) + [""]
     t = rep.get("tests")
     if t:
         L += ["## Tests (`pytest -m gpu tests/test_gpu.py`)", "", f"{t['summary']} ({t['seconds']} s)", ""]
@@ -553,7 +572,13 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=300, help="measured pipeline frames per run (default %(default)s)")
     ap.add_argument("--no-tests", action="store_true", help="skip the pytest step")
     ap.add_argument("--no-pipeline", action="store_true", help="skip the pipeline benchmark")
+    ap.add_argument("--probe-cuda", action="store_true", help=argparse.SUPPRESS)   # child of cuda_start()
     args = ap.parse_args(argv)
+    if args.probe_cuda:
+        import onnxruntime as ort
+        sess = ort.InferenceSession(_probe_model(), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        print(sess.get_providers()[0])
+        return 0
     budget = Budget(args.budget_s)
     device = "cpu" if args.cpu else "cuda"
     rep = {"mode": "CPU" if args.cpu else "GPU", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -574,6 +599,14 @@ def main(argv=None) -> int:
         log(f"onnxruntime {env['onnxruntime']}, providers: {', '.join(env['onnxruntime_providers'])}")
         print(env["nvidia_smi"], flush=True)
         log(f"torch: {env['torch']}")
+        if device == "cuda":
+            ok, msg = cuda_start()
+            rep["device_check"] = msg
+            log(f"device check: {msg}")
+            if not ok:
+                raise CheckInputError(f"GPU mode: {msg} (or run with --cpu)")
+        else:
+            rep["device_check"] = "CPU mode (--cpu): CPUExecutionProvider"
         shared_dir = args.shared if args.shared.is_dir() else None
         if args.models:
             models = model_paths(args.models)
@@ -584,14 +617,6 @@ def main(argv=None) -> int:
             models_dir = args.out / "models"
             rep["export"] = export_models(shared_dir, models_dir, budget)
             models = model_paths(models_dir)
-        if device == "cuda":
-            ok, msg = cuda_start(models["3ddfa_v2_mb05"])
-            rep["device_check"] = msg
-            log(f"device check: {msg}")
-            if not ok:
-                raise CheckInputError(f"GPU mode: {msg} (or run with --cpu)")
-        else:
-            rep["device_check"] = "CPU mode (--cpu): CPUExecutionProvider"
         if not args.no_tests:
             rep["tests"] = run_tests(device, models_dir, shared_dir, args.out, budget.left() * 0.3)
             status = max(status, 0 if rep["tests"]["passed"] else 1)
