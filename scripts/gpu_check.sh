@@ -25,6 +25,8 @@
 #       pins of pyproject.toml), unpacks them into site/, copies the ../shared files the check
 #       reads, packs it all (tar | xz) into .gpucheck/part.NN of 58 MiB and writes .gpucheck/MANIFEST
 #       (the folder must be git-ignored: /.gpucheck/ is in .gitignore). It prints the calls below.
+#       --bundle-core DIR: onnxruntime-gpu and the data only (one or two parts fewer; the pipeline
+#       step is then left out with --no-pipeline).
 #   on the device, one `run` per part, back to back (the machine stays warm 30 s between calls):
 #       command "bash scripts/gpu_check.sh --stash .gpucheck /tmp/gcparts", carry [".gpucheck/part.00"]
 #       ... part.01 ... up to the one before the last ...
@@ -32,8 +34,8 @@
 #       command "bash scripts/gpu_check.sh --device-run .gpucheck /tmp/gcparts -- --budget-s 420",
 #       carry [".gpucheck/part.NN", ".gpucheck/MANIFEST"]
 #   --device-run checks every part against MANIFEST (it names the missing ones and exits 2),
-#   unpacks into /tmp/gc, runs the check with --no-install --site /tmp/gc/site --nvidia-libs
-#   --shared /tmp/gc/shared --out /tmp/gc/out and copies gpu_check.json, gpu_check.md and the logs
+#   unpacks into /tmp/face3d_gc, runs the check with --no-install --site /tmp/face3d_gc/site --nvidia-libs
+#   --shared /tmp/face3d_gc/shared --out /tmp/face3d_gc/out and copies gpu_check.json, gpu_check.md and the logs
 #   to $OUT (what the device tool brings back).
 set -euo pipefail
 
@@ -50,16 +52,16 @@ PART_MIB=58
 die() { echo "gpu_check.sh: error: $*" >&2; exit 2; }
 say() { echo "[gpu_check.sh] $*"; }
 
-bundle() {   # bundle DIR: wheels for the device + the shared files, in parts
-    local dir="$1" shared="${SHARED_DIR:-$ROOT/../shared}" stage
+bundle() {   # bundle DIR full|core: wheels for the device + the shared files, in parts
+    local dir="$1" what="$2" shared="${SHARED_DIR:-$ROOT/../shared}" stage
     [ -d "$shared/bfm/3dmm_data" ] || die "--bundle: the shared data folder $shared is missing (set SHARED_DIR)"
     stage="$(mktemp -d /tmp/gcbundle.XXXXXX)"
     mkdir -p "$dir" "$stage/wheels"
     local reqs
-    reqs="$("$PY" - "$ROOT/pyproject.toml" <<'EOF'
+    reqs="$("$PY" - "$ROOT/pyproject.toml" "$what" <<'EOF'
 import re, sys, tomllib
 deps = tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]
-want = {"onnxruntime-gpu", "mediapipe", "av"}
+want = {"onnxruntime-gpu", "mediapipe", "av"} if sys.argv[2] == "full" else {"onnxruntime-gpu"}
 print(" ".join(d.replace(" ", "") for d in deps if re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() in want))
 EOF
 )"
@@ -82,7 +84,7 @@ EOF
     cp "$shared"/models/mediapipe/* "$s/models/mediapipe/" 2>/dev/null || true
     rm -f "$dir"/part.* "$dir"/MANIFEST
     say "packing $(du -sh "$stage/gc" | cut -f1) (xz) into $PART_MIB MiB parts in $dir"
-    tar -C "$stage" -cf - gc | xz -T0 -6 | split -b "${PART_MIB}M" -d -a 2 - "$dir/part."
+    tar -C "$stage" -cf - gc | xz -T0 -1 | split -b "${PART_MIB}M" -d -a 2 - "$dir/part."
     (cd "$dir" && sha256sum part.* > MANIFEST)
     rm -rf "$stage"
     local parts n last
@@ -95,7 +97,9 @@ EOF
             echo "  run command=\"bash scripts/gpu_check.sh --stash $dir /tmp/gcparts\" carry=[\"$dir/$p\"]"
         fi
     done
-    echo "  run command=\"bash scripts/gpu_check.sh --device-run $dir /tmp/gcparts -- --budget-s 420\" carry=[\"$dir/$last\", \"$dir/MANIFEST\"] timeout_s=600"
+    local more=""
+    [ "$what" = core ] && more=" --no-pipeline"
+    echo "  run command=\"bash scripts/gpu_check.sh --device-run $dir /tmp/gcparts -- --budget-s 420$more\" carry=[\"$dir/$last\", \"$dir/MANIFEST\"] timeout_s=600"
 }
 
 stash() {   # stash DIR DEST: keep the parts that came with this call
@@ -115,13 +119,15 @@ device_run() {   # device_run DIR DEST [-- gpu_check.py args]
     manifest="$(cd "$dir" && pwd)/MANIFEST"
     missing=$(cd "$dest" && sha256sum -c "$manifest" 2>/dev/null | grep -v ': OK$' | cut -d: -f1 | tr '\n' ' ' || true)
     [ -z "$missing" ] || die "parts missing or damaged in $dest: $missing(send each again with --stash)"
-    rm -rf /tmp/gc
-    (cd "$dest" && cat part.* | xz -d | tar -C /tmp -xf -)
-    local out=/tmp/gc/out rc=0
+    rm -rf /tmp/face3d_gc
+    mkdir -p /tmp/face3d_gc
+    # python's lzma: the machine may have no xz program
+    (cd "$dest" && cat part.* | "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.stdin.buffer), sys.stdout.buffer)' | tar -C /tmp/face3d_gc --strip-components=1 -xf -)
+    local out=/tmp/face3d_gc/out rc=0
     mkdir -p "$out"
     set +e
-    PYTHON="$PY" bash "$ROOT/scripts/gpu_check.sh" --no-install --site /tmp/gc/site --nvidia-libs -- \
-        --shared /tmp/gc/shared --out "$out" "$@" 2>&1 | tee "$out/run.log"
+    PYTHON="$PY" bash "$ROOT/scripts/gpu_check.sh" --no-install --site /tmp/face3d_gc/site --nvidia-libs -- \
+        --shared /tmp/face3d_gc/shared --out "$out" "$@" 2>&1 | tee "$out/run.log"
     rc=${PIPESTATUS[0]}
     set -e
     if [ -n "${OUT:-}" ]; then
@@ -139,7 +145,8 @@ while [ $# -gt 0 ]; do
         --venv) VENV="${2:?--venv DIR}"; shift 2 ;;
         --site) SITE="${2:?--site DIR}"; shift 2 ;;
         --nvidia-libs) NVLIBS=1; shift ;;
-        --bundle) bundle "${2:?--bundle DIR}"; exit 0 ;;
+        --bundle) bundle "${2:?--bundle DIR}" full; exit 0 ;;
+        --bundle-core) bundle "${2:?--bundle-core DIR}" core; exit 0 ;;
         --stash) stash "${2:?--stash DIR DEST}" "${3:?--stash DIR DEST}"; exit 0 ;;
         --device-run) shift; device_run "$@" ;;
         --) shift; ARGS+=("$@"); break ;;
