@@ -1,6 +1,6 @@
 """Speed of an exported model: ms per face at batch 1, 8, 32 in onnxruntime and in PyTorch eager.
 
-    python -m export.bench --model M.onnx [--device cpu|cuda] [--batches 1,8,32] [--runs 20]
+    python -m export.bench --model M.onnx [--device cpu|cuda] [--batches 1,8,32] [--runs 20] [--io-binding]
                            [--checkpoint C --arch A [--bfm-dir D] [--param-stats P] [--mesh full|noneck]]
                            [--json OUT]
 
@@ -10,6 +10,10 @@
   reconstruction costs. Those subsets are separate sessions on the graph pruned to the requested
   outputs (onnx.utils.Extractor): asking a full session for fewer outputs still runs every node
   (measured: the dense 3DDFA-V2 graph took the same time for "landmarks" as for all outputs).
+- ``--io-binding``: the onnxruntime rows run with I/O binding: the input batch is copied to the
+  device once and the outputs go to buffers allocated there once, so a timed run is the session's
+  own work without the host <-> device copies (on the CPU it only saves the output allocations).
+  Without it, ``run`` takes and returns host arrays and the copies are part of the time.
 - PyTorch eager (only with --checkpoint/--arch): the same weights rebuilt by export.convert's
   builders around export.contract.ContractModel, torch.set_num_threads(physical cores), no_grad.
 - Input: seeded random uint8 crops [N,120,120,3]; 3 warm-up runs, then ``--runs`` timed runs;
@@ -95,6 +99,37 @@ def _options(threads: int):
     return so
 
 
+def ort_runner(sess, names: list[str], batch: np.ndarray, device: str, io_binding: bool, out_like=None):
+    """A no-argument callable that runs ``sess`` on ``batch`` for the outputs ``names``.
+
+    Plain: ``sess.run`` with host arrays in and out. I/O binding: the input is an OrtValue on
+    ``device`` and every output is bound to an OrtValue allocated there once, so repeated calls
+    reuse the same buffers and copy nothing between host and device; the call returns when the
+    outputs are complete (``synchronize_outputs``). The output shapes and types come from
+    ``out_like`` (arrays, one per name) or else from one plain run of ``sess`` (a session with
+    onnxruntime's CUDA graph must not see a plain run: its first run is captured)."""
+    feed = {"image": batch}
+    if not io_binding:
+        return lambda: sess.run(names, feed)
+    import onnxruntime as ort
+    dev = "cuda" if device == "cuda" else "cpu"
+    first = out_like if out_like is not None else sess.run(names, feed)
+    x = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(batch), dev, 0)
+    io = sess.io_binding()
+    io.bind_ortvalue_input("image", x)
+    keep = [x]   # the bound OrtValues must outlive the binding
+    for name, ref in zip(names, first):
+        v = ort.OrtValue.ortvalue_from_shape_and_type(list(ref.shape), ref.dtype.type, dev, 0)
+        io.bind_ortvalue_output(name, v)
+        keep.append(v)
+
+    def fn():
+        sess.run_with_iobinding(io)
+        io.synchronize_outputs()
+        return keep
+    return fn
+
+
 def pruned_session(model: Path, outputs: list[str], device: str, threads: int):
     """Session on the graph cut down to ``outputs`` (only the nodes they need)."""
     import onnx
@@ -145,7 +180,7 @@ def torch_model(arch: str, checkpoint, *, bfm_dir=None, param_stats=None, mesh="
 
 
 def run_bench(model, *, device="cpu", batches=(1, 8, 32), runs=20, arch=None, checkpoint=None,
-              bfm_dir=None, param_stats=None, mesh="full", log=print) -> dict:
+              bfm_dir=None, param_stats=None, mesh="full", io_binding=False, log=print) -> dict:
     threads, how = physical_cores()
     model = Path(model)
     sess, outs = ort_session(model, device, threads)
@@ -158,9 +193,9 @@ def run_bench(model, *, device="cpu", batches=(1, 8, 32), runs=20, arch=None, ch
     for label, names in out_sets:
         run_sess = sess if label == "all" else pruned_session(model, names, device, threads)[0]
         for b in batches:
-            feed = {"image": _crops(b)}
-            wall, cpu = _time(lambda: run_sess.run(names, feed), runs)
-            results.append(_entry(f"onnxruntime {sess.get_providers()[0]}", label, b, runs, wall, cpu))
+            wall, cpu = _time(ort_runner(run_sess, names, _crops(b), device, io_binding), runs)
+            rt = f"onnxruntime {sess.get_providers()[0]}" + (" io-binding" if io_binding else "")
+            results.append(_entry(rt, label, b, runs, wall, cpu))
             log(_row(results[-1]))
     tm = None
     if checkpoint is not None:
@@ -181,7 +216,7 @@ def run_bench(model, *, device="cpu", batches=(1, 8, 32), runs=20, arch=None, ch
             results.append(_entry(f"torch {torch.__version__} eager {device}", "all", b, runs, wall, cpu))
             log(_row(results[-1]))
     return {"model": str(model), "arch": meta.get("arch", "unknown"), "device": device,
-            "outputs": outs, "threads": threads, "threads_source": how,
+            "outputs": outs, "threads": threads, "threads_source": how, "io_binding": bool(io_binding),
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip() + f", {os.cpu_count()} logical CPUs",
             "cpu_model": _cpu_model(), "results": results}
 
@@ -196,12 +231,12 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-HEADER = (f"{'runtime':<40} {'outputs':<15} {'batch':>5} {'ms/batch':>10} {'ms/face':>9} {'min':>7} "
+HEADER = (f"{'runtime':<51} {'outputs':<15} {'batch':>5} {'ms/batch':>10} {'ms/face':>9} {'min':>7} "
           f"{'cpu ms/face':>11}")
 
 
 def _row(r: dict) -> str:
-    return (f"{r['runtime']:<40} {r['outputs']:<15} {r['batch']:>5} {r['ms_per_batch']:>10.3f} "
+    return (f"{r['runtime']:<51} {r['outputs']:<15} {r['batch']:>5} {r['ms_per_batch']:>10.3f} "
             f"{r['ms_per_face']:>9.3f} {r['min_ms_per_face']:>7.3f} {r['cpu_ms_per_face']:>11.3f}")
 
 
@@ -218,6 +253,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes (default 1,8,32)")
     ap.add_argument("--runs", type=int, default=20, help="timed runs per case (median reported; default 20)")
+    ap.add_argument("--io-binding", action="store_true",
+                    help="onnxruntime rows with I/O binding: input and outputs stay on the device (no copies timed)")
     ap.add_argument("--checkpoint", help="the model's checkpoint, to time the same weights in PyTorch eager")
     ap.add_argument("--arch", help="architecture of --checkpoint (synergynet, 3ddfa-v2, mobilefrnet)")
     ap.add_argument("--bfm-dir", help="BFM folder (3dmm_data) for --checkpoint")
@@ -247,7 +284,7 @@ def main(argv=None) -> int:
         print(HEADER)
         res = run_bench(args.model, device=args.device, batches=batches, runs=args.runs, arch=args.arch,
                         checkpoint=args.checkpoint, bfm_dir=args.bfm_dir, param_stats=args.param_stats,
-                        mesh=args.mesh)
+                        mesh=args.mesh, io_binding=args.io_binding)
         print()
         print(format_table(res))
         if args.json:

@@ -62,3 +62,27 @@ def test_cli_bad_input_exit_2(case, tmp_path, tddfa_onnx):
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("export.bench: error:"), r.stderr
+
+
+def test_io_binding_runs_the_same_outputs(tddfa_onnx):
+    """The I/O-bound runner fills its device buffers with what a plain run returns, run after run."""
+    sess, outs = bench.ort_session(tddfa_onnx, "cpu", 1)
+    names = ["landmarks", "vertices"]
+    x = bench._crops(3)
+    plain = bench.ort_runner(sess, names, x, "cpu", False)()
+    bound = bench.ort_runner(sess, names, x, "cpu", True)
+    for _ in range(2):
+        vals = bound()
+    got = [v.numpy() for v in vals[1:]]
+    assert [g.shape for g in got] == [(3, 68, 3), (3, 53215, 3)]
+    for g, p in zip(got, plain):
+        assert abs(g - p).max() < 1e-5
+
+
+def test_cli_io_binding_rows(tddfa_onnx, tmp_path):
+    out = tmp_path / "b.json"
+    r = _cli("--model", tddfa_onnx, "--batches", "2", "--runs", "1", "--io-binding", "--json", out)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(out.read_text())
+    assert d["io_binding"] is True
+    assert {x["runtime"] for x in d["results"]} == {"onnxruntime CPUExecutionProvider io-binding"}
