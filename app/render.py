@@ -346,9 +346,10 @@ def _stencil(tri: np.ndarray, vertices: np.ndarray) -> np.ndarray:
     st = _STENCIL_CACHE.get(key)
     if st is None or st.shape[1] != len(vertices):
         st = normal_stencil(tri, vertices)
-        if len(_STENCIL_CACHE) > 16:
-            _STENCIL_CACHE.clear()
-        _STENCIL_CACHE[key] = st
+        if np.isfinite(vertices.sum()):    # chosen on unknown vertices: for this frame only
+            if len(_STENCIL_CACHE) > 16:
+                _STENCIL_CACHE.clear()
+            _STENCIL_CACHE[key] = st
     return st
 
 
@@ -361,48 +362,58 @@ def vertex_normals(vertices: np.ndarray, stencil: np.ndarray) -> tuple:
     return u[1] * w[2] - u[2] * w[1], u[2] * w[0] - u[0] * w[2], u[0] * w[1] - u[1] * w[0]
 
 
-def shade_normals(vertices: np.ndarray, nx: np.ndarray, ny: np.ndarray, nz: np.ndarray,
-                  light=SHADE_LIGHT) -> tuple:
-    """Phong lighting per vertex from its normal (any length, either sign; the arrays are
-    changed in place): (intensity (V,) float32 in [0, 1], front (V,) bool = facing the camera,
-    depth (V,) float32 = larger is nearer the camera).
-
-    The image z of a model may point either way (app/core/types.py) and the normals' sign comes
-    from the triangles' winding: both are read off the mesh. Outward normals point away from the
-    mesh's centroid (a face is a shell around it), and the visible side's outward normals point
-    towards the camera. Orthographic view along z, a directional light ``light`` (towards the
-    light; camera frame: x right, y down, z towards the camera)."""
-    v = vertices
-    err = np.errstate(divide="ignore", invalid="ignore")   # a zero normal: NaN, never front-facing
-    err.__enter__()
-    inv = 1.0 / np.sqrt(nx * nx + ny * ny + nz * nz)
+def camera_side(vertices: np.ndarray, nx: np.ndarray, ny: np.ndarray, nz: np.ndarray) -> tuple:
+    """(outward, camera, confidence): the image z of a model may point either way
+    (app/core/types.py) and the normals' sign comes from the triangles' winding, so both are read
+    off the mesh. ``outward`` = +-1 makes the normals point away from the mesh's centroid (a face
+    is a shell around it); ``camera`` = +-1 is the image z direction towards the camera: where
+    the visible side's outward normals point. ``confidence`` = |mean outward nz| / mean |nz|:
+    0.97 for a frontal face, 0.33 at 60 deg yaw, 0.04 at 85 deg (where the sign becomes unreliable:
+    the caller keeps the last confident answer). Every 7th vertex is enough."""
     sub = slice(None, None, 7)
-    vs = v[sub]
-    ok = np.isfinite(inv[sub]) & np.isfinite(vs).all(1)
+    n_s = np.stack([nx[sub], ny[sub], nz[sub]], 1).astype(np.float64)
+    vs = np.asarray(vertices[sub], np.float64)
+    ln = np.linalg.norm(n_s, axis=1)
+    ok = (ln > 0) & np.isfinite(ln) & np.isfinite(vs).all(1)
     if not ok.any():
-        err.__exit__(None, None, None)
-        return np.zeros(len(v), np.float32), np.zeros(len(v), bool), v[:, 2].copy()
-    vs = vs[ok].astype(np.float64)
-    n_s = np.stack([nx[sub][ok], ny[sub][ok], nz[sub][ok]], 1) * inv[sub][ok, None]
+        return 1.0, 1.0, 0.0
+    n_s = n_s[ok] / ln[ok, None]
+    vs = vs[ok]
     out = 1.0 if ((vs - vs.mean(0)) * n_s).sum() >= 0 else -1.0
-    cam = 1.0 if out * n_s[:, 2].sum() >= 0 else -1.0
-    inv *= out
-    nx *= inv
-    ny *= inv
-    nz *= inv * cam                       # camera frame: +z towards the camera
-    lx, ly, lz = (np.asarray(light, np.float64) / np.linalg.norm(light)).astype(np.float32)
-    cos = nx * lx + ny * ly + nz * lz
-    lit = np.clip(cos, 0.0, 1.0)
-    # Phong: the reflected light direction r = 2 (n.l) n - l against the view direction (0, 0, 1)
-    spec = np.clip(2.0 * cos * nz - lz, 0.0, 1.0) ** SHADE_SHININESS
-    spec[~(cos > 0)] = 0.0
-    intensity = np.clip(SHADE_AMBIENT + SHADE_DIFFUSE * lit + SHADE_SPECULAR * spec, 0.0, 1.0)
-    front = nz > 0                         # NaN (a degenerate or unknown normal) is not front
-    err.__exit__(None, None, None)
+    sz = out * n_s[:, 2].sum()
+    return out, (1.0 if sz >= 0 else -1.0), abs(sz) / max(np.abs(n_s[:, 2]).sum(), 1e-12)
+
+
+def shade_normals(vertices: np.ndarray, nx: np.ndarray, ny: np.ndarray, nz: np.ndarray,
+                  outward: float, camera: float, light=SHADE_LIGHT) -> tuple:
+    """Phong lighting per vertex from its normal (any length; the arrays are changed in place),
+    ``outward`` and ``camera`` from ``camera_side``: (intensity (V,) float32 in [0, 1], front (V,)
+    bool = facing the camera, depth (V,) float32 = larger is nearer the camera). Orthographic view
+    along z, a directional light ``light`` (towards the light; camera frame: x right, y down, z
+    towards the camera)."""
+    v = vertices
+    with np.errstate(divide="ignore", invalid="ignore"):   # a zero normal: NaN, never front-facing
+        inv = np.float32(outward) / np.sqrt(nx * nx + ny * ny + nz * nz)
+        nx *= inv
+        ny *= inv
+        nz *= inv * np.float32(camera)                     # camera frame: +z towards the camera
+        lx, ly, lz = (np.asarray(light, np.float64) / np.linalg.norm(light)).astype(np.float32)
+        cos = nx * lx + ny * ly + nz * lz
+        lit = np.clip(cos, 0.0, 1.0)
+        # Phong: the reflected light direction r = 2 (n.l) n - l against the view direction (0, 0, 1)
+        spec = np.clip(2.0 * cos * nz - lz, 0.0, 1.0) ** SHADE_SHININESS
+        spec[~(cos > 0)] = 0.0
+        intensity = np.clip(SHADE_AMBIENT + SHADE_DIFFUSE * lit + SHADE_SPECULAR * spec, 0.0, 1.0)
+        front = nz > 0                     # NaN (a degenerate or unknown normal) is not front
     if not np.isfinite(v.sum()):
         front &= np.isfinite(v).all(1)     # its normal may come from known neighbours
-    depth = v[:, 2] * np.float32(cam)
+    depth = v[:, 2] * np.float32(camera)
     return intensity.astype(np.float32, copy=False), front, depth
+
+
+# the last confident camera side per mesh topology (see camera_side)
+_CAMERA_SIDE: dict = {}
+CAMERA_SIDE_CONFIDENT = 0.3
 
 
 @dataclass
@@ -420,13 +431,24 @@ def shaded_layer(vertices: np.ndarray, triangles: np.ndarray, image_shape,
                  light=SHADE_LIGHT) -> Optional[ShadedLayer]:
     """Z-buffered render of the lit mesh on a grid of SHADE_CELL x the vertex spacing (so each
     cell holds about one visible vertex): every front-facing vertex is splatted into its cell,
-    the nearest one wins (one np.maximum.at over depth << 8 | intensity), empty cells inside the
-    surface take the mean of their neighbours, then the grid is scaled up to image pixels
-    (bilinear, the mask thresholded at half). None when nothing of it is in the image."""
+    the nearest one wins (one np.maximum.at over depth << 8 | intensity), a farther surface seen
+    through a gap of a nearer one is removed, empty cells inside the surface take the mean of
+    their neighbours, a 3x3 median removes single cells whose vertex got an outlying normal, then
+    the grid is scaled up to image pixels (bilinear, the outline rounded and cut at half). None
+    when nothing of it is in the image."""
     v = np.ascontiguousarray(np.asarray(vertices)[:, :3], dtype=np.float32)
     if len(v) == 0:
         return None
-    intensity, front, depth = shade_normals(v, *vertex_normals(v, _stencil(triangles, v)), light)
+    nx, ny, nz = vertex_normals(v, _stencil(triangles, v))
+    outward, camera, conf = camera_side(v, nx, ny, nz)
+    key = (_topology_key(np.asarray(triangles)), len(v))
+    if conf >= CAMERA_SIDE_CONFIDENT:
+        if len(_CAMERA_SIDE) > 16:
+            _CAMERA_SIDE.clear()
+        _CAMERA_SIDE[key] = camera
+    else:
+        camera = _CAMERA_SIDE.get(key, camera)
+    intensity, front, depth = shade_normals(v, nx, ny, nz, outward, camera, light)
     p = v[front]
     if len(p) < 3:
         return None
@@ -450,6 +472,19 @@ def shaded_layer(vertices: np.ndarray, triangles: np.ndarray, image_shape,
     np.maximum.at(buf, (gy * gw + gx)[ok], key[ok])
     buf = buf.reshape(gh, gw)
     have = (buf > 0).astype(np.uint8)
+    # a cell whose winner lies well behind (2 cells' worth of depth) both of its neighbours on
+    # two opposite sides shows a farther surface through a gap between the nearer surface's
+    # vertices: it is a hole of the nearer surface (an occlusion edge has a nearer neighbour on
+    # one side only, a smooth surface at any slope is nearer on one side and farther on the other)
+    # (gaps of one or two cells: the neighbours 1 and 2 cells away)
+    dep = np.pad((buf >> 8).astype(np.int32), 2)        # 0 = empty, never "nearer"
+    mid = dep[2:-2, 2:-2] + int(2.0 * cell * 65534.0 / max(dptp, 1e-6)) + 1
+    through = np.zeros((gh, gw), bool)
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1), (0, 2), (2, 0)):
+        a = dep[2 + dy:2 + dy + gh, 2 + dx:2 + dx + gw]
+        b = dep[2 - dy:2 - dy + gh, 2 - dx:2 - dx + gw]
+        through |= np.minimum(a, b) > mid
+    have[through] = 0
     grey = (buf & 255).astype(np.float32)
     k3 = np.ones((3, 3), np.uint8)
     covered = cv2.morphologyEx(have, cv2.MORPH_CLOSE, k3)
@@ -463,7 +498,7 @@ def shaded_layer(vertices: np.ndarray, triangles: np.ndarray, image_shape,
     n_cov = int(np.count_nonzero(covered))
     holes = float(np.count_nonzero(covered & (have == 0))) / max(1, n_cov)
     uw, uh = max(x1 - x0, round(gw * cell)), max(y1 - y0, round(gh * cell))
-    grey_up = cv2.resize(grey.astype(np.uint8), (uw, uh), interpolation=cv2.INTER_LINEAR)[:y1 - y0, :x1 - x0]
+    grey_up = cv2.resize(cv2.medianBlur(grey.astype(np.uint8), 3), (uw, uh), interpolation=cv2.INTER_LINEAR)[:y1 - y0, :x1 - x0]
     # the outline: the covered cells, rounded by a small blur, scaled up and cut at half
     soft = cv2.GaussianBlur(covered * 255, (3, 3), 0.8, borderType=cv2.BORDER_CONSTANT)
     mask_up = cv2.resize(soft, (uw, uh), interpolation=cv2.INTER_LINEAR)[:y1 - y0, :x1 - x0]
