@@ -88,6 +88,25 @@ def with_layer(settings, name: str, on: bool):
     return dataclasses.replace(settings, layers=dataclasses.replace(layers, **{name: bool(on)}))
 
 
+# ---- mesh style (Layers.mesh_style: app.render.MESH_STYLES)
+from app.render import MESH_STYLES  # noqa: E402
+
+
+def get_mesh_style(settings) -> str:
+    layers = get_layers(settings)
+    return layers.mesh_style if layers is not None else MESH_STYLES[0]
+
+
+def with_mesh_style(settings, style: str):
+    """ValueError for a style that is not one of MESH_STYLES."""
+    if style not in MESH_STYLES:
+        raise ValueError(f"mesh style must be one of {', '.join(MESH_STYLES)}, got {style!r}")
+    layers = get_layers(settings)
+    if layers is None:
+        return settings
+    return dataclasses.replace(settings, layers=dataclasses.replace(layers, mesh_style=style))
+
+
 # ---- monitor thresholds
 def get_monitor(settings):
     return getattr(settings, "monitor", None)
