@@ -371,17 +371,21 @@ def camera_side(vertices: np.ndarray, nx: np.ndarray, ny: np.ndarray, nz: np.nda
     0.97 for a frontal face, 0.33 at 60 deg yaw, 0.04 at 85 deg (where the sign becomes unreliable:
     the caller keeps the last confident answer). Every 7th vertex is enough."""
     sub = slice(None, None, 7)
-    n_s = np.stack([nx[sub], ny[sub], nz[sub]], 1).astype(np.float64)
-    vs = np.asarray(vertices[sub], np.float64)
-    ln = np.linalg.norm(n_s, axis=1)
-    ok = (ln > 0) & np.isfinite(ln) & np.isfinite(vs).all(1)
+    sx, sy, sz = nx[sub], ny[sub], nz[sub]
+    vs = vertices[sub]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / np.sqrt(sx * sx + sy * sy + sz * sz)
+        # sum of (v - centroid) . n / |n| over the known vertices with a normal
+        ok = np.isfinite(inv) & np.isfinite(vs.sum(1))
     if not ok.any():
         return 1.0, 1.0, 0.0
-    n_s = n_s[ok] / ln[ok, None]
-    vs = vs[ok]
-    out = 1.0 if ((vs - vs.mean(0)) * n_s).sum() >= 0 else -1.0
-    sz = out * n_s[:, 2].sum()
-    return out, (1.0 if sz >= 0 else -1.0), abs(sz) / max(np.abs(n_s[:, 2]).sum(), 1e-12)
+    inv, vs = inv[ok], vs[ok].astype(np.float64)
+    sx, sy, sz = sx[ok] * inv, sy[ok] * inv, sz[ok] * inv
+    c = vs.mean(0)
+    out = 1.0 if (np.dot(vs[:, 0] - c[0], sx) + np.dot(vs[:, 1] - c[1], sy)
+                  + np.dot(vs[:, 2] - c[2], sz)) >= 0 else -1.0
+    toward = out * float(sz.sum())
+    return out, (1.0 if toward >= 0 else -1.0), abs(toward) / max(float(np.abs(sz).sum()), 1e-12)
 
 
 def shade_normals(vertices: np.ndarray, nx: np.ndarray, ny: np.ndarray, nz: np.ndarray,
@@ -449,13 +453,13 @@ def shaded_layer(vertices: np.ndarray, triangles: np.ndarray, image_shape,
     else:
         camera = _CAMERA_SIDE.get(key, camera)
     intensity, front, depth = shade_normals(v, nx, ny, nz, outward, camera, light)
-    p = v[front]
-    if len(p) < 3:
+    idx = np.flatnonzero(front)
+    if len(idx) < 3:
         return None
     h, w = image_shape[:2]
-    x, y = p[:, 0], p[:, 1]
+    x, y = v[:, 0].take(idx), v[:, 1].take(idx)
     fx0, fx1, fy0, fy1 = float(x.min()), float(x.max()), float(y.min()), float(y.max())
-    cell = max(1.0, SHADE_CELL * math.sqrt(max(fx1 - fx0, 1.0) * max(fy1 - fy0, 1.0) / len(p)))
+    cell = max(1.0, SHADE_CELL * math.sqrt(max(fx1 - fx0, 1.0) * max(fy1 - fy0, 1.0) / len(idx)))
     x0, y0 = max(0, math.floor(fx0)), max(0, math.floor(fy0))
     x1, y1 = min(w, math.ceil(fx1) + 1), min(h, math.ceil(fy1) + 1)
     if x1 <= x0 or y1 <= y0:
@@ -464,10 +468,10 @@ def shaded_layer(vertices: np.ndarray, triangles: np.ndarray, image_shape,
     gx = np.floor((x - x0) * (1.0 / cell)).astype(np.int32)
     gy = np.floor((y - y0) * (1.0 / cell)).astype(np.int32)
     ok = (gx >= 0) & (gx < gw) & (gy >= 0) & (gy < gh)
-    d = depth[front]
+    d = depth.take(idx)
     dmin, dptp = float(d.min()), float(np.ptp(d))
     dq = ((d - dmin) * (65534.0 / max(dptp, 1e-6))).astype(np.uint32) + 1
-    key = (dq << 8) | (intensity[front] * 255.0 + 0.5).astype(np.uint32)
+    key = (dq << 8) | (intensity.take(idx) * 255.0 + 0.5).astype(np.uint32)
     buf = np.zeros(gh * gw, np.uint32)
     np.maximum.at(buf, (gy * gw + gx)[ok], key[ok])
     buf = buf.reshape(gh, gw)
@@ -493,8 +497,8 @@ def shaded_layer(vertices: np.ndarray, triangles: np.ndarray, image_shape,
     hf = have.astype(np.float32)
     s = cv2.blur(grey * hf, (3, 3), borderType=cv2.BORDER_CONSTANT)
     c = cv2.blur(hf, (3, 3), borderType=cv2.BORDER_CONSTANT)
-    fill = (have == 0) & (c > 0)
-    grey[fill] = s[fill] / c[fill]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        grey = np.where((have == 0) & (c > 0), s / c, grey)
     n_cov = int(np.count_nonzero(covered))
     holes = float(np.count_nonzero(covered & (have == 0))) / max(1, n_cov)
     uw, uh = max(x1 - x0, round(gw * cell)), max(y1 - y0, round(gh * cell))
