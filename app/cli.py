@@ -66,7 +66,8 @@ def build_parser(prog: str = "main.py") -> argparse.ArgumentParser:
     o.add_argument("--sound", action="store_true", help="play the alert sound on new alerts")
     o.add_argument("--layers", metavar="SPEC", default="all",
                    help='overlays: "all", "none", a list "box,landmarks,mesh,axes,text,fps,model,monitor", '
-                        'or changes "-mesh,+points" (default %(default)s)')
+                        'or changes "-mesh,+axes"; mesh style "shaded" (default), "wire" or "points" '
+                        '(default %(default)s)')
     o.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     o.add_argument("--quiet", action="store_true", help="no progress lines (the summary is still printed)")
 

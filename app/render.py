@@ -4,14 +4,19 @@ Layers (each a switch in ``Layers``): face box; 68 landmarks with the iBUG conto
 mesh; head axes; yaw/pitch/roll text; fps; which model / provider runs; and the driver-monitoring
 HUD (alert banner, gauges, "calibrating").
 
-Dense mesh cost (``python -m app.render --bench``, this 2-core CPU, 1280x720 frame, BFM mean face
-350 px tall, 53215 vertices / 105840 triangles): one cv2.polylines call over all 159055 unique
-edges 57 ms (too slow); every 8th edge 5.2 ms (and ragged); the chosen default ``mesh_style="wire"``,
-a wireframe of the mesh decimated by 3D vertex clustering (40 cells across the face: 8942 edges
-between ~3000 representative vertices), alpha-blended in the mesh's bounding box: 2.7 ms;
-``"points"`` (every vertex splatted as an alpha-blended dot) 1.9 ms. The edge list is computed once
-per triangle topology (47 ms, cached by shape + sampled content) from the first vertices seen; meshes
-with <= 20000 unique edges (mediapipe's 468-point mesh) draw every edge.
+Dense mesh styles (``python -m app.render --bench``, this 2-core CPU, 1280x720 frame, BFM mean face
+350 px tall; docs/benchmarks.md section 6). The default ``mesh_style="shaded"`` (``draw_shaded``):
+the model's triangles as a lit grey surface (per-vertex Phong lighting from vertex normals,
+z-buffered at about the vertex spacing, blended over the video), 2.9 ms on 3DDFA-V2's neck-less
+mesh (38365 vertices), 4.2 ms on the full BFM (53215 vertices / 105840 triangles). ``"wire"``: one
+cv2.polylines call over all 159055 unique edges of the full BFM is 57 ms (too slow), every 8th
+edge 5.2 ms (and ragged), so the wireframe is the mesh decimated by 3D vertex clustering (40 cells
+across the face: 8942 edges between ~3000 representative vertices), alpha-blended in the mesh's
+bounding box: 2.7-3.4 ms. ``"points"`` (every vertex splatted as an alpha-blended dot) 1.6-2.3 ms.
+What depends on the triangle topology only (the edge list, 47 ms; the normal stencil, 0.1-0.2 s) is
+computed once from the first vertices seen and cached by shape + sampled content; meshes with
+<= 20000 unique edges (mediapipe's 468-point mesh, which has no triangles: always its wireframe)
+draw every edge.
 
 Head axes: ``FaceObservation.rotation`` is the 3DMM R (rows from P2sRt; model x right-of-image,
 y up, z towards the camera). Model axis k appears in the image along (R[0, k], -R[1, k]) (image y
