@@ -57,9 +57,10 @@ MESH_STYLES = ("shaded", "wire", "points")
 SHADE_ALPHA = 0.7
 SHADE_LIGHT = (-0.4, -0.5, 1.0)
 SHADE_AMBIENT, SHADE_DIFFUSE, SHADE_SPECULAR, SHADE_SHININESS = 0.15, 0.75, 0.1, 5
-# z-buffer grid cell = this x the mean spacing of the visible vertices in the image: every cell
-# of the surface gets a vertex but for ~20 % (filled from their neighbours), on the shared
-# expression clips (python -m app.render --bench prints the hole fraction)
+# z-buffer grid cell = this x the mean spacing of the visible vertices in the image (from their
+# bounding box): 22-25 % of the surface's cells get no vertex and are filled from their neighbours
+# (expressions_d13 and the bench's mean face; python -m app.render --bench prints it), while the
+# render stays as fine as the mesh (1.3 and 1.6 x were coarser to the eye, 1.0 x left 40 % empty)
 SHADE_CELL = 1.1
 WIRE_CELLS = 40              # decimation grid: cells across the face's larger extent
 MAX_FULL_EDGES = 20000       # draw every edge below this count
