@@ -4,14 +4,19 @@ Layers (each a switch in ``Layers``): face box; 68 landmarks with the iBUG conto
 mesh; head axes; yaw/pitch/roll text; fps; which model / provider runs; and the driver-monitoring
 HUD (alert banner, gauges, "calibrating").
 
-Dense mesh cost (``python -m app.render --bench``, this 2-core CPU, 1280x720 frame, BFM mean face
-350 px tall, 53215 vertices / 105840 triangles): one cv2.polylines call over all 159055 unique
-edges 57 ms (too slow); every 8th edge 5.2 ms (and ragged); the chosen default ``mesh_style="wire"``,
-a wireframe of the mesh decimated by 3D vertex clustering (40 cells across the face: 8942 edges
-between ~3000 representative vertices), alpha-blended in the mesh's bounding box: 2.7 ms;
-``"points"`` (every vertex splatted as an alpha-blended dot) 1.9 ms. The edge list is computed once
-per triangle topology (47 ms, cached by shape + sampled content) from the first vertices seen; meshes
-with <= 20000 unique edges (mediapipe's 468-point mesh) draw every edge.
+Dense mesh styles (``python -m app.render --bench``, this 2-core CPU, 1280x720 frame, BFM mean face
+350 px tall; docs/benchmarks.md section 6). The default ``mesh_style="shaded"`` (``draw_shaded``):
+the model's triangles as a lit grey surface (per-vertex Phong lighting from vertex normals,
+z-buffered at about the vertex spacing, blended over the video), 2.9 ms on 3DDFA-V2's neck-less
+mesh (38365 vertices), 4.2 ms on the full BFM (53215 vertices / 105840 triangles). ``"wire"``: one
+cv2.polylines call over all 159055 unique edges of the full BFM is 57 ms (too slow), every 8th
+edge 5.2 ms (and ragged), so the wireframe is the mesh decimated by 3D vertex clustering (40 cells
+across the face: 8942 edges between ~3000 representative vertices), alpha-blended in the mesh's
+bounding box: 2.7-3.4 ms. ``"points"`` (every vertex splatted as an alpha-blended dot) 1.6-2.3 ms.
+What depends on the triangle topology only (the edge list, 47 ms; the normal stencil, 0.1-0.2 s) is
+computed once from the first vertices seen and cached by shape + sampled content; meshes with
+<= 20000 unique edges (mediapipe's 468-point mesh, which has no triangles: always its wireframe)
+draw every edge.
 
 Head axes: ``FaceObservation.rotation`` is the 3DMM R (rows from P2sRt; model x right-of-image,
 y up, z towards the camera). Model axis k appears in the image along (R[0, k], -R[1, k]) (image y
@@ -27,7 +32,7 @@ import cv2
 import numpy as np
 
 from app.core.types import FaceObservation, MonitorState
-from app.settings import Layers
+from app.settings import MESH_STYLES, Layers
 
 # colours (BGR)
 C_BOX = (255, 200, 0)
@@ -41,6 +46,21 @@ C_CRITICAL = (0, 0, 255)    # red
 C_CALIB = (200, 160, 60)
 
 MESH_ALPHA = 0.55
+# shaded mesh: 3DDFA-V2's demo render (its Sim3DR RenderPipeline: ambient + diffuse + Phong
+# specular per vertex, grey, blended over the video), with what looked better on the shared
+# expression clips (docs/shaded_vs_wire.png): the light moved from the camera to its upper left
+# (direction towards the light; x right, y down, z towards the camera) and less ambient, so that
+# the frontal surfaces are modelled too, and alpha 0.7 instead of 0.6 (the face reads as a 3D
+# surface over a bright face). Sim3DR's defaults: ambient 0.3, diffuse 0.6, specular 0.1,
+# exponent 5, light at the camera, alpha 0.6.
+SHADE_ALPHA = 0.7
+SHADE_LIGHT = (-0.4, -0.5, 1.0)
+SHADE_AMBIENT, SHADE_DIFFUSE, SHADE_SPECULAR, SHADE_SHININESS = 0.15, 0.75, 0.1, 5
+# z-buffer grid cell = this x the mean spacing of the visible vertices in the image (from their
+# bounding box): 22-25 % of the surface's cells get no vertex and are filled from their neighbours
+# (expressions_d13 and the bench's mean face; python -m app.render --bench prints it), while the
+# render stays as fine as the mesh (1.3 and 1.6 x were coarser to the eye, 1.0 x left 40 % empty)
+SHADE_CELL = 1.1
 WIRE_CELLS = 40              # decimation grid: cells across the face's larger extent
 MAX_FULL_EDGES = 20000       # draw every edge below this count
 
@@ -128,13 +148,17 @@ def decimated_edges(tri: np.ndarray, vertices: np.ndarray, cells: int = WIRE_CEL
     return first[e].astype(np.int32)
 
 
+def _topology_key(tri: np.ndarray) -> tuple:
+    """Cache key of a triangle array by content (shape + 64 sampled rows), not identity: a
+    per-frame copy of the same topology must not recompute what depends on it."""
+    return (tri.shape, hash(tri[:: max(1, len(tri) // 64)].astype(np.int64).tobytes()))
+
+
 def mesh_edges(tri: np.ndarray, vertices: np.ndarray) -> np.ndarray:
     """Edge list to draw for this triangle array (cached): all edges of small meshes, a decimated
     wireframe of large ones."""
     tri = np.asarray(tri)
-    # keyed by content (shape + 64 sampled rows), not identity: a per-frame copy of the same
-    # topology must not recompute the edge list
-    key = (tri.shape, hash(tri[:: max(1, len(tri) // 64)].astype(np.int64).tobytes()))
+    key = _topology_key(tri)
     e = _EDGE_CACHE.get(key)
     if e is None:
         t = tri.astype(np.int64, copy=False)
@@ -205,6 +229,263 @@ def draw_mesh(img: np.ndarray, vertices: np.ndarray, triangles: Optional[np.ndar
     layer = roi.copy()
     cv2.polylines(layer, segs, False, color, 1, cv2.LINE_8)
     cv2.addWeighted(layer, alpha, roi, 1 - alpha, 0, dst=roi)
+
+
+# ----------------------------------------------------------------------------- shaded mesh
+_STENCIL_CACHE: dict = {}
+
+
+def area_weighted_normals(vertices: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    """Unit vertex normals (V, 3), float64: the sum of the incident triangles' cross products
+    (b - a) x (c - a), so oriented by the triangles' winding. Zero for unused vertices."""
+    v = np.asarray(vertices, dtype=np.float64)[:, :3]
+    tri = np.asarray(tri, dtype=np.int64)
+    a, b, c = v[tri[:, 0]], v[tri[:, 1]], v[tri[:, 2]]
+    fn = np.cross(b - a, c - a)
+    n = np.zeros_like(v)
+    for j in range(3):
+        np.add.at(n, tri[:, j], fn)
+    ln = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.divide(n, ln, out=np.zeros_like(n), where=ln > 0)
+
+
+def normal_stencil(tri: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+    """(4, V) int32 vertex indices (a, b, c, d) per vertex such that (v[a] - v[b]) x (v[c] - v[d])
+    is its normal: central differences across its one-ring along two perpendicular tangent
+    directions (a one-sided difference with the vertex itself where the ring has no neighbour on
+    one side, on the mesh border), chosen on ``vertices`` and oriented like the area-weighted
+    normal of the triangles' winding. Per frame that is 4 row gathers and one cross product per
+    vertex (0.5 ms for 38k vertices on this 2-core CPU) instead of one cross product per triangle
+    and a scatter-add (1.7 ms for its 76k triangles). Against the area-weighted normals on
+    3DDFA-V2's neck-less BFM fitted to a frame of expressions_d13: within 2.3 deg for 99 % of the
+    vertices on the frame it was chosen on, 2.6 deg on a frame 140 frames later (21 of the
+    38365, on the border, beyond 20 deg). An unused vertex gets (i, i, i, i): a zero normal,
+    never drawn."""
+    tri = np.asarray(tri, dtype=np.int64)
+    v = np.nan_to_num(np.asarray(vertices, dtype=np.float64)[:, :3])
+    nv = len(v)
+    nref = area_weighted_normals(v, tri)
+    e = np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]])
+    e = np.concatenate([e, e[:, ::-1]])
+    e = e[e[:, 0] != e[:, 1]]
+    k = np.unique(e[:, 0] * nv + e[:, 1])      # directed one-ring edges, sorted by source vertex
+    src, dst = k // nv, k % nv
+    n_s = nref[src]
+    d = v[dst] - v[src]
+    d -= (d * n_s).sum(1, keepdims=True) * n_s              # onto the tangent plane
+    d /= np.linalg.norm(d, axis=1, keepdims=True) + 1e-12
+    # tangent frame per vertex: the x axis projected on the tangent plane (y where the normal is
+    # almost along x), and its perpendicular n x t1
+    ref = np.zeros((nv, 3))
+    ref[:, 0] = 1.0
+    ref[np.abs(nref[:, 0]) > 0.9] = (0.0, 1.0, 0.0)
+    t1 = ref - (ref * nref).sum(1, keepdims=True) * nref
+    t1 /= np.linalg.norm(t1, axis=1, keepdims=True) + 1e-12
+    t2 = np.cross(nref, t1)
+    out = np.tile(np.arange(nv, dtype=np.int64), (4, 1))
+    first = np.r_[0, np.nonzero(np.diff(src))[0] + 1]
+    owner = src[first]
+    seg = np.repeat(np.arange(len(first)), np.diff(np.r_[first, len(src)]))
+    pos = np.arange(len(src))
+    for row, (t, sign) in enumerate(((t1, 1.0), (t1, -1.0), (t2, 1.0), (t2, -1.0))):
+        if sign > 0:
+            c = np.einsum("ij,ij->i", d, t[src])          # how far along t each neighbour lies
+        else:
+            c = -c
+        best_c = np.maximum.reduceat(c, first)            # per vertex: the neighbour furthest along
+        hit = np.where(c == best_c[seg], pos, len(src))
+        best = np.minimum.reduceat(hit, first)
+        ok = best_c > 0.3                                 # a neighbour really on that side
+        out[row, owner[ok]] = dst[best[ok]]
+    # (a - b) x (c - d) points along n x ... by construction; flip the pair where it does not
+    a, b, c, dd = (v[i] for i in out)
+    flip = (np.cross(a - b, c - dd) * nref).sum(1) < 0
+    out[2, flip], out[3, flip] = out[3, flip].copy(), out[2, flip].copy()
+    return out.astype(np.int32)
+
+
+def _stencil(tri: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+    key = _topology_key(tri)
+    st = _STENCIL_CACHE.get(key)
+    if st is None or st.shape[1] != len(vertices):
+        st = normal_stencil(tri, vertices)
+        if np.isfinite(vertices.sum()):    # chosen on unknown vertices: for this frame only
+            if len(_STENCIL_CACHE) > 16:
+                _STENCIL_CACHE.clear()
+            _STENCIL_CACHE[key] = st
+    return st
+
+
+def vertex_normals(vertices: np.ndarray, stencil: np.ndarray) -> tuple:
+    """Un-normalised vertex normals (nx, ny, nz), float32 arrays, from a ``normal_stencil``."""
+    nv = len(vertices)
+    g = vertices.take(stencil.reshape(-1), axis=0)
+    u = (g[:nv] - g[nv:2 * nv]).T
+    w = (g[2 * nv:3 * nv] - g[3 * nv:]).T
+    return u[1] * w[2] - u[2] * w[1], u[2] * w[0] - u[0] * w[2], u[0] * w[1] - u[1] * w[0]
+
+
+def camera_side(vertices: np.ndarray, nx: np.ndarray, ny: np.ndarray, nz: np.ndarray) -> tuple:
+    """(outward, camera, confidence): the image z of a model may point either way
+    (app/core/types.py) and the normals' sign comes from the triangles' winding, so both are read
+    off the mesh. ``outward`` = +-1 makes the normals point away from the mesh's centroid (a face
+    is a shell around it); ``camera`` = +-1 is the image z direction towards the camera: where
+    the visible side's outward normals point. ``confidence`` = |mean outward nz| / mean |nz|:
+    0.97 for a frontal face, 0.33 at 60 deg yaw, 0.04 at 85 deg (where the sign becomes unreliable:
+    the caller keeps the last confident answer). Every 7th vertex is enough."""
+    sub = slice(None, None, 7)
+    sx, sy, sz = nx[sub], ny[sub], nz[sub]
+    vs = vertices[sub]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / np.sqrt(sx * sx + sy * sy + sz * sz)
+        # sum of (v - centroid) . n / |n| over the known vertices with a normal
+        ok = np.isfinite(inv) & np.isfinite(vs.sum(1))
+    if not ok.any():
+        return 1.0, 1.0, 0.0
+    inv, vs = inv[ok], vs[ok].astype(np.float64)
+    sx, sy, sz = sx[ok] * inv, sy[ok] * inv, sz[ok] * inv
+    c = vs.mean(0)
+    out = 1.0 if (np.dot(vs[:, 0] - c[0], sx) + np.dot(vs[:, 1] - c[1], sy)
+                  + np.dot(vs[:, 2] - c[2], sz)) >= 0 else -1.0
+    toward = out * float(sz.sum())
+    return out, (1.0 if toward >= 0 else -1.0), abs(toward) / max(float(np.abs(sz).sum()), 1e-12)
+
+
+def shade_normals(vertices: np.ndarray, nx: np.ndarray, ny: np.ndarray, nz: np.ndarray,
+                  outward: float, camera: float, light=SHADE_LIGHT) -> tuple:
+    """Phong lighting per vertex from its normal (any length; the arrays are changed in place),
+    ``outward`` and ``camera`` from ``camera_side``: (intensity (V,) float32 in [0, 1], front (V,)
+    bool = facing the camera, depth (V,) float32 = larger is nearer the camera). Orthographic view
+    along z, a directional light ``light`` (towards the light; camera frame: x right, y down, z
+    towards the camera)."""
+    v = vertices
+    with np.errstate(divide="ignore", invalid="ignore"):   # a zero normal: NaN, never front-facing
+        inv = np.float32(outward) / np.sqrt(nx * nx + ny * ny + nz * nz)
+        nx *= inv
+        ny *= inv
+        nz *= inv * np.float32(camera)                     # camera frame: +z towards the camera
+        lx, ly, lz = (np.asarray(light, np.float64) / np.linalg.norm(light)).astype(np.float32)
+        cos = nx * lx + ny * ly + nz * lz
+        lit = np.clip(cos, 0.0, 1.0)
+        # Phong: the reflected light direction r = 2 (n.l) n - l against the view direction (0, 0, 1)
+        spec = np.clip(2.0 * cos * nz - lz, 0.0, 1.0) ** SHADE_SHININESS
+        spec[~(cos > 0)] = 0.0
+        intensity = np.clip(SHADE_AMBIENT + SHADE_DIFFUSE * lit + SHADE_SPECULAR * spec, 0.0, 1.0)
+        front = nz > 0                     # NaN (a degenerate or unknown normal) is not front
+    if not np.isfinite(v.sum()):
+        front &= np.isfinite(v).all(1)     # its normal may come from known neighbours
+    depth = v[:, 2] * np.float32(camera)
+    return intensity.astype(np.float32, copy=False), front, depth
+
+
+# the last confident camera side per mesh topology (see camera_side)
+_CAMERA_SIDE: dict = {}
+CAMERA_SIDE_CONFIDENT = 0.3
+
+
+@dataclass
+class ShadedLayer:
+    """The shaded mesh of one face, ready to blend: image rows y0:y0+h, columns x0:x0+w."""
+    x0: int
+    y0: int
+    grey: np.ndarray      # (h, w) uint8 lit intensity
+    mask: np.ndarray      # (h, w) uint8, 255 where the surface covers the pixel
+    cell: float           # z-buffer grid cell, image pixels
+    holes: float          # fraction of the covered cells that got no vertex (filled)
+
+
+def shaded_layer(vertices: np.ndarray, triangles: np.ndarray, image_shape,
+                 light=SHADE_LIGHT) -> Optional[ShadedLayer]:
+    """Z-buffered render of the lit mesh on a grid of SHADE_CELL x the vertex spacing (so each
+    cell holds about one visible vertex): every front-facing vertex is splatted into its cell,
+    the nearest one wins (one np.maximum.at over depth << 8 | intensity), a farther surface seen
+    through a gap of a nearer one is removed, empty cells inside the surface take the mean of
+    their neighbours, a 3x3 median removes single cells whose vertex got an outlying normal, then
+    the grid is scaled up to image pixels (bilinear, the outline rounded and cut at half). None
+    when nothing of it is in the image."""
+    v = np.ascontiguousarray(np.asarray(vertices)[:, :3], dtype=np.float32)
+    if len(v) == 0:
+        return None
+    nx, ny, nz = vertex_normals(v, _stencil(triangles, v))
+    outward, camera, conf = camera_side(v, nx, ny, nz)
+    key = (_topology_key(np.asarray(triangles)), len(v))
+    if conf >= CAMERA_SIDE_CONFIDENT:
+        if len(_CAMERA_SIDE) > 16:
+            _CAMERA_SIDE.clear()
+        _CAMERA_SIDE[key] = camera
+    else:
+        camera = _CAMERA_SIDE.get(key, camera)
+    intensity, front, depth = shade_normals(v, nx, ny, nz, outward, camera, light)
+    idx = np.flatnonzero(front)
+    if len(idx) < 3:
+        return None
+    h, w = image_shape[:2]
+    x, y = v[:, 0].take(idx), v[:, 1].take(idx)
+    fx0, fx1, fy0, fy1 = float(x.min()), float(x.max()), float(y.min()), float(y.max())
+    cell = max(1.0, SHADE_CELL * math.sqrt(max(fx1 - fx0, 1.0) * max(fy1 - fy0, 1.0) / len(idx)))
+    x0, y0 = max(0, math.floor(fx0)), max(0, math.floor(fy0))
+    x1, y1 = min(w, math.ceil(fx1) + 1), min(h, math.ceil(fy1) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    gw, gh = math.ceil((x1 - x0) / cell), math.ceil((y1 - y0) / cell)
+    gx = np.floor((x - x0) * (1.0 / cell)).astype(np.int32)
+    gy = np.floor((y - y0) * (1.0 / cell)).astype(np.int32)
+    ok = (gx >= 0) & (gx < gw) & (gy >= 0) & (gy < gh)
+    d = depth.take(idx)
+    dmin, dptp = float(d.min()), float(np.ptp(d))
+    dq = ((d - dmin) * (65534.0 / max(dptp, 1e-6))).astype(np.uint32) + 1
+    key = (dq << 8) | (intensity.take(idx) * 255.0 + 0.5).astype(np.uint32)
+    buf = np.zeros(gh * gw, np.uint32)
+    np.maximum.at(buf, (gy * gw + gx)[ok], key[ok])
+    buf = buf.reshape(gh, gw)
+    have = (buf > 0).astype(np.uint8)
+    # a cell whose winner lies well behind (2 cells' worth of depth) both of its neighbours on
+    # two opposite sides shows a farther surface through a gap between the nearer surface's
+    # vertices: it is a hole of the nearer surface (an occlusion edge has a nearer neighbour on
+    # one side only, a smooth surface at any slope is nearer on one side and farther on the other)
+    # (gaps of one or two cells: the neighbours 1 and 2 cells away)
+    dep = np.pad((buf >> 8).astype(np.int32), 2)        # 0 = empty, never "nearer"
+    mid = dep[2:-2, 2:-2] + int(2.0 * cell * 65534.0 / max(dptp, 1e-6)) + 1
+    through = np.zeros((gh, gw), bool)
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1), (0, 2), (2, 0)):
+        a = dep[2 + dy:2 + dy + gh, 2 + dx:2 + dx + gw]
+        b = dep[2 - dy:2 - dy + gh, 2 - dx:2 - dx + gw]
+        through |= np.minimum(a, b) > mid
+    have[through] = 0
+    grey = (buf & 255).astype(np.float32)
+    k3 = np.ones((3, 3), np.uint8)
+    covered = cv2.morphologyEx(have, cv2.MORPH_CLOSE, k3)
+    # empty cells (holes, and one ring outside the surface so that the bilinear scaling does not
+    # darken the border) get the mean of their filled neighbours
+    hf = have.astype(np.float32)
+    s = cv2.blur(grey * hf, (3, 3), borderType=cv2.BORDER_CONSTANT)
+    c = cv2.blur(hf, (3, 3), borderType=cv2.BORDER_CONSTANT)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        grey = np.where((have == 0) & (c > 0), s / c, grey)
+    n_cov = int(np.count_nonzero(covered))
+    holes = float(np.count_nonzero(covered & (have == 0))) / max(1, n_cov)
+    uw, uh = max(x1 - x0, round(gw * cell)), max(y1 - y0, round(gh * cell))
+    grey_up = cv2.resize(cv2.medianBlur(grey.astype(np.uint8), 3), (uw, uh), interpolation=cv2.INTER_LINEAR)[:y1 - y0, :x1 - x0]
+    # the outline: the covered cells, rounded by a small blur, scaled up and cut at half
+    soft = cv2.GaussianBlur(covered * 255, (3, 3), 0.8, borderType=cv2.BORDER_CONSTANT)
+    mask_up = cv2.resize(soft, (uw, uh), interpolation=cv2.INTER_LINEAR)[:y1 - y0, :x1 - x0]
+    _, mask_up = cv2.threshold(mask_up, 127, 255, cv2.THRESH_BINARY)
+    return ShadedLayer(x0, y0, grey_up, mask_up, cell, holes)
+
+
+def draw_shaded(img: np.ndarray, vertices: np.ndarray, triangles: np.ndarray,
+                alpha: float = SHADE_ALPHA, light=SHADE_LIGHT) -> Optional[ShadedLayer]:
+    """The lit, z-buffered mesh blended over ``img`` in place at ``alpha`` (3DDFA-V2's demo
+    look: a grey plaster face over the video); pixels off the surface are left untouched."""
+    lay = shaded_layer(vertices, triangles, img.shape, light)
+    if lay is None:
+        return None
+    hh, ww = lay.grey.shape
+    roi = img[lay.y0:lay.y0 + hh, lay.x0:lay.x0 + ww]
+    layer = roi.copy()
+    cv2.copyTo(cv2.cvtColor(lay.grey, cv2.COLOR_GRAY2BGR), lay.mask, layer)
+    cv2.addWeighted(layer, alpha, roi, 1.0 - alpha, 0, dst=roi)
+    return lay
 
 
 def draw_landmarks(img: np.ndarray, lm: np.ndarray, s: float) -> None:
@@ -437,7 +718,10 @@ def annotate(image: np.ndarray, observations: Sequence[FaceObservation] | None, 
     for obs in observations:
         if layers.mesh:
             if obs.vertices is not None and len(obs.vertices):
-                draw_mesh(img, obs.vertices, obs.triangles, layers.mesh_style)
+                if layers.mesh_style == "shaded" and obs.triangles is not None and len(obs.triangles):
+                    draw_shaded(img, obs.vertices, obs.triangles)
+                else:
+                    draw_mesh(img, obs.vertices, obs.triangles, layers.mesh_style)
             elif obs.mesh_points is not None and len(obs.mesh_points):
                 mp = np.asarray(obs.mesh_points)
                 e = mediapipe_edges() if len(mp) in (468, 478) else None
@@ -518,18 +802,32 @@ def _bench(argv=None) -> int:
             cv2.polylines(img, _clip_int(v[:, :2][e]), False, C_MESH, 1, cv2.LINE_8)
             ts.append(time.perf_counter() - t)
         print(f"(not used) one polylines call, {name} ({len(e)} edges): median {np.median(ts) * 1e3:.2f} ms")
-    for style in ("wire", "points"):
-        lay = Layers(box=False, landmarks=False, axes=False, text=False, fps=False, model=False,
-                     monitor=False, mesh_style=style)
-        annotate(base, [obs], layers=lay)
-        ts = []
-        for _ in range(args.repeat):
-            img = base.copy()
+    meshes = [("full BFM", obs)]
+    noneck = bfm.parent / "noneck"
+    if (noneck / "indices.npy").exists():
+        keep = np.load(noneck / "indices.npy")
+        meshes.append(("neck-less BFM", FaceObservation(
+            box=obs.box, landmarks=obs.landmarks, model="bench", vertices=np.ascontiguousarray(v[keep]),
+            triangles=np.ascontiguousarray(np.load(noneck / "tri.npy").T.astype(np.int32)))))
+    for mesh_name, o in meshes:
+        for style in MESH_STYLES:
+            lay = Layers(box=False, landmarks=False, axes=False, text=False, fps=False, model=False,
+                         monitor=False, mesh_style=style)
             t = time.perf_counter()
-            annotate(img, [obs], layers=lay, inplace=True)
-            ts.append(time.perf_counter() - t)
-        print(f"mesh {style}: {len(v)} vertices, {len(tri)} triangles, 1280x720: "
-              f"median {np.median(ts) * 1e3:.2f} ms, min {np.min(ts) * 1e3:.2f} ms")
+            annotate(base, [o], layers=lay)
+            first = time.perf_counter() - t
+            ts = []
+            for _ in range(args.repeat):
+                img = base.copy()
+                t = time.perf_counter()
+                annotate(img, [o], layers=lay, inplace=True)
+                ts.append(time.perf_counter() - t)
+            extra = ""
+            if style == "shaded":
+                sl = shaded_layer(o.vertices, o.triangles, base.shape)
+                extra = f", grid cell {sl.cell:.2f} px, {sl.holes:.0%} of the cells filled (first call {first * 1e3:.0f} ms)"
+            print(f"mesh {style:<6} {mesh_name} ({len(o.vertices)} vertices, {len(o.triangles)} triangles), "
+                  f"1280x720: median {np.median(ts) * 1e3:.2f} ms, min {np.min(ts) * 1e3:.2f} ms{extra}")
     img = base.copy()
     ts = []
     for _ in range(args.repeat):
@@ -537,7 +835,7 @@ def _bench(argv=None) -> int:
         annotate(base, [obs], state=MonitorState(signals={"yaw_offset": 10, "perclos": 0.1}),
                  info={"fps": 25, "model": "bench"})
         ts.append(time.perf_counter() - t)
-    print(f"all layers (copy + mesh wire + HUD): median {np.median(ts) * 1e3:.2f} ms")
+    print(f"all layers (copy + mesh {Layers().mesh_style} + HUD): median {np.median(ts) * 1e3:.2f} ms")
     return 0
 
 

@@ -13,7 +13,7 @@ from typing import Optional
 
 from app.monitor.settings import MonitorSettings, flag_of
 
-__all__ = ["MESH_MODEL", "Layers", "Settings", "RunOptions", "MonitorSettings", "flag_of"]
+__all__ = ["MESH_MODEL", "MESH_STYLES", "Layers", "Settings", "RunOptions", "MonitorSettings", "flag_of"]
 
 # Settings.model value (and ``--model mesh``) that always runs the built-in mediapipe face mesh
 # alone, even when models/ holds an ONNX file.
@@ -24,6 +24,10 @@ def _flag(help: str, group: str, **more) -> dict:
     """Field metadata for app/cli.py: the flag's help text, its group in --help and, optionally,
     ``flag`` (when it is not --field-name), ``metavar``, ``choices``."""
     return {"help": help, "group": group, **more}
+
+
+# the mesh overlay's styles (Layers.mesh_style; app.render draws them), the default first
+MESH_STYLES = ("shaded", "wire", "points")
 
 
 @dataclass
@@ -37,30 +41,33 @@ class Layers:
     fps: bool = True
     model: bool = True
     monitor: bool = True
-    mesh_style: str = "wire"   # "wire" (decimated wireframe) | "points" (every vertex)
+    # "shaded" (lit, z-buffered grey surface), "wire" (decimated wireframe) or "points" (every
+    # vertex); a mesh without triangles (the face mesh's 468 points) is drawn as its wireframe
+    mesh_style: str = "shaded"
 
     NAMES = ("box", "landmarks", "mesh", "axes", "text", "fps", "model", "monitor")
 
     @classmethod
     def from_spec(cls, spec: str) -> "Layers":
         """CLI form: "all", "none", a comma list ("box,landmarks"), or changes to the defaults
-        ("-mesh,+points"; "points"/"wire" pick the mesh style). ValueError names a bad item."""
+        ("-mesh,+points"; "shaded"/"wire"/"points" pick the mesh style). ValueError names a bad item."""
         spec = (spec or "").strip().lower()
         items = [x.strip() for x in spec.split(",") if x.strip()]
         if items == ["all"]:
             return cls()
         if items == ["none"]:
             return cls(**{n: False for n in cls.NAMES})
-        relative = all(x[0] in "+-" for x in items if x not in ("points", "wire"))
+        relative = all(x[0] in "+-" for x in items if x not in MESH_STYLES)
         lay = cls() if relative else cls(**{n: False for n in cls.NAMES})
         for x in items:
-            if x in ("points", "wire", "+points", "+wire"):
+            if x.lstrip("+") in MESH_STYLES:
                 lay.mesh_style = x.lstrip("+")
                 continue
             on = not x.startswith("-")
             name = x.lstrip("+-")
             if name not in cls.NAMES:
-                raise ValueError(f"unknown overlay layer {name!r} (choose from {', '.join(cls.NAMES)}, all, none)")
+                raise ValueError(f"unknown overlay layer {name!r} (choose from {', '.join(cls.NAMES)}, all, none; "
+                                 f"mesh styles {', '.join(MESH_STYLES)})")
             setattr(lay, name, on)
         return lay
 
@@ -135,7 +142,8 @@ class Settings:
     # Which overlays are drawn (all by default: the window's check boxes and --layers turn them off).
     layers: Layers = field(default_factory=Layers, metadata=_flag(
         'overlays: "all", "none", a list "box,landmarks,mesh,axes,text,fps,model,monitor", '
-        'or changes "-mesh,+points"', "output", metavar="SPEC", parse=Layers.from_spec, default_text="all"))
+        'or changes "-mesh,+axes"; mesh style "shaded" (default), "wire" or "points"', "output", metavar="SPEC",
+        parse=Layers.from_spec, default_text="all"))
 
     # ---- driver monitoring (app.monitor.settings.MonitorSettings, its defaults); None = monitor off
     monitor: Optional[MonitorSettings] = field(default_factory=MonitorSettings, metadata=_flag(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from app.settings import MESH_MODEL, Layers, Settings
+from app.settings import MESH_MODEL, MESH_STYLES, Layers, Settings
 
 __all__ = ["MESH_MODEL", "THRESHOLDS", "UI_FIELDS", "get_model", "with_model", "with_ui_fields",
            "get_smoothing", "with_smoothing", "get_layer", "with_layer", "get_threshold", "with_threshold",
@@ -64,6 +64,18 @@ def with_layer(settings: Settings, name: str, on: bool) -> Settings:
     if name not in Layers.NAMES:
         raise KeyError(f"no overlay layer {name!r} (Layers.NAMES: {', '.join(Layers.NAMES)})")
     return dataclasses.replace(settings, layers=dataclasses.replace(settings.layers, **{name: bool(on)}))
+
+
+# ---- mesh style (Layers.mesh_style, one of MESH_STYLES)
+def get_mesh_style(settings: Settings) -> str:
+    return settings.layers.mesh_style
+
+
+def with_mesh_style(settings: Settings, style: str) -> Settings:
+    """ValueError for a style that is not one of MESH_STYLES."""
+    if style not in MESH_STYLES:
+        raise ValueError(f"mesh style must be one of {', '.join(MESH_STYLES)}, got {style!r}")
+    return dataclasses.replace(settings, layers=dataclasses.replace(settings.layers, mesh_style=style))
 
 
 # ---- monitor thresholds (Settings.monitor; None = the monitor is off)

@@ -20,12 +20,12 @@ from typing import Optional
 
 import cv2
 import numpy as np
-from PyQt6.QtCore import QObject, QSettings, Qt, QTimer, pyqtSignal
-from PyQt6.QtGui import QKeySequence, QShortcut
-from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog,
+from PyQt6.QtCore import QObject, QRect, QSettings, QSize, Qt, QTimer, pyqtSignal
+from PyQt6.QtGui import QGuiApplication, QKeySequence, QShortcut
+from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFrame,
                              QGridLayout, QGroupBox, QHBoxLayout, QLabel, QMainWindow,
-                             QPushButton, QSplitter, QStatusBar, QToolBar,
-                             QVBoxLayout, QWidget)
+                             QPushButton, QScrollArea, QSizePolicy, QSplitter, QStatusBar,
+                             QToolBar, QVBoxLayout, QWidget)
 
 from app.core.errors import one_line
 from app.gui import binding
@@ -46,6 +46,13 @@ SHIPPED_MODEL_LABEL = "3DDFA-V2 x0.5 (shipped)"
 MESH_MODEL = binding.MESH_MODEL          # Settings.model of the built-in face mesh ("mesh")
 NO_SOURCE_MESSAGE = ("No camera found and no source open: open a video file (Open video…), or plug in "
                      "a camera and choose \"Refresh cameras\" in the source list.")
+# First window size where the screen has room for it; on a smaller screen the window takes the
+# screen's available area (less FRAME_MARGIN) and the side column scrolls.
+PREFERRED_SIZE = (1600, 960)
+# left + right, top + bottom kept free for the window manager's frame and title bar
+FRAME_MARGIN = (16, 40)
+PLOTS_MIN_HEIGHT = 300      # 4 plots of ~75 px: the side column fits 1280x720 without scrolling
+SIDE_MIN_WIDTH = 380        # yaw / pitch / roll numbers and the 2-column settings grid
 LEVEL_STYLE = {
     "none": "background:#2a2a2a; color:#9a9a9a; font-size:16pt; padding:6px;",
     "warning": "background:#ffb000; color:#000; font-weight:bold; font-size:16pt; padding:6px;",
@@ -155,10 +162,7 @@ class MainWindow(QMainWindow):
         self._connect_worker()
         self._build_shortcuts()
         geo = self.qs.value("geometry")
-        if restore and geo is not None:
-            self.restoreGeometry(geo)
-        else:
-            self.resize(1400, 820)
+        self.fit_to_screen(restored=bool(restore and geo is not None and self.restoreGeometry(geo)))
 
         self.timer = QTimer(self)
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
@@ -250,9 +254,9 @@ class MainWindow(QMainWindow):
         self.message.setStyleSheet("padding:3px;")
         lv.addWidget(self.message)
 
-        # --- right: numbers, calibration, plots, settings
+        # --- right: numbers, calibration, plots, settings; scrolls when the screen is too short
         right = QWidget()
-        right.setMinimumWidth(380)
+        right.setMinimumWidth(SIDE_MIN_WIDTH)
         rv = QVBoxLayout(right)
         rv.setContentsMargins(4, 0, 4, 0)
         nums = QGridLayout()
@@ -277,7 +281,7 @@ class MainWindow(QMainWindow):
         cal.addWidget(self.btn_recal)
         rv.addLayout(cal)
         self.plots = SignalPlots()
-        self.plots.setMinimumHeight(420)
+        self.plots.setMinimumHeight(PLOTS_MIN_HEIGHT)
         rv.addWidget(self.plots, 1)
 
         box = QGroupBox("Settings")
@@ -314,13 +318,34 @@ class MainWindow(QMainWindow):
             c.toggled.connect(lambda on, n=name: self.set_layer(n, on))
             form.addWidget(c, row + 1 + i // 4, i % 4)
             self.chk_layer[name] = c
+        row += 1 + (len(binding.LAYER_NAMES) + 3) // 4
+        form.addWidget(QLabel("Mesh style"), row, 0)
+        self.mesh_style_combo = QComboBox()
+        self.mesh_style_combo.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        for style in binding.MESH_STYLES:
+            self.mesh_style_combo.addItem(style, style)
+        self.mesh_style_combo.setCurrentIndex(
+            max(0, self.mesh_style_combo.findData(binding.get_mesh_style(self.settings))))
+        self.mesh_style_combo.setToolTip("shaded: lit 3D surface; wire: decimated wireframe; points: every "
+                                         "vertex (the built-in face mesh is always a wireframe)")
+        self.mesh_style_combo.activated.connect(
+            lambda i: self.set_mesh_style(self.mesh_style_combo.itemData(i)))
+        form.addWidget(self.mesh_style_combo, row, 1)
         rv.addWidget(box)
+        self.side = QScrollArea()
+        self.side.setWidget(right)
+        self.side.setWidgetResizable(True)       # the plots take the height the screen has
+        self.side.setFrameShape(QFrame.Shape.NoFrame)
+        self.side.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.side.setMinimumWidth(right.minimumSizeHint().width()
+                                  + self.side.verticalScrollBar().sizeHint().width())
 
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(left)
-        split.addWidget(right)
+        split.addWidget(self.side)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
+        split.setChildrenCollapsible(False)
         self.setCentralWidget(split)
 
         # --- status bar
@@ -329,8 +354,7 @@ class MainWindow(QMainWindow):
         self.st = {}
         for k, w in (("model", 220), ("provider", 175), ("capture", 120), ("process", 150),
                      ("latency", 120), ("faces", 70), ("record", 200)):
-            lbl = QLabel("")
-            lbl.setFixedWidth(w)
+            lbl = _StatusLabel(w)
             sb.addPermanentWidget(lbl)
             self.st[k] = lbl
         self._update_status_labels()
@@ -588,6 +612,30 @@ class MainWindow(QMainWindow):
             return
         self._apply(binding.with_layer(self.settings, name, on))
 
+    def set_mesh_style(self, style: str) -> None:
+        i = self.mesh_style_combo.findData(style)
+        if i >= 0 and self.mesh_style_combo.currentIndex() != i:
+            self.mesh_style_combo.setCurrentIndex(i)
+        self._apply(binding.with_mesh_style(self.settings, style))
+
+    def fit_to_screen(self, restored: bool = False) -> None:
+        """The first size from the available area of the screen the window opens on (never
+        larger), or the restored geometry moved and shrunk onto that area (saved on a larger
+        screen)."""
+        scr = (QGuiApplication.screenAt(self.geometry().center()) if restored else None) or self.screen() \
+            or QGuiApplication.primaryScreen()
+        if scr is None:
+            return
+        a = scr.availableGeometry()
+        avail = (a.x(), a.y(), a.width(), a.height())
+        if restored and self.windowState() & (Qt.WindowState.WindowMaximized | Qt.WindowState.WindowFullScreen):
+            return
+        g = self.geometry()
+        rect = (fit_geometry((g.x(), g.y(), g.width(), g.height()), avail) if restored
+                else initial_geometry(avail))
+        if rect != (g.x(), g.y(), g.width(), g.height()):
+            self.setGeometry(QRect(*rect))
+
     def _apply(self, new_settings) -> None:
         self.settings = new_settings
         self.worker.update_settings(new_settings)
@@ -817,6 +865,9 @@ class MainWindow(QMainWindow):
             v = qs.value(f"layers/{name}")
             if v is not None and "layers" not in explicit:
                 settings = binding.with_layer(settings, name, str(v).lower() in ("1", "true"))
+        v = qs.value("layers/mesh_style")
+        if v is not None and "layers" not in explicit and str(v) in binding.MESH_STYLES:
+            settings = binding.with_mesh_style(settings, str(v))
         m = qs.value("model")
         if m is not None and "model" not in explicit:
             m = str(m) or None
@@ -833,6 +884,7 @@ class MainWindow(QMainWindow):
         qs.setValue("smoothing", binding.get_smoothing(s))
         for name in Layers.NAMES:
             qs.setValue(f"layers/{name}", binding.get_layer(s, name))
+        qs.setValue("layers/mesh_style", binding.get_mesh_style(s))
         qs.setValue("record_dir", self.record_dir)
         qs.setValue("snapshot_dir", self.snapshot_dir)
 
@@ -853,6 +905,49 @@ class MainWindow(QMainWindow):
 
 
 # ---------------------------------------------------------------------- helpers
+def _inner(avail, margin=FRAME_MARGIN) -> tuple[int, int, int, int]:
+    """The part of the screen's available area (x, y, w, h) a window's client area may use:
+    room left for the frame on each side and the title bar above."""
+    ax, ay, aw, ah = avail
+    mx, my = margin
+    return ax + mx // 2, ay + my - mx // 2, max(1, aw - mx), max(1, ah - my)
+
+
+def initial_geometry(avail, preferred=PREFERRED_SIZE, margin=FRAME_MARGIN) -> tuple[int, int, int, int]:
+    """First client rect (x, y, w, h) on a screen whose available area is ``avail``: the
+    preferred size, shrunk to fit the area, centred in it."""
+    ix, iy, iw, ih = _inner(avail, margin)
+    w, h = min(preferred[0], iw), min(preferred[1], ih)
+    return ix + (iw - w) // 2, iy + (ih - h) // 2, w, h
+
+
+def fit_geometry(rect, avail, margin=FRAME_MARGIN) -> tuple[int, int, int, int]:
+    """A saved client rect (x, y, w, h) shrunk to the screen's available area and moved into it
+    (unchanged when it fits)."""
+    ix, iy, iw, ih = _inner(avail, margin)
+    x, y, w, h = rect
+    w, h = min(w, iw), min(h, ih)
+    x = min(max(x, ix), ix + iw - w)
+    y = min(max(y, iy), iy + ih - h)
+    return x, y, w, h
+
+
+class _StatusLabel(QLabel):
+    """A status bar field: always asks for the same width (text changes never re-layout the
+    bar), and may shrink below it when the window is narrower than all fields together."""
+
+    def __init__(self, width: int):
+        super().__init__("")
+        self._w = int(width)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(self._w, super().sizeHint().height())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        return QSize(min(self._w, 60), super().minimumSizeHint().height())
+
+
 def _default_model_label() -> Optional[str]:
     """The combo label of Settings.model = None: "Default (X.onnx)" for the first models/*.onnx or
     the shipped 3DDFA-V2; None when neither exists (then None runs the face mesh, its own entry)."""
