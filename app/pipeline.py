@@ -6,7 +6,7 @@ milliseconds of the last frame): detect (detector or landmark-crop tracking), cr
 into one batch), 3dmm (one onnxruntime run for all faces), post (crop -> image, pose), mesh/eyes
 (face mesh per face crop: eyes, mouth; the whole model in face-mesh mode; in 3DMM mode it runs in
 a worker thread while the 3DMM runs, and "mesh wait" is the part the overlap did not hide),
-smoothing, monitor, overlay. decode / encode belong to the caller (source and writer) and are added there.
+smoothing, gaze (eye gaze from the iris points, app.core.gaze, all faces), monitor, overlay. decode / encode belong to the caller (source and writer) and are added there.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 
+from app.core.gaze import eye_angles, gaze_from_angles
 from app.core.types import FaceObservation, Frame, MonitorState
 from app.detect import FaceDetector
 from app.facemesh import FaceMesh, eye_openness, head_rotation, mouth_openness, to68
@@ -31,8 +32,8 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 MESH_MODEL_NAME = "mediapipe_face_mesh"
-STAGES = ("decode", "detect", "crop", "3dmm", "post", "mesh/eyes", "mesh wait", "smoothing", "monitor", "overlay",
-          "encode")
+STAGES = ("decode", "detect", "crop", "3dmm", "post", "mesh/eyes", "mesh wait", "smoothing", "gaze", "monitor",
+          "overlay", "encode")
 
 
 # where Settings.model = None looks for a model (read at call time: tests point it elsewhere)
@@ -113,6 +114,7 @@ class Pipeline:
         self.fps = float("nan")
         self._last_t = None
         self.frames = 0
+        self._gaze_s = 0.0          # seconds spent in the gaze stage this frame
 
     # ------------------------------------------------------------------ setup
     @staticmethod
@@ -209,9 +211,11 @@ class Pipeline:
             kept.append((tr, res))
         t5 = time.perf_counter()
 
+        self._gaze_s = 0.0
         observations = [self._observation(tr, res, frame.timestamp) for tr, res in kept]
         t6 = time.perf_counter()
-        st["smoothing"] = (t6 - t5) * 1e3
+        st["gaze"] = self._gaze_s * 1e3
+        st["smoothing"] = (t6 - t5) * 1e3 - st["gaze"]
 
         state = None
         self.last_events = []
@@ -250,7 +254,7 @@ class Pipeline:
             f = tr.state.get("filters")
             if f is None:
                 mk = lambda: OneEuroFilter(s.smooth_min_cutoff, s.smooth_beta, s.smooth_d_cutoff)  # noqa: E731
-                f = tr.state["filters"] = {"lm": mk(), "v": mk(), "R": mk(), "mesh": mk()}
+                f = tr.state["filters"] = {"lm": mk(), "v": mk(), "R": mk(), "mesh": mk(), "gaze": mk()}
             lm = f["lm"](lm, t)
             if verts is not None:
                 verts = f["v"](verts, t)
@@ -260,12 +264,24 @@ class Pipeline:
                 # smooth the 9 entries (rad-like units: x57 so beta acts on deg/s), re-orthonormalise
                 R = _orthonormal(f["R"](R * 57.29577951308232, t) / 57.29577951308232)
                 yaw, pitch, roll = pose_deg(R)
+        eye_open = tuple(res.get("eye_open", (np.nan, np.nan)))
+        gaze = None
+        raw_mesh = res.get("mesh_points")
+        if raw_mesh is not None and R is not None:
+            tg = time.perf_counter()
+            # per-eye eye-in-head angles from this frame's mesh and the (smoothed) head rotation;
+            # smoothed as angles (deg, so beta acts on deg/s), then turned into the camera frame
+            ang = eye_angles(raw_mesh, R, eye_open, yaw)
+            if s.smoothing:
+                ang = tr.state["filters"]["gaze"](ang, t)
+            gaze = gaze_from_angles(ang, R, mesh_pts)
+            self._gaze_s += time.perf_counter() - tg
         box = np.array([lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()], dtype=np.float64)
         return FaceObservation(
             box=box, landmarks=np.asarray(lm, np.float32), model=self.model_name,
             vertices=verts, triangles=self.model.triangles if (self.model is not None and verts is not None) else None,
             rotation=R, translation=None, scale=float(res.get("scale", np.nan)),
             yaw=float(yaw), pitch=float(pitch), roll=float(roll),
-            eye_open=tuple(res.get("eye_open", (np.nan, np.nan))), mouth_open=float(res.get("mouth_open", np.nan)),
+            eye_open=eye_open, mouth_open=float(res.get("mouth_open", np.nan)),
             score=float(tr.score), roi_box=np.asarray(tr.roi, np.float64).copy(),
-            mesh_points=mesh_pts)
+            mesh_points=mesh_pts, gaze=gaze)
