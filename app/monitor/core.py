@@ -70,6 +70,12 @@ def _r(x, nd=4):
     return round(float(x), nd) if _finite(x) else None
 
 
+def off_road(yaw_offset: float, down: float, yaw_limit: float, pitch_limit: float) -> bool:
+    """The road-zone test of the head and the gaze rules: |yaw offset| beyond the yaw limit or more
+    than the pitch limit below the neutral (``down`` > 0 = below; looking up stays on the road)."""
+    return bool(abs(yaw_offset) > yaw_limit or down > pitch_limit)
+
+
 def _by(kinds) -> Optional[str]:
     """"head", "gaze", "both" or None for a set of the kinds that were off the road."""
     if not kinds:
@@ -359,7 +365,7 @@ class DriverMonitor:
         down = s.pitch_down_sign * pitch_off if math.isfinite(pitch_off) else math.nan
         first_calib = self.calibrating and self.calibrations == 0
         if math.isfinite(yaw_off) and not first_calib:
-            head_away: Optional[bool] = bool(abs(yaw_off) > s.alert_yaw or down > s.alert_pitch)
+            head_away: Optional[bool] = off_road(yaw_off, down, s.alert_yaw, s.alert_pitch)
         else:
             head_away = None
         if gz is not None and head_away is False and not math.isfinite(self.neutral_gaze_yaw):
@@ -369,7 +375,7 @@ class DriverMonitor:
         g_pitch_off = gpitch - self.neutral_gaze_pitch if (gaze_known and gneutral) else math.nan
         g_down = s.pitch_down_sign * g_pitch_off if math.isfinite(g_pitch_off) else math.nan
         if math.isfinite(g_yaw_off) and not first_calib:
-            gaze_away: Optional[bool] = bool(abs(g_yaw_off) > s.gaze_yaw or g_down > s.gaze_pitch)
+            gaze_away: Optional[bool] = off_road(g_yaw_off, g_down, s.gaze_yaw, s.gaze_pitch)
         else:
             gaze_away = None
         # what is off the road this frame: "head", "gaze", "both", False (nothing) or None (unknown:
