@@ -25,7 +25,7 @@ Frames and signs (the ones of app.core.geometry): the camera frame of R is x rig
 towards the camera; the mesh's image coordinates (x right, y down, z away) are turned into it
 first. Angles follow the AFLW2000 ``Pose_Para`` head-pose convention: yaw > 0 = towards the
 subject's right (the image's left for a frontal face), pitch > 0 = up. A direction (x, y, z)
-has yaw = asin(-x), pitch = atan2(y, z).
+has yaw = asin(-x), pitch = atan2(y, z), as the face's forward axis has for the head pose.
 """
 from __future__ import annotations
 
@@ -113,9 +113,10 @@ def eye_angles(mesh: np.ndarray, R: np.ndarray, eye_open=_NAN2, head_yaw: float 
 
 
 def direction(yaw: float, pitch: float) -> np.ndarray:
-    """Unit vector (x right, y up, z forward) of a yaw / pitch in the head-pose convention."""
+    """Unit vector (x right, y up, z forward) of a yaw / pitch in the head-pose convention: the
+    forward axis (third column) of app.core.geometry.rotation_from_pose_aflw(pitch, yaw, 0)."""
     y, p = math.radians(yaw), math.radians(pitch)
-    return np.array([-math.sin(y) * math.cos(p), math.sin(p), math.cos(y) * math.cos(p)])
+    return np.array([-math.sin(y), math.sin(p) * math.cos(y), math.cos(p) * math.cos(y)])
 
 
 def angles_of(v: np.ndarray) -> tuple[float, float]:

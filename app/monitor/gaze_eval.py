@@ -80,7 +80,7 @@ def run_clip(path: Path, smoothing: bool = True) -> dict:
 
 def _direction(yaw, pitch) -> np.ndarray:
     y, p = np.radians(yaw), np.radians(pitch)
-    return np.stack([-np.sin(y) * np.cos(p), np.sin(p), np.cos(y) * np.cos(p)], axis=-1)
+    return np.stack([-np.sin(y), np.sin(p) * np.cos(y), np.cos(p) * np.cos(y)], axis=-1)
 
 
 def score_clip(series: dict, labels: dict, settings) -> dict:
