@@ -47,6 +47,9 @@ def face_record(o: FaceObservation) -> dict:
         "yaw": _num(o.yaw), "pitch": _num(o.pitch), "roll": _num(o.roll),
         "eye_open": [_num(o.eye_open[0]), _num(o.eye_open[1])],
         "mouth_open": _num(o.mouth_open),
+        "gaze": None if o.gaze is None else {
+            "yaw": _num(o.gaze.yaw), "pitch": _num(o.gaze.pitch),
+            "eye_yaw": [_num(v) for v in o.gaze.eyes[:, 0]], "eye_pitch": [_num(v) for v in o.gaze.eyes[:, 1]]},
         "model": o.model,
     }
 
