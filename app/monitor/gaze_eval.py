@@ -19,7 +19,8 @@ there), and judges every frame with the monitor's own road-zone test (``off_road
 - noise: on the ``on`` frames, the standard deviation of gaze yaw / pitch and the 95th percentile
   of the angle between the gaze direction and its median direction (degrees).
 
-``--json OUT`` writes the numbers; ``--no-smoothing`` measures the unsmoothed gaze.
+``--json OUT`` writes the numbers; ``--no-smoothing`` measures the unsmoothed gaze; ``--model
+M.onnx`` takes the head pose from a 3DMM (the iris still comes from the face mesh).
 """
 from __future__ import annotations
 
@@ -42,9 +43,10 @@ def frames_idx(ranges) -> np.ndarray:
     return np.concatenate([np.arange(a, b + 1) for a, b in ranges])
 
 
-def run_clip(path: Path, smoothing: bool = True) -> dict:
+def run_clip(path: Path, smoothing: bool = True, model: str | None = None) -> dict:
     """Per frame: head yaw / pitch, gaze yaw / pitch and eye-in-head yaw / pitch (NaN = no face /
-    unknown) of the largest face."""
+    unknown) of the largest face. ``model``: an ONNX 3DMM (its head pose, the face mesh's iris),
+    None = the face mesh alone."""
     import cv2
 
     from app.core.types import Frame
@@ -55,7 +57,7 @@ def run_clip(path: Path, smoothing: bool = True) -> dict:
     if not cap.isOpened():
         raise FileNotFoundError(f"cannot open {path}")
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    pipe = Pipeline(Settings(model=MESH_MODEL, monitor=None, smoothing=smoothing))
+    pipe = Pipeline(Settings(model=model or MESH_MODEL, monitor=None, smoothing=smoothing))
     rows = []
     i = 0
     try:
@@ -156,12 +158,13 @@ def score_clip(series: dict, labels: dict, settings) -> dict:
     }
 
 
-def evaluate(labels_path: Path = LABELS, clips_dir: Path = CLIPS, settings=None, smoothing: bool = True) -> dict:
+def evaluate(labels_path: Path = LABELS, clips_dir: Path = CLIPS, settings=None, smoothing: bool = True,
+             model: str | None = None) -> dict:
     from app.monitor.settings import MonitorSettings
 
     settings = settings or MonitorSettings()
     clips = json.loads(Path(labels_path).read_text())["clips"]
-    return {name: score_clip(run_clip(Path(clips_dir) / name, smoothing), lab, settings)
+    return {name: score_clip(run_clip(Path(clips_dir) / name, smoothing, model), lab, settings)
             for name, lab in clips.items()}
 
 
@@ -187,13 +190,17 @@ def main(argv=None) -> int:
     p.add_argument("--labels", default=str(LABELS), help="labels file (default %(default)s)")
     p.add_argument("--clips", default=str(CLIPS), help="folder of the labelled clips (default %(default)s)")
     p.add_argument("--no-smoothing", action="store_true", help="measure the unsmoothed gaze")
+    p.add_argument("--model", metavar="M.onnx", help="a 3DMM model for the head pose (default: the face mesh's own)")
     p.add_argument("--json", metavar="OUT.json", help="also write the numbers as JSON")
     args = p.parse_args(argv)
-    for path, what in ((Path(args.labels), "labels file"), (Path(args.clips), "clips folder")):
+    checks = [(Path(args.labels), "labels file"), (Path(args.clips), "clips folder")]
+    if args.model:
+        checks.append((Path(args.model), "model"))
+    for path, what in checks:
         if not path.exists():
             print(f"error: {what} {path} not found (give --labels / --clips)", file=sys.stderr)
             return 2
-    res = evaluate(Path(args.labels), Path(args.clips), smoothing=not args.no_smoothing)
+    res = evaluate(Path(args.labels), Path(args.clips), smoothing=not args.no_smoothing, model=args.model)
     print(format_table(res))
     if args.json:
         tmp = args.json + ".tmp"
