@@ -342,3 +342,36 @@ def test_pipeline_gives_gaze_and_its_stage_time():
     assert g is not None and abs(g.yaw) < 10 and abs(g.pitch) < 15      # frames 0-2 look into the camera
     assert np.isfinite(g.origins).all() and np.linalg.norm(g.direction) == pytest.approx(1.0)
     assert "gaze" in STAGES and 0 < pipe.stage_ms["gaze"] < 50
+
+
+@pytest.mark.slow
+def test_dump_line_has_the_gaze(tmp_path):
+    """main.py --headless --dump on d0: the gaze follows the labelled glances (eyes to the subject's
+    left at frame 20, to the right at 35, into the camera at 5)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "d.jsonl"
+    p = subprocess.run([sys.executable, str(ROOT / "main.py"), "--video", str(shared("media", "clips", "expressions_d0.mp4")),
+                        "--headless", "--model", "mesh", "--dump", str(out), "--quiet"],
+                       capture_output=True, text=True, timeout=300, cwd=str(ROOT))
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(ln) for ln in out.read_text().splitlines()]
+    g = {r["frame"]: r["faces"][0]["gaze"] for r in rows if r["faces"]}
+    assert set(g[5]) == {"yaw", "pitch", "eye_yaw", "eye_pitch"} and len(g[5]["eye_yaw"]) == 2
+    assert abs(g[5]["yaw"]) < 10 and g[20]["yaw"] < -20 and g[35]["yaw"] > 20
+    assert all(abs(r["faces"][0]["yaw"]) < 5 for r in rows if r["frame"] in (5, 20, 35))   # head still
+    assert g[66]["yaw"] is None and g[66]["eye_yaw"] == [None, None]                         # blink: eyes shut
+
+
+@pytest.mark.slow
+def test_gaze_with_a_3dmm_head_pose(tddfa_onnx):
+    """3DMM mode: the iris from the face mesh, the head rotation from 3DDFA-V2; d0's glances are
+    found as with the face mesh's own pose (measured: 64/64 frames, 4/4 glances)."""
+    from app.monitor.gaze_eval import run_clip, score_clip
+
+    r = score_clip(run_clip(shared("media", "clips", "expressions_d0.mp4"), model=str(tddfa_onnx)),
+                   LABELS["expressions_d0.mp4"], MonitorSettings())
+    assert r["hits"] == 4 and r["false_glances"] == 0 and r["agreement"] >= 0.95, r
