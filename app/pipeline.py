@@ -6,7 +6,8 @@ milliseconds of the last frame): detect (detector or landmark-crop tracking), cr
 into one batch), 3dmm (one onnxruntime run for all faces), post (crop -> image, pose), mesh/eyes
 (face mesh per face crop: eyes, mouth; the whole model in face-mesh mode; in 3DMM mode it runs in
 a worker thread while the 3DMM runs, and "mesh wait" is the part the overlap did not hide),
-smoothing, gaze (eye gaze from the iris points, app.core.gaze, all faces), monitor, overlay. decode / encode belong to the caller (source and writer) and are added there.
+smoothing, gaze (eye gaze from the iris points, app.core.gaze, all faces), monitor, overlay.
+decode / encode belong to the caller (source and writer) and are added there.
 """
 from __future__ import annotations
 

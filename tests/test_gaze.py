@@ -181,7 +181,8 @@ def test_recorded_steady_gaze_raises_nothing():
     mon = DriverMonitor(MonitorSettings(), wall_start=datetime(2024, 5, 1, tzinfo=timezone.utc))
     events, away = [], []
     for i in range(len(s["head_yaw"])):
-        st = mon.update(i / s["fps"], i, obs(s["head_yaw"][i], s["head_pitch"][i], s["gaze_yaw"][i], s["gaze_pitch"][i]))
+        face = obs(s["head_yaw"][i], s["head_pitch"][i], s["gaze_yaw"][i], s["gaze_pitch"][i])
+        st = mon.update(i / s["fps"], i, face)
         events += mon.last_events
         away.append(st.signals["away_by"])
     assert math.isfinite(mon.neutral_gaze_yaw) and mon.calibrated_by == "stable"
@@ -354,7 +355,8 @@ def test_dump_line_has_the_gaze(tmp_path):
     from conftest import ROOT
 
     out = tmp_path / "d.jsonl"
-    p = subprocess.run([sys.executable, str(ROOT / "main.py"), "--video", str(shared("media", "clips", "expressions_d0.mp4")),
+    clip = shared("media", "clips", "expressions_d0.mp4")
+    p = subprocess.run([sys.executable, str(ROOT / "main.py"), "--video", str(clip),
                         "--headless", "--model", "mesh", "--dump", str(out), "--quiet"],
                        capture_output=True, text=True, timeout=300, cwd=str(ROOT))
     assert p.returncode == 0, p.stderr

@@ -48,7 +48,7 @@ NUM_POINTS = 478
 # iris plane ~3.6 mm behind it; Gullstrand's schematic eye) over a ~28 mm palpebral fissure =
 # 0.36. The face mesh's points move less than a real eye, so each axis has its own radius,
 # measured by fixation: on the labelled frames where the eyes stay on the camera while the head
-# moves (tests/data/gaze_labels.json "on", 4 clips, 580 frames), the eye-in-head angle read with
+# moves (tests/data/gaze_labels.json "on", 4 clips, 580 frames with a gaze), the eye-in-head angle read with
 # 0.36 follows the head with slope -0.79 (yaw) and -0.45 (pitch) instead of -1 (the eyes
 # counter-rotate exactly), so the radii are 0.36 x 0.79 and 0.36 x 0.45. Re-measured in
 # tests/test_gaze.py. [anatomy, measured]
