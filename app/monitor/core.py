@@ -368,8 +368,11 @@ class DriverMonitor:
             head_away: Optional[bool] = off_road(yaw_off, down, s.alert_yaw, s.alert_pitch)
         else:
             head_away = None
-        if gz is not None and head_away is False and not math.isfinite(self.neutral_gaze_yaw):
-            self._calibrate_gaze(t, gap, gyaw, gpitch)   # neutral pose known, its gaze not yet
+        if gz is not None and not math.isfinite(self.neutral_gaze_yaw):
+            if head_away is False:
+                self._calibrate_gaze(t, gap, gyaw, gpitch)   # neutral pose known, its gaze not yet
+            elif head_away:
+                self._gcalib.clear()
         gneutral = math.isfinite(self.neutral_gaze_yaw) and gz is not None
         g_yaw_off = gyaw - self.neutral_gaze_yaw if (gaze_known and gneutral) else math.nan
         g_pitch_off = gpitch - self.neutral_gaze_pitch if (gaze_known and gneutral) else math.nan
@@ -701,10 +704,10 @@ class DriverMonitor:
     def _calibrate_gaze(self, t: float, gap: bool, gyaw: float, gpitch: float) -> None:
         """The neutral gaze when the neutral pose's window had too few gaze samples (eyes closed,
         no iris): the median gaze of the next calib_seconds with the head on the road and the eyes
-        measured (a gap or an unknown gaze restarts it)."""
+        measured (frames with the eyes unknown are skipped, a blink does not restart it; a gap
+        longer than max_gap between measured frames, or a head off the road, does)."""
         buf = self._gcalib
         if not (math.isfinite(gyaw) and math.isfinite(gpitch)):
-            buf.clear()
             return
         if buf and (gap or t - buf[-1][0] > self.settings.max_gap + EPS):
             buf.clear()
