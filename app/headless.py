@@ -54,6 +54,9 @@ def face_record(o: FaceObservation) -> dict:
                  np.round(np.asarray(o.mesh_points[468:478], np.float64), 2).tolist()),
         "blendshapes": (None if o.blendshapes is None else
                         {k: round(float(v), 4) for k, v in o.blendshapes.items() if k != "_neutral"}),
+        "gaze": None if o.gaze is None else {
+            "yaw": _num(o.gaze.yaw), "pitch": _num(o.gaze.pitch),
+            "eye_yaw": [_num(v) for v in o.gaze.eyes[:, 0]], "eye_pitch": [_num(v) for v in o.gaze.eyes[:, 1]]},
         "model": o.model,
     }
 

@@ -8,7 +8,8 @@ model also runs, as the eyes backend, in a worker thread while the 3DMM runs (ey
 blendshapes). Stages (``stage_ms``, milliseconds of the last frame): detect (detector or
 landmark-crop tracking), crop / 3dmm / post (3DMM backend), mesh/eyes (the landmark model; its own
 duration, overlapped in 3DMM mode), mesh wait (the part the overlap did not hide), smoothing,
-monitor, overlay. decode / encode belong to the caller (source and writer) and are added there.
+gaze (eye gaze from the iris points, app.core.gaze, all faces), monitor, overlay. decode / encode
+belong to the caller (source and writer) and are added there.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Optional
 import numpy as np
 
 from app import assets
+from app.core.gaze import eye_angles, gaze_from_angles
 from app.core.types import Crop, FaceBackend, FaceEstimate, FaceObservation, Frame, MonitorState
 from app.detect import FaceDetector
 from app.facemesh import MeshBackend, mesh_box_from_detection, mesh_crop
@@ -178,9 +180,11 @@ class Pipeline:
             kept.append((tr, est))
         t5 = time.perf_counter()
 
-        observations = [self._observation(tr, est, frame.timestamp) for tr, est in kept]
+        made = [self._observation(tr, est, frame.timestamp) for tr, est in kept]
+        observations = [o for o, _ in made]
         t6 = time.perf_counter()
-        st["smoothing"] = (t6 - t5) * 1e3
+        st["gaze"] = sum(g for _, g in made) * 1e3
+        st["smoothing"] = (t6 - t5) * 1e3 - st["gaze"]
 
         state = None
         self.last_events = []
@@ -208,7 +212,8 @@ class Pipeline:
         self.frames += 1
         return observations, state, annotated
 
-    def _observation(self, tr: Track, est: FaceEstimate, t: float) -> FaceObservation:
+    def _observation(self, tr: Track, est: FaceEstimate, t: float) -> tuple[FaceObservation, float]:
+        """The smoothed observation of one face and the seconds its gaze stage took."""
         lm, verts, R, mesh_pts = est.landmarks, est.vertices, est.rotation, est.mesh_points
         yaw, pitch, roll = est.yaw, est.pitch, est.roll
         s = self.settings
@@ -216,7 +221,7 @@ class Pipeline:
             f = tr.state.get("filters")
             if f is None:
                 mk = lambda: OneEuroFilter(s.smooth_min_cutoff, s.smooth_beta, s.smooth_d_cutoff)  # noqa: E731
-                f = tr.state["filters"] = {"lm": mk(), "v": mk(), "R": mk(), "mesh": mk()}
+                f = tr.state["filters"] = {"lm": mk(), "v": mk(), "R": mk(), "mesh": mk(), "gaze": mk()}
             lm = f["lm"](lm, t)
             if verts is not None:
                 verts = f["v"](verts, t)
@@ -226,12 +231,24 @@ class Pipeline:
                 # smooth the 9 entries (rad-like units: x57 so beta acts on deg/s), re-orthonormalise
                 R = _orthonormal(f["R"](R * 57.29577951308232, t) / 57.29577951308232)
                 yaw, pitch, roll = pose_deg(R)
+        eye_open = tuple(est.eye_open)
+        gaze, gaze_s = None, 0.0
+        raw_mesh = est.mesh_points
+        if raw_mesh is not None and R is not None:
+            tg = time.perf_counter()
+            # per-eye eye-in-head angles from this frame's mesh and the (smoothed) head rotation;
+            # smoothed as angles (deg, so beta acts on deg/s), then turned into the camera frame
+            ang = eye_angles(raw_mesh, R, eye_open, yaw)
+            if s.smoothing:
+                ang = tr.state["filters"]["gaze"](ang, t)
+            gaze = gaze_from_angles(ang, R, mesh_pts)
+            gaze_s = time.perf_counter() - tg
         box = np.array([lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()], dtype=np.float64)
         return FaceObservation(
             box=box, landmarks=np.asarray(lm, np.float32), model=self.model_name,
             vertices=verts, triangles=self.backend.triangles if verts is not None else None,
             rotation=R, translation=None, scale=float(est.scale),
             yaw=float(yaw), pitch=float(pitch), roll=float(roll),
-            eye_open=tuple(est.eye_open), mouth_open=float(est.mouth_open),
+            eye_open=eye_open, mouth_open=float(est.mouth_open),
             score=float(tr.score), roi_box=np.asarray(tr.roi, np.float64).copy(),
-            mesh_points=mesh_pts, blendshapes=est.blendshapes)
+            mesh_points=mesh_pts, blendshapes=est.blendshapes, gaze=gaze), gaze_s

@@ -82,6 +82,9 @@ ALERT_TITLES = {
 GAUGES = [
     ("signals", "yaw_offset", "yaw", -90.0, 90.0, ("yaw_threshold",), "{:+.0f}", "abs"),
     ("signals", "pitch_down", "down", -60.0, 60.0, ("pitch_threshold",), "{:+.0f}", "above"),
+    # gaze offset from the neutral gaze (eyes off road: app.core.gaze, same tests as the head's)
+    ("signals", "gaze_yaw_offset", "gaze", -90.0, 90.0, ("gaze_yaw_threshold",), "{:+.0f}", "abs"),
+    ("signals", "gaze_down", "g.down", -60.0, 60.0, ("gaze_pitch_threshold",), "{:+.0f}", "above"),
     ("signals", "eye_open_rel", "eyes", 0.0, 1.5, ("eye_closed_threshold", "eye_threshold"), "{:.2f}", "below"),
     ("signals", "eye_open", "eyes", 0.0, 0.5, ("eye_threshold",), "{:.2f}", "below"),
     ("signals", "perclos", "PERCLOS", 0.0, 1.0, ("perclos_threshold",), "{:.0%}", "above"),
@@ -554,6 +557,25 @@ def draw_axes(img: np.ndarray, obs: FaceObservation, s: float) -> None:
                         tipLength=0.15)
 
 
+C_GAZE = (255, 255, 0)   # BGR cyan
+
+
+def draw_gaze(img: np.ndarray, obs: FaceObservation, s: float) -> None:
+    """One ray per measured eye from its iris centre along its gaze direction (camera frame x right,
+    y up: image dx = x, dy = -y), as long as the head axes; a ray towards the camera is short."""
+    g = obs.gaze
+    if g is None:
+        return
+    length = 0.5 * _box_size(obs)
+    th = max(1, int(round(2 * s)))
+    for o, d in zip(g.origins, g.eye_directions):
+        if not (_finite(o) and _finite(d)):
+            continue
+        end = np.array([o[0] + length * d[0], o[1] - length * d[1]])
+        cv2.arrowedLine(img, tuple(int(v) for v in _clip_int(o)), tuple(int(v) for v in _clip_int(end)),
+                        C_GAZE, th, cv2.LINE_AA, tipLength=0.2)
+
+
 def draw_box(img: np.ndarray, obs: FaceObservation, s: float) -> None:
     b = np.asarray(obs.box, dtype=float)
     if not _finite(b):
@@ -732,6 +754,7 @@ def annotate(image: np.ndarray, observations: Sequence[FaceObservation] | None, 
             draw_landmarks(img, obs.landmarks, s)
         if layers.axes:
             draw_axes(img, obs, s)
+            draw_gaze(img, obs, s)
         if layers.text:
             draw_face_text(img, obs, s)
 

@@ -115,6 +115,10 @@ def test_clip_runs_with_overlays_plots_and_status(make_window, qtbot):
         assert np.isfinite(v).sum() >= N // 2, k
         assert np.all((v[np.isfinite(v)] >= 0) & (v[np.isfinite(v)] < 1.5)), k
         assert win.plots.curve_points(k) == len(win.plots), k
+    for k in ("gaze_yaw", "gaze_pitch"):     # the eye gaze (head + eyes), degrees
+        v = win.plots.values(k)
+        assert np.isfinite(v).sum() >= N // 2 and np.all(np.abs(v[np.isfinite(v)]) < 90), k
+        assert win.plots.curve_points(k) == len(win.plots), k
     pc = win.plots.values("perclos")
     assert np.isfinite(pc).any() and np.all((pc[np.isfinite(pc)] >= 0) & (pc[np.isfinite(pc)] <= 1))
     assert win.plots.curve_points("perclos") == len(win.plots)

@@ -21,6 +21,20 @@ class Frame:
 
 
 @dataclass
+class Gaze:
+    """Where the eyes look (app.core.gaze): degrees in the head-pose convention (yaw > 0 towards the
+    subject's right, pitch > 0 up); NaN = unknown (eyes closed, unseen or no iris points)."""
+    yaw: float = float("nan")               # gaze direction in the camera frame (head + eyes)
+    pitch: float = float("nan")
+    direction: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))  # (3,) unit, x right, y up, z towards the camera
+    eye_yaw: float = float("nan")           # eye-in-head (relative to the face), mean of the measured eyes
+    eye_pitch: float = float("nan")
+    eyes: np.ndarray = field(default_factory=lambda: np.full((2, 2), np.nan))   # eye-in-head [yaw, pitch] of (left, right)
+    eye_directions: np.ndarray = field(default_factory=lambda: np.full((2, 3), np.nan))  # per eye, camera frame
+    origins: np.ndarray = field(default_factory=lambda: np.full((2, 2), np.nan))  # iris centres (left, right), image pixels
+
+
+@dataclass
 class FaceObservation:
     box: np.ndarray                         # (4,) float: x0, y0, x1, y1 in image pixels
     landmarks: np.ndarray                   # (68, 3) float32, image pixels (iBUG 300-W order)
@@ -39,6 +53,7 @@ class FaceObservation:
     roi_box: Optional[np.ndarray] = None    # (4,) the crop box [sx, sy, ex, ey] the model saw
     mesh_points: Optional[np.ndarray] = None  # (478, 3) face-mesh points (468 mesh + 10 iris) when the mesh ran
     blendshapes: Optional[dict] = None      # 52 mediapipe blendshape scores by name (eyeBlinkLeft, jawOpen ...)
+    gaze: Optional[Gaze] = None             # eye gaze from the iris points when the mesh ran
 
     @property
     def center(self) -> np.ndarray:
@@ -106,6 +121,8 @@ class MonitorState:
     calibrating: bool = True
     neutral_yaw: float = float("nan")
     neutral_pitch: float = float("nan")
+    neutral_gaze_yaw: float = float("nan")    # the driver's straight-ahead gaze (learned with the neutral pose)
+    neutral_gaze_pitch: float = float("nan")
     alerts: list[Alert] = field(default_factory=list)   # active alerts, most severe first
     counters: dict = field(default_factory=dict)        # blinks, yawns, nods, perclos, blink_rate ...
     signals: dict = field(default_factory=dict)         # current gauge values (yaw_offset, eye_open, perclos ...)

@@ -1,5 +1,5 @@
-"""Live plots of the last 30 s (pyqtgraph): head angles with the alert thresholds, eye openness per
-eye, PERCLOS and mouth openness.
+"""Live plots of the last 30 s (pyqtgraph): head angles with the alert thresholds and the eye gaze
+(yaw / pitch of the gaze direction, app.core.gaze), eye openness per eye, PERCLOS and mouth openness.
 
 ``append(t, ...)`` only stores numbers (called once per processed frame from the worker's signal);
 ``redraw()`` pushes the buffers to the curves and is driven by the window's QTimer, so drawing
@@ -19,7 +19,7 @@ from app.monitor.settings import MonitorSettings
 
 WINDOW_S = 30.0   # seconds of history shown: a glance, a yawn and a PERCLOS rise fit in one view
 
-SERIES = ("yaw", "pitch", "roll", "eye_left", "eye_right", "perclos", "mouth")
+SERIES = ("yaw", "pitch", "roll", "gaze_yaw", "gaze_pitch", "eye_left", "eye_right", "perclos", "mouth")
 
 
 class SignalPlots(QWidget):
@@ -51,7 +51,8 @@ class SignalPlots(QWidget):
 
         c = lambda col, txt: f'<span style="color:{col}">{txt}</span>'
         self.p_angles = mk(0, "Head pose (deg): " + c("#ff5050", "yaw") + " " + c("#50d050", "pitch")
-                           + " " + c("#5090ff", "roll") + " " + c("#ffb000", "- - alert"), (-60, 60))
+                           + " " + c("#5090ff", "roll") + ", gaze: " + c("#ff9ad0", "yaw") + " "
+                           + c("#b0ffb0", "pitch") + " " + c("#ffb000", "- - alert"), (-60, 60))
         self.p_eyes = mk(1, "Eye openness: " + c("#ffd040", "left") + " " + c("#40e0ff", "right"), (0, 0.5))
         self.p_perclos = mk(2, c("#ff9030", "PERCLOS") + " " + c("#ffb000", "- - drowsy"), (0, 0.5))
         self.p_mouth = mk(3, c("#e070ff", "Mouth openness"), (0, 1.0))
@@ -65,6 +66,8 @@ class SignalPlots(QWidget):
             "yaw": self.p_angles.plot(pen=pen("#ff5050"), name="yaw", connect="finite"),
             "pitch": self.p_angles.plot(pen=pen("#50d050"), name="pitch", connect="finite"),
             "roll": self.p_angles.plot(pen=pen("#5090ff"), name="roll", connect="finite"),
+            "gaze_yaw": self.p_angles.plot(pen=pen("#ff9ad0"), name="gaze yaw", connect="finite"),
+            "gaze_pitch": self.p_angles.plot(pen=pen("#b0ffb0"), name="gaze pitch", connect="finite"),
             "eye_left": self.p_eyes.plot(pen=pen("#ffd040"), name="left", connect="finite"),
             "eye_right": self.p_eyes.plot(pen=pen("#40e0ff"), name="right", connect="finite"),
             "perclos": self.p_perclos.plot(pen=pen("#ff9030"), name="PERCLOS", connect="finite"),

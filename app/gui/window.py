@@ -654,7 +654,10 @@ class MainWindow(QMainWindow):
             perclos = _num(st.signals.get("perclos", st.counters.get("perclos")))
         if face is not None:
             eyes = tuple(face.eye_open) if face.eye_open is not None else (math.nan, math.nan)
+            g = face.gaze
             self.plots.append(r.frame.timestamp, yaw=face.yaw, pitch=face.pitch, roll=face.roll,
+                              gaze_yaw=g.yaw if g is not None else None,
+                              gaze_pitch=g.pitch if g is not None else None,
                               eye_left=eyes[0], eye_right=eyes[1], perclos=perclos,
                               mouth=face.mouth_open)
         else:

@@ -12,6 +12,13 @@ or 60 fps and with dropped frames or jitter. Conventions (docs/driver-monitoring
 - Time-weighted windows (PERCLOS, time sharing) hold each frame's state until the next frame's
   timestamp (zero-order hold), at most ``max_gap`` s; the rest of a longer gap is "unknown" and
   is left out of both numerator and denominator.
+- Looking around and time sharing count a frame as "away" when the head pose is off the road
+  (offset from the neutral pose beyond --alert-yaw / --alert-pitch) or the eyes are (gaze offset
+  from the neutral gaze beyond --gaze-yaw / --gaze-pitch, the gaze of ``FaceObservation.gaze``).
+  Events say which: ``by`` is "head", "gaze" or "both" (both seen during the glance / in the
+  window). A face with gaze data whose eyes are unknown (a blink, eyes closed) while the head is
+  on the road is an unknown frame for these rules (a blink inside an eyes-only glance is bridged
+  like a dropped frame); a face without gaze data (``gaze`` None) is judged by its head alone.
 - A detected face whose pose / eyes / mouth reading stays unknown for ``unknown_seconds`` is
   logged: an "unknown_start" event (kind "signal_unknown", the signal named), and "unknown_end"
   when the signal is measured again. These are not alerts (no level, no sound, not in
@@ -61,6 +68,30 @@ def _finite(x) -> bool:
 def _r(x, nd=4):
     """Round for the event log; NaN/None -> None (JSON null)."""
     return round(float(x), nd) if _finite(x) else None
+
+
+def off_road(yaw_offset: float, down: float, yaw_limit: float, pitch_limit: float) -> bool:
+    """The road-zone test of the head and the gaze rules: |yaw offset| beyond the yaw limit or more
+    than the pitch limit below the neutral (``down`` > 0 = below; looking up stays on the road)."""
+    return bool(abs(yaw_offset) > yaw_limit or down > pitch_limit)
+
+
+def _by(kinds) -> Optional[str]:
+    """"head", "gaze", "both" or None for a set of the kinds that were off the road."""
+    if not kinds:
+        return None
+    return "both" if len(kinds) > 1 else next(iter(kinds))
+
+
+def _gaze_median(rows) -> tuple[float, float]:
+    """Median (gaze yaw, gaze pitch) of calibration samples when at least half of them measured
+    the gaze (the neutral gaze belongs to the same seconds as the neutral pose), else NaN."""
+    a = np.array(rows, dtype=float).reshape(-1, 2)
+    ok = np.isfinite(a).all(axis=1)
+    if len(a) == 0 or ok.sum() < 0.5 * len(a):
+        return math.nan, math.nan
+    med = np.median(a[ok], axis=0)
+    return float(med[0]), float(med[1])
 
 
 # ------------------------------------------------------------------------------ driver selection
@@ -195,15 +226,20 @@ class DriverMonitor:
         self.calibrations = 0
         self.calibrated_at: Optional[float] = None
         self.calibrated_by: Optional[str] = None   # "stable" window or "fallback" median
-        self._calib: deque = deque()
-        self._calib_long: deque = deque()          # (t, yaw, pitch) for the fallback median
+        self.neutral_gaze_yaw = math.nan           # learned with the neutral pose (same window)
+        self.neutral_gaze_pitch = math.nan
+        self._calib: deque = deque()               # (t, yaw, pitch, gaze yaw, gaze pitch)
+        self._calib_long: deque = deque()          # the same, for the fallback median
+        self._gcalib: deque = deque()              # (t, gaze yaw, gaze pitch) when the neutral gaze is learned alone
         self._calib_face_s = 0.0                   # seconds of face since calibration began
-        # previous frame's states (held until this frame's timestamp)
-        self._prev_away: Optional[bool] = None
+        # previous frame's states (held until this frame's timestamp); away: "head" | "gaze" |
+        # "both" (what was off the road), False (on the road) or None (unknown)
+        self._prev_away = None
         self._prev_closed: Optional[bool] = None
         # continuous runs (start timestamps)
         self._away_start: Optional[float] = None
         self._away_last: Optional[float] = None  # last known "away" frame of the run
+        self._away_by: set = set()               # "head" / "gaze": what was off the road during the run
         self._closure_start: Optional[float] = None
         self._closure_last: Optional[float] = None
         self._noface_start: Optional[float] = None
@@ -227,6 +263,8 @@ class DriverMonitor:
         self.nods = 0
         self.nod_times: deque = deque()
         self.time_distracted = 0.0
+        self.distracted_by = {"head": 0.0, "gaze": 0.0, "both": 0.0}   # seconds away, per cause
+        self.gaze_unknown_frames = 0        # faces with gaze data whose gaze was unknown (eyes closed ...)
         self.perclos = math.nan
         self.perclos_max = math.nan
         self.unknown = {"no_face_frames": 0, "pose_frames": 0, "eye_frames": 0, "mouth_frames": 0}
@@ -252,12 +290,16 @@ class DriverMonitor:
             self.last_events = saved
         self.neutral_yaw = math.nan
         self.neutral_pitch = math.nan
+        self.neutral_gaze_yaw = math.nan
+        self.neutral_gaze_pitch = math.nan
         self.calibrating = True
         self._calib.clear()
         self._calib_long.clear()
+        self._gcalib.clear()
         self._calib_face_s = 0.0
         self._vats.clear()
         self._away_start = None
+        self._away_by = set()
         self._prev_away = None
         self._nod_state = None
         self.nod_times.clear()
@@ -291,6 +333,7 @@ class DriverMonitor:
         self._hold(self._vats, tp, dt, known_dt, self._prev_away)
         if self._prev_away:
             self.time_distracted += known_dt
+            self.distracted_by[self._prev_away] += known_dt
         self._hold(self._perclos, tp, dt, known_dt, self._prev_closed)
 
         # ---- signals of this frame
@@ -303,10 +346,18 @@ class DriverMonitor:
         elif not pose_known:
             self.unknown["pose_frames"] += 1
 
+        # gaze (eyes): None = this face has no gaze data; NaN = eyes unknown (closed, unseen)
+        gz = face.gaze if (has_face and s.use_gaze) else None
+        gyaw = float(gz.yaw) if gz is not None and _finite(gz.yaw) else math.nan
+        gpitch = float(gz.pitch) if gz is not None and _finite(gz.pitch) else math.nan
+        gaze_known = math.isfinite(gyaw) and math.isfinite(gpitch)
+        if gz is not None and not gaze_known:
+            self.gaze_unknown_frames += 1
+
         # ---- calibration (before the rules, so the frame that completes it is judged by it)
         self._recalibrate_due(t)
         if pose_known:
-            self._calibrate(t, gap, yaw, pitch)
+            self._calibrate(t, gap, yaw, pitch, gyaw, gpitch)
 
         neutral = math.isfinite(self.neutral_yaw)
         yaw_off = yaw - self.neutral_yaw if (pose_known and neutral) else math.nan
@@ -314,7 +365,32 @@ class DriverMonitor:
         down = s.pitch_down_sign * pitch_off if math.isfinite(pitch_off) else math.nan
         first_calib = self.calibrating and self.calibrations == 0
         if math.isfinite(yaw_off) and not first_calib:
-            away: Optional[bool] = bool(abs(yaw_off) > s.alert_yaw or down > s.alert_pitch)
+            head_away: Optional[bool] = off_road(yaw_off, down, s.alert_yaw, s.alert_pitch)
+        else:
+            head_away = None
+        if gz is not None and not math.isfinite(self.neutral_gaze_yaw):
+            if head_away is False:
+                self._calibrate_gaze(t, gap, gyaw, gpitch)   # neutral pose known, its gaze not yet
+            elif head_away:
+                self._gcalib.clear()
+        gneutral = math.isfinite(self.neutral_gaze_yaw) and gz is not None
+        g_yaw_off = gyaw - self.neutral_gaze_yaw if (gaze_known and gneutral) else math.nan
+        g_pitch_off = gpitch - self.neutral_gaze_pitch if (gaze_known and gneutral) else math.nan
+        g_down = s.pitch_down_sign * g_pitch_off if math.isfinite(g_pitch_off) else math.nan
+        if math.isfinite(g_yaw_off) and not first_calib:
+            gaze_away: Optional[bool] = off_road(g_yaw_off, g_down, s.gaze_yaw, s.gaze_pitch)
+        else:
+            gaze_away = None
+        # what is off the road this frame: "head", "gaze", "both", False (nothing) or None (unknown:
+        # the head pose, or the eyes of a face with gaze data while its head is on the road)
+        if head_away and gaze_away:
+            away = "both"
+        elif head_away:
+            away = "head"
+        elif gaze_away:
+            away = "gaze"
+        elif head_away is False and (gaze_away is False or not gneutral):
+            away = False
         else:
             away = None
 
@@ -324,12 +400,15 @@ class DriverMonitor:
         if away:
             if self._away_start is None or t - self._away_last > s.max_gap + EPS:
                 self._away_start = t
+                self._away_by = set()
             self._away_last = t
+            self._away_by.update(("head", "gaze") if away == "both" else (away,))
             away_s = t - self._away_start
         elif away is None and self._away_start is not None and t - self._away_last <= s.max_gap + EPS:
             away_s = t - self._away_start
         else:
             self._away_start = None
+            self._away_by = set()
             away_s = 0.0
         level = None
         if away:
@@ -340,18 +419,26 @@ class DriverMonitor:
         vals = {"yaw_offset": _r(yaw_off, 2), "pitch_offset": _r(pitch_off, 2), "pitch_down": _r(down, 2),
                 "away_s": _r(away_s, 3), "yaw": _r(yaw, 2), "pitch": _r(pitch, 2),
                 "neutral_yaw": _r(self.neutral_yaw, 2), "neutral_pitch": _r(self.neutral_pitch, 2),
-                "alert_yaw": s.alert_yaw, "alert_pitch": s.alert_pitch}
-        self.rules["looking_around"].step(self, t, away, level, vals)
+                "alert_yaw": s.alert_yaw, "alert_pitch": s.alert_pitch,
+                "by": _by(self._away_by), "gaze_yaw_offset": _r(g_yaw_off, 2),
+                "gaze_pitch_offset": _r(g_pitch_off, 2), "gaze_down": _r(g_down, 2),
+                "neutral_gaze_yaw": _r(self.neutral_gaze_yaw, 2),
+                "neutral_gaze_pitch": _r(self.neutral_gaze_pitch, 2),
+                "alert_gaze_yaw": s.gaze_yaw, "alert_gaze_pitch": s.gaze_pitch}
+        self.rules["looking_around"].step(self, t, None if away is None else bool(away), level, vals)
 
         # ---- time sharing (VATS)
+        vats_by = set()
         if neutral and not first_calib:
             tot = self._vats.totals(t - s.vats_window)
-            vats_s = tot.get(True, 0.0)
+            vats_s = sum(tot.get(k, 0.0) for k in ("head", "gaze", "both"))
             vcond: Optional[bool] = vats_s >= s.vats_seconds - EPS
+            vats_by = {k for k in ("head", "gaze") if tot.get(k, 0.0) + tot.get("both", 0.0) > 0}
         else:
             vats_s, vcond = math.nan, None
         self.rules["time_sharing"].step(self, t, vcond, "warning" if vcond else None,
-                                        {"away_s_in_window": _r(vats_s, 3), "window_s": s.vats_window})
+                                        {"away_s_in_window": _r(vats_s, 3), "window_s": s.vats_window,
+                                         "by": _by(vats_by)})
 
         # ---- nodding
         self._nod_step(t, gap, down)
@@ -445,6 +532,8 @@ class DriverMonitor:
             calibrating=self.calibrating and not neutral,
             neutral_yaw=self.neutral_yaw,
             neutral_pitch=self.neutral_pitch,
+            neutral_gaze_yaw=self.neutral_gaze_yaw,
+            neutral_gaze_pitch=self.neutral_gaze_pitch,
             alerts=alerts,
             counters={
                 "blinks": self.blinks,
@@ -459,6 +548,7 @@ class DriverMonitor:
                 "vats_away_s": vats_s,
                 "frames": self.frames,
                 "relearning_neutral": bool(self.calibrating and neutral),
+                "unknown_gaze_frames": self.gaze_unknown_frames,
                 **{f"unknown_{k}": v for k, v in self.unknown.items()},
             },
             signals={
@@ -476,6 +566,12 @@ class DriverMonitor:
                 "mouth_open": mouth,
                 "mouth_threshold": s.mouth_threshold,
                 "away_s": away_s,
+                "away_by": away if away else None,
+                "gaze_yaw_offset": g_yaw_off,
+                "gaze_pitch_offset": g_pitch_off,
+                "gaze_down": g_down,
+                "gaze_yaw_threshold": s.gaze_yaw,
+                "gaze_pitch_threshold": s.gaze_pitch,
                 "closed_s": cur_closure,
             },
         )
@@ -498,8 +594,12 @@ class DriverMonitor:
             "longest_closure_s": _r(self.longest_closure, 3),
             "perclos_max": _r(self.perclos_max),
             "time_distracted_s": _r(self.time_distracted, 3),
+            "time_distracted_by_s": {k: _r(v, 3) for k, v in self.distracted_by.items()},
             "neutral_yaw": _r(self.neutral_yaw, 2),
             "neutral_pitch": _r(self.neutral_pitch, 2),
+            "neutral_gaze_yaw": _r(self.neutral_gaze_yaw, 2),
+            "neutral_gaze_pitch": _r(self.neutral_gaze_pitch, 2),
+            "gaze_unknown_frames": self.gaze_unknown_frames,
             "calibrations": self.calibrations,
             "calibrated_by": self.calibrated_by,
             "alerts": {k: dict(r.starts) for k, r in self.rules.items() if sum(r.starts.values())},
@@ -563,7 +663,8 @@ class DriverMonitor:
         ev.update(values)
         self.last_events.append(ev)
 
-    def _calibrate(self, t: float, gap: bool, yaw: float, pitch: float) -> None:
+    def _calibrate(self, t: float, gap: bool, yaw: float, pitch: float, gyaw: float = math.nan,
+                   gpitch: float = math.nan) -> None:
         s = self.settings
         if not self.calibrating:
             return
@@ -571,7 +672,9 @@ class DriverMonitor:
         if math.isfinite(self.neutral_yaw):
             # periodic re-learning: only "looking ahead" samples (by the old neutral) count
             down = s.pitch_down_sign * (pitch - self.neutral_pitch)
-            if abs(yaw - self.neutral_yaw) > s.alert_yaw or down > s.alert_pitch:
+            gdown = s.pitch_down_sign * (gpitch - self.neutral_gaze_pitch)
+            if (abs(yaw - self.neutral_yaw) > s.alert_yaw or down > s.alert_pitch
+                    or abs(gyaw - self.neutral_gaze_yaw) > s.gaze_yaw or gdown > s.gaze_pitch):
                 buf.clear()
                 return
         elif s.calib_fallback_seconds > 0:
@@ -579,12 +682,12 @@ class DriverMonitor:
             long = self._calib_long
             if long and t - long[-1][0] <= s.max_gap + EPS:   # a longer gap is no face time
                 self._calib_face_s += t - long[-1][0]
-            long.append((t, yaw, pitch))
+            long.append((t, yaw, pitch, gyaw, gpitch))
             while len(long) > 1 and long[1][0] <= t - s.calib_fallback_seconds + EPS:
                 long.popleft()
         if buf and (gap or t - buf[-1][0] > s.max_gap + EPS):
             buf.clear()
-        buf.append((t, yaw, pitch))
+        buf.append((t, yaw, pitch, gyaw, gpitch))
         while len(buf) > 1 and buf[1][0] <= t - s.calib_seconds + EPS:
             buf.popleft()
         if t - buf[0][0] >= s.calib_seconds - EPS:
@@ -592,14 +695,35 @@ class DriverMonitor:
             med = np.median(a, axis=0)
             spread = np.percentile(np.abs(a - med), 90, axis=0)   # 90 % of the samples within it
             if np.all(spread <= s.calib_max_spread):
-                self._set_neutral(t, med, "stable")
+                self._set_neutral(t, med, "stable", _gaze_median([b[3:] for b in buf]))
                 return
         if self._calib_long and self._calib_face_s >= s.calib_fallback_seconds - EPS:
             a = np.array([(b[1], b[2]) for b in self._calib_long])
-            self._set_neutral(t, np.median(a, axis=0), "fallback")
+            self._set_neutral(t, np.median(a, axis=0), "fallback", _gaze_median([b[3:] for b in self._calib_long]))
 
-    def _set_neutral(self, t: float, med, how: str) -> None:
+    def _calibrate_gaze(self, t: float, gap: bool, gyaw: float, gpitch: float) -> None:
+        """The neutral gaze when the neutral pose's window had too few gaze samples (eyes closed,
+        no iris): the median gaze of the next calib_seconds with the head on the road and the eyes
+        measured (frames with the eyes unknown are skipped, a blink does not restart it; a gap
+        longer than max_gap between measured frames, or a head off the road, does)."""
+        buf = self._gcalib
+        if not (math.isfinite(gyaw) and math.isfinite(gpitch)):
+            return
+        if buf and (gap or t - buf[-1][0] > self.settings.max_gap + EPS):
+            buf.clear()
+        buf.append((t, gyaw, gpitch))
+        if t - buf[0][0] >= self.settings.calib_seconds - EPS:
+            med = np.median(np.array([(b[1], b[2]) for b in buf]), axis=0)
+            self.neutral_gaze_yaw, self.neutral_gaze_pitch = float(med[0]), float(med[1])
+            buf.clear()
+
+    def _set_neutral(self, t: float, med, how: str, gaze_med=(math.nan, math.nan)) -> None:
         self.neutral_yaw, self.neutral_pitch = float(med[0]), float(med[1])
+        # too few gaze samples in the window: a periodic re-learn keeps the old neutral gaze, a
+        # first one (NaN since reset / recalibrate) learns it next (_calibrate_gaze)
+        if math.isfinite(gaze_med[0]):
+            self.neutral_gaze_yaw, self.neutral_gaze_pitch = float(gaze_med[0]), float(gaze_med[1])
+        self._gcalib.clear()
         self.calibrating = False
         self.calibrations += 1
         self.calibrated_at = t

@@ -11,6 +11,11 @@ Sources (details and failure cases in docs/driver-monitoring.md):
   Dinges & Grace 1998, FHWA-MCRT-98-006), 1 minute window.
 - [OP] openpilot driver monitoring (selfdrive/monitoring): thresholds apply to the pose offset
   from a neutral pose learned online from the driver's own face, not to absolute angles.
+- [ROAD] Winter, Fotios & Voelker, "Gaze direction when driving after dark on main and residential
+  roads: Where is the dominant location?", Lighting Research and Technology 2016: drivers' eye
+  movements on the road cluster within a ~10 deg circle (main road) or a 20 deg wide x 10 deg tall
+  ellipse (residential street) centred on the lane ahead.
+- [measured] measured on the shared clips, see docs/driver-monitoring.md.
 - [MINE] this project's choice, reasoned in docs/driver-monitoring.md; change it with the flag.
 """
 from __future__ import annotations
@@ -54,6 +59,22 @@ class MonitorSettings:
     alert_seconds: float = 2.0
     # Away continuously this long -> critical. [NCAP long distraction: single glance >= 3 s]
     critical_seconds: float = 3.0
+    # ---- eyes off road (gaze from the iris, app.core.gaze), feeding looking around and time sharing
+    # 1 = the gaze rule runs beside the head rule (a face without gaze data falls back to the head
+    # rule alone); 0 = head pose only. [MINE]
+    use_gaze: int = 1
+    # Road zone: |gaze yaw - neutral gaze yaw| above this (degrees) is eyes off road. The road gaze
+    # spreads over ~20 deg horizontally [ROAD] (+-10 deg). On the labelled clips
+    # (tests/data/gaze_labels.json, app.monitor.gaze_eval) eyes on the camera read within 4.4 deg of
+    # the neutral gaze with the head still and within 16.4 deg while the head turns 12 deg with the
+    # eyes counter-rotated (d3); eyes-only glances to the side read 20-70 deg (median 38-70 per
+    # glance). [ROAD, measured]
+    gaze_yaw: float = 20.0
+    # Gaze below the neutral gaze by more than this (degrees) is eyes off road (phone, lap). On the
+    # labelled clips eyes on the camera read at most 11.1 deg down (d14 while the head pitches down
+    # 10 deg; 95 % of frames <= 6.7), the eyes-down glance of d3 (eyes lowered below the camera,
+    # head still) 13.8-25 deg (median 17). Looking up is not off road (as for the head rule). [measured]
+    gaze_pitch: float = 12.0
     # Visual attention time sharing: away time accumulated within the window -> warning. [NCAP]
     vats_seconds: float = 10.0
     vats_window: float = 30.0
@@ -149,7 +170,8 @@ class MonitorSettings:
                      "eyes_closed_critical_seconds", "perclos_window", "perclos_threshold",
                      "blink_rate_window", "mouth_threshold", "yawn_seconds", "yawn_window",
                      "nod_pitch", "nod_seconds", "nod_window", "no_driver_seconds", "max_gap", "unknown_seconds",
-                     "alert_yaw", "alert_pitch", "calib_max_spread", "eye_baseline_percentile"):
+                     "alert_yaw", "alert_pitch", "calib_max_spread", "eye_baseline_percentile",
+                     "gaze_yaw", "gaze_pitch"):
             if getattr(self, name) <= 0:
                 bad(name, "must be > 0")
         for name in ("recalibrate_after", "calib_fallback_seconds", "clear_seconds", "cooldown_seconds", "perclos_min_seconds",
@@ -160,6 +182,11 @@ class MonitorSettings:
             bad("pitch_down_sign", "must be -1 (down = negative pitch, AFLW) or +1")
         if self.alert_yaw >= 90:
             bad("alert_yaw", "must be < 90 degrees (offset from the neutral pose)")
+        if self.use_gaze not in (0, 1):
+            bad("use_gaze", "must be 1 (gaze rule on) or 0 (head pose only)")
+        for name in ("gaze_yaw", "gaze_pitch"):
+            if getattr(self, name) >= 90:
+                bad(name, "must be < 90 degrees (offset from the neutral gaze)")
         if self.alert_pitch >= 90:
             bad("alert_pitch", "must be < 90 degrees")
         if self.nod_pitch >= 90:
@@ -219,6 +246,9 @@ HELP = {
     "alert_pitch": "pitch below neutral (deg) that counts as looking away",
     "alert_seconds": "seconds away before a looking_around warning",
     "critical_seconds": "seconds away before it becomes critical (Euro NCAP: 3)",
+    "use_gaze": "1: eyes off road (iris gaze) counts beside the head pose; 0: head pose only",
+    "gaze_yaw": "gaze yaw offset from the neutral gaze (deg) that counts as eyes off road",
+    "gaze_pitch": "gaze below the neutral gaze (deg) that counts as eyes off road",
     "vats_seconds": "accumulated seconds away within --vats-window -> time_sharing warning",
     "vats_window": "time-sharing window (s)",
     "clear_seconds": "an alert ends after its condition is false this long (hysteresis)",
