@@ -26,6 +26,7 @@ y green, z blue, drawn from the nose tip (landmark 30), length 0.5 x the box siz
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import cv2
