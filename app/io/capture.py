@@ -53,17 +53,15 @@ class SourceError(Exception):
 # --------------------------------------------------------------------------- helpers
 @contextlib.contextmanager
 def _quiet_opencv():
-    """Silence OpenCV's own log (camera probing prints WARN/ERROR lines for missing devices)."""
-    try:
-        old = cv2.getLogLevel()
-        cv2.setLogLevel(0)  # 0 = LOG_LEVEL_SILENT
-    except Exception:  # pragma: no cover - very old OpenCV
-        old = None
+    """Silence OpenCV's own log (camera probing prints WARN/ERROR lines for missing devices).
+    OpenCV 5 has the log level in cv2.utils.logging only, OpenCV 4 also as cv2.setLogLevel."""
+    lg = cv2.utils.logging if hasattr(cv2.utils, "logging") else cv2
+    old = lg.getLogLevel()
+    lg.setLogLevel(0)  # 0 = LOG_LEVEL_SILENT
     try:
         yield
     finally:
-        if old is not None:
-            cv2.setLogLevel(old)
+        lg.setLogLevel(old)
 
 
 def list_cameras(max_index: int = 10) -> list[int]:
