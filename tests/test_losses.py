@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import pytest
-import torch
+torch = pytest.importorskip("torch")  # the export extra (not installed on every Python)
 
 from export.losses import BFMArrays, FRNetLoss, WPDCLoss, load_param_stats, load_pickle_arrays, wing_loss
 from tests.conftest import shared

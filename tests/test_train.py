@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
+torch = pytest.importorskip("torch")  # the export extra (not installed on every Python)
 from torch import nn
 
 from export import datasets as D

@@ -4,7 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from export import datasets as D
+pytest.importorskip("torch")  # the export extra (not installed on every Python)
+
+from export import datasets as D  # noqa: E402
 from export.losses import BFMArrays
 from export.train import AFLWSet, nme_2d
 from tests.conftest import shared
