@@ -40,7 +40,7 @@ def test_flags_set_their_fields():
     settings, options = cli.parse([
         "--video", "clip.mp4", "--loop", "--headless", "--record", "r.mp4", "--dump", "d.jsonl",
         "--events", "e.jsonl", "--sound", "--max-frames", "7", "--quiet",
-        "--model", "mesh", "--device", "cpu", "--threads", "2", "--detect-every", "3", "--detector", "full",
+        "--model", "mesh", "--device", "cpu", "--threads", "2", "--detect-every", "3", "--mesh-threads", "1",
         "--min-detection-confidence", "0.6", "--max-faces", "2", "--iou-match", "0.45", "--no-eyes",
         "--no-smoothing", "--smooth-min-cutoff", "2.5", "--smooth-beta", "0.1", "--smooth-d-cutoff", "3",
         "--layers=-mesh,points", "--alert-yaw", "25"])
@@ -48,7 +48,7 @@ def test_flags_set_their_fields():
                                  events="e.jsonl", sound=True, max_frames=7, quiet=True)
     assert options.source == "clip.mp4"
     assert settings == Settings(
-        model="mesh", device="cpu", threads=2, detect_every=3, detector="full", min_detection_confidence=0.6,
+        model="mesh", device="cpu", threads=2, detect_every=3, mesh_threads=1, min_detection_confidence=0.6,
         max_faces=2, iou_match=0.45, eyes_from_mesh=False, smoothing=False, smooth_min_cutoff=2.5,
         smooth_beta=0.1, smooth_d_cutoff=3.0, layers=Layers(mesh=False, mesh_style="points"),
         monitor=dataclasses.replace(MonitorSettings(), alert_yaw=25.0))

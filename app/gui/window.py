@@ -318,7 +318,7 @@ class MainWindow(QMainWindow):
             c.toggled.connect(lambda on, n=name: self.set_layer(n, on))
             form.addWidget(c, row + 1 + i // 4, i % 4)
             self.chk_layer[name] = c
-        row += 1 + (len(binding.LAYER_NAMES) + 3) // 4
+        row += 1 + (len(Layers.NAMES) + 3) // 4
         form.addWidget(QLabel("Mesh style"), row, 0)
         self.mesh_style_combo = QComboBox()
         self.mesh_style_combo.setFocusPolicy(Qt.FocusPolicy.NoFocus)
