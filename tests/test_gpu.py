@@ -130,7 +130,7 @@ def _under_test(path: Path):
     from app.model3dmm import Model3DMM
 
     m = Model3DMM(str(path), device=DEVICE)
-    assert m.provider == PROVIDER and m.sess.get_providers()[0] == PROVIDER
+    assert m.provider_full == PROVIDER and m.sess.get_providers()[0] == PROVIDER
     return m
 
 

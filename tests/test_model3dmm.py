@@ -62,7 +62,7 @@ def test_cuda_without_cuda(tmp_path):
     except DeviceError as e:   # the CUDA provider is built in but cannot start here
         assert "--device cuda" in str(e)
     else:
-        assert m.provider == "CUDAExecutionProvider"
+        assert m.provider_full == "CUDAExecutionProvider"
 
 
 def test_official_parity(tddfa_onnx):

@@ -85,7 +85,7 @@ def test_distill_cache_crops_and_holdout(bfm, tddfa_onnx, tmp_path):
     # the un-jittered crop from the cached context matches the detector-policy crop of the full image
     from app.core import geometry
     from app.detect import FaceDetector
-    det = FaceDetector("full", 0.6)
+    det = FaceDetector(0.6)
     img = cv2.imread(str(img_path))
     roi = geometry.roi_box_from_bbox(det(img)[0].box)
     det.close()
