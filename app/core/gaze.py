@@ -21,6 +21,10 @@ Two steps, so that the caller can smooth the per-eye angles in between:
   pitch in the head-pose convention (so that eyes looking straight out of the face give exactly
   the head's yaw / pitch).
 
+:func:`blendshape_eye_angles` is a second eye-in-head source, from MediaPipe's eyeLook* blendshape
+scores (gain x signal per axis, the same openness and far-eye rules); app.monitor.gaze_eval scores
+it against the iris source (docs/driver-monitoring.md, "Iris or eyeLook* blendshapes").
+
 Frames and signs (the ones of app.core.geometry): the camera frame of R is x right, y up, z
 towards the camera; the mesh's image coordinates (x right, y down, z away) are turned into it
 first. Angles follow the AFLW2000 ``Pose_Para`` head-pose convention: yaw > 0 = towards the
