@@ -306,7 +306,7 @@ def format_table(res: dict) -> str:
                 title += (f" gains by fixation on all clips' on frames: yaw {a['yaw']:.1f}, pitch "
                           f"{a['pitch']:.1f} deg per unit; slopes {a['yaw_slope']:.4f} / {a['pitch_slope']:.4f} "
                           f"over {a['yaw_frames']} / {a['pitch_frames']} frames)")
-        out += [title, _clip_table(res[src]), ""]
+        out += [title.replace("( ", "("), _clip_table(res[src]), ""]
     return "\n".join(out).rstrip()
 
 
