@@ -21,6 +21,10 @@ Two steps, so that the caller can smooth the per-eye angles in between:
   pitch in the head-pose convention (so that eyes looking straight out of the face give exactly
   the head's yaw / pitch).
 
+:func:`blendshape_eye_angles` is a second eye-in-head source, from MediaPipe's eyeLook* blendshape
+scores (gain x signal per axis, the same openness and far-eye rules); app.monitor.gaze_eval scores
+it against the iris source (docs/driver-monitoring.md, "Iris or eyeLook* blendshapes").
+
 Frames and signs (the ones of app.core.geometry): the camera frame of R is x right, y up, z
 towards the camera; the mesh's image coordinates (x right, y down, z away) are turned into it
 first. Angles follow the AFLW2000 ``Pose_Para`` head-pose convention: yaw > 0 = towards the
@@ -109,6 +113,42 @@ def eye_angles(mesh: np.ndarray, R: np.ndarray, eye_open=_NAN2, head_yaw: float 
         sy = (0.5 * (d_iris[1] + d_lids[1]) - VERTICAL_OFFSET) / RADIUS_PITCH
         out[e, 0] = math.degrees(math.asin(max(-1.0, min(1.0, sx))))
         out[e, 1] = math.degrees(math.asin(max(-1.0, min(1.0, sy))))
+    return out
+
+
+# MediaPipe's eyeLook* blendshapes per eye (its Left / Right = the subject's, like eye_open): the
+# horizontal signal in the yaw sign (towards the subject's right > 0: the left eye looks in, the
+# right one out) and the vertical one in the pitch sign (up > 0). Signs checked against the iris on
+# shared clip d0's side glances: eyeLookOutLeft 0.94 / eyeLookOutRight 0.05 with the iris 52-66 deg
+# towards the subject's left. [measured]
+LOOK_BLENDSHAPES = (
+    (("eyeLookInLeft", "eyeLookOutLeft"), ("eyeLookUpLeft", "eyeLookDownLeft")),
+    (("eyeLookOutRight", "eyeLookInRight"), ("eyeLookUpRight", "eyeLookDownRight")),
+)
+
+
+def look_signals(blendshapes) -> np.ndarray:
+    """(2, 2) [[horizontal, vertical] left, [..] right] eyeLook* differences in -1..1, signed as
+    yaw / pitch (see LOOK_BLENDSHAPES); all NaN without blendshapes."""
+    out = np.full((2, 2), np.nan)
+    if blendshapes:
+        for e, ((hp, hn), (vp, vn)) in enumerate(LOOK_BLENDSHAPES):
+            out[e, 0] = blendshapes[hp] - blendshapes[hn]
+            out[e, 1] = blendshapes[vp] - blendshapes[vn]
+    return out
+
+
+def blendshape_eye_angles(blendshapes, gain_yaw: float, gain_pitch: float, eye_open=_NAN2,
+                          head_yaw: float = math.nan) -> np.ndarray:
+    """(2, 2) eye-in-head [[yaw, pitch] left, [yaw, pitch] right] in degrees from the eyeLook*
+    blendshapes: ``gain_yaw`` / ``gain_pitch`` (degrees per unit of look_signals) times the
+    signals. Eyes are NaN by the same rules as :func:`eye_angles` (openness below MIN_EYE_OPEN,
+    the far eye of a head turned beyond FAR_EYE_MAX_YAW), so both sources judge the same frames."""
+    out = look_signals(blendshapes) * np.array([gain_yaw, gain_pitch])
+    for e in (0, 1):
+        if not (eye_open[e] >= MIN_EYE_OPEN) or (
+                head_yaw > FAR_EYE_MAX_YAW and e == 1 or head_yaw < -FAR_EYE_MAX_YAW and e == 0):
+            out[e] = math.nan
     return out
 
 

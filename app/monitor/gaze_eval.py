@@ -19,8 +19,24 @@ there), and judges every frame with the monitor's own road-zone test (``off_road
 - noise: on the ``on`` frames, the standard deviation of gaze yaw / pitch and the 95th percentile
   of the angle between the gaze direction and its median direction (degrees).
 
+Two eye-in-head sources, scored in the same run on the same frames (same head rotation, same
+openness gating, same One Euro smoothing of the per-eye angles, same neutral frames):
+
+- ``iris``: the app's gaze (app.core.gaze.eye_angles, from the iris points), as the pipeline
+  gives it;
+- ``blendshape``: MediaPipe's eyeLook* blendshapes of the same frames
+  (app.core.gaze.blendshape_eye_angles: yaw = gain x (look towards the subject's right), pitch =
+  gain x (eyeLookUp - eyeLookDown) per eye). The gains (degrees per unit) are fitted by fixation,
+  as the iris radii were: on the labelled ``on`` frames the eyes stay on the camera, so the
+  eye-in-head angle must counter-rotate the head one to one; gain = -1 / (slope of the signal
+  against the head angle), offsets from each clip's median, the clips pooled. By default on all
+  clips (the iris radii were set the same way); ``--holdout`` scores each clip with gains fitted
+  on the other clips only;
+- ``mixed``: the blendshapes' yaw (gain as above) with the iris source's pitch.
+
 ``--json OUT`` writes the numbers; ``--no-smoothing`` measures the unsmoothed gaze; ``--model
-M.onnx`` takes the head pose from a 3DMM (the iris still comes from the face mesh).
+M.onnx`` takes the head pose from a 3DMM (the iris still comes from the face mesh); ``--source``
+scores one source only.
 """
 from __future__ import annotations
 
@@ -49,6 +65,7 @@ def run_clip(path: Path, smoothing: bool = True, model: str | None = None) -> di
     None = the face mesh alone."""
     import cv2
 
+    from app.core.gaze import blendshape_eye_angles
     from app.core.types import Frame
     from app.pipeline import Pipeline
     from app.settings import MESH_MODEL, Settings
@@ -58,7 +75,7 @@ def run_clip(path: Path, smoothing: bool = True, model: str | None = None) -> di
         raise FileNotFoundError(f"cannot open {path}")
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     pipe = Pipeline(Settings(model=model or MESH_MODEL, monitor=None, smoothing=smoothing))
-    rows = []
+    rows, extra = [], []
     i = 0
     try:
         while True:
@@ -71,13 +88,87 @@ def run_clip(path: Path, smoothing: bool = True, model: str | None = None) -> di
             rows.append((o.yaw if o else math.nan, o.pitch if o else math.nan,
                          g.yaw if g else math.nan, g.pitch if g else math.nan,
                          g.eye_yaw if g else math.nan, g.eye_pitch if g else math.nan))
+            nan2 = (math.nan, math.nan)
+            extra.append((np.asarray(o.rotation, float) if o is not None and o.rotation is not None
+                          else np.full((3, 3), np.nan),
+                          tuple(o.eye_open) if o is not None else nan2,
+                          g.eyes if g is not None else np.full((2, 2), np.nan),
+                          blendshape_eye_angles(o.blendshapes if o is not None else None, 1.0, 1.0,
+                                                tuple(o.eye_open) if o is not None else nan2,
+                                                o.yaw if o is not None else math.nan)))
             i += 1
     finally:
         cap.release()
         pipe.close()
     a = np.array(rows, dtype=float).reshape(-1, 6)
+    n = len(a)
     return {"fps": fps, "head_yaw": a[:, 0], "head_pitch": a[:, 1], "gaze_yaw": a[:, 2], "gaze_pitch": a[:, 3],
-            "eye_yaw": a[:, 4], "eye_pitch": a[:, 5]}
+            "eye_yaw": a[:, 4], "eye_pitch": a[:, 5],
+            # for the blendshape sources: the (smoothed) head rotation, the openness, the iris
+            # source's per-eye [yaw, pitch] (smoothed, as the pipeline gives them) and the eyeLook*
+            # signals per eye (blendshape_eye_angles with unit gains: NaN = eye not used)
+            "rotation": np.array([e[0] for e in extra]).reshape(n, 3, 3),
+            "eye_open": np.array([e[1] for e in extra], dtype=float).reshape(n, 2),
+            "iris_eyes": np.array([e[2] for e in extra], dtype=float).reshape(n, 2, 2),
+            "look": np.array([e[3] for e in extra], dtype=float).reshape(n, 2, 2)}
+
+
+def fixation_gains(series: dict, labels: dict) -> dict:
+    """Gains (degrees per unit of eyeLook* signal) by fixation on the ``on`` frames of the given
+    clips: per clip, the head angle and the mean signal of the measured eyes as offsets from
+    their medians, pooled; gain = -1 / slope (the eyes counter-rotate the head one to one)."""
+    out = {}
+    for k, axis in enumerate(("yaw", "pitch")):
+        pairs = []
+        for name, s in series.items():
+            on = frames_idx(labels[name]["on"])
+            h = s[f"head_{axis}"][on]
+            with np.errstate(invalid="ignore"):
+                look = s["look"][on, :, k]
+                cnt = np.isfinite(look).sum(axis=1)
+                sig = np.where(cnt > 0, np.nansum(look, axis=1) / np.maximum(cnt, 1), np.nan)
+            ok = np.isfinite(h) & np.isfinite(sig)
+            if ok.sum() >= 2:
+                pairs.append(np.stack([h[ok] - np.median(h[ok]), sig[ok] - np.median(sig[ok])], axis=1))
+        a = np.vstack(pairs)
+        slope = float(np.polyfit(a[:, 0], a[:, 1], 1)[0])
+        out[axis] = -1.0 / slope
+        out[f"{axis}_slope"] = slope
+        out[f"{axis}_frames"] = int(len(a))
+    out["clips"] = sorted(series)
+    return out
+
+
+def blendshape_series(series: dict, gains: dict, smoothing=None, iris_pitch: bool = False) -> dict:
+    """The clip's series with the gaze from the eyeLook* blendshapes instead of the iris: per-eye
+    angles = gains x signals, One Euro smoothed like the pipeline's per-eye angles when
+    ``smoothing`` (an app.settings.Settings) is given (restarted after a frame without a face),
+    turned into the camera frame with the same head rotation (app.core.gaze.gaze_from_angles).
+    ``iris_pitch``: the yaw from the blendshapes, the pitch from the iris source (an eye is used
+    when both are measured)."""
+    from app.core.gaze import gaze_from_angles
+    from app.smoothing import OneEuroFilter
+
+    n = len(series["head_yaw"])
+    k = np.array([gains["yaw"], gains["pitch"]])
+    filt = (OneEuroFilter(smoothing.smooth_min_cutoff, smoothing.smooth_beta, smoothing.smooth_d_cutoff)
+            if smoothing is not None else None)
+    out = np.full((n, 4), np.nan)
+    for i in range(n):
+        R = series["rotation"][i]
+        if not np.all(np.isfinite(R)):
+            if filt is not None:
+                filt.reset()
+            continue
+        ang = series["look"][i] * k
+        if filt is not None:
+            ang = filt(ang, i / series["fps"])
+        if iris_pitch:
+            ang = np.stack([ang[:, 0], series["iris_eyes"][i, :, 1]], axis=1)
+            ang[~np.isfinite(ang).all(axis=1)] = np.nan
+        g = gaze_from_angles(ang, R)
+        out[i] = (g.yaw, g.pitch, g.eye_yaw, g.eye_pitch)
+    return {**series, "gaze_yaw": out[:, 0], "gaze_pitch": out[:, 1], "eye_yaw": out[:, 2], "eye_pitch": out[:, 3]}
 
 
 def _direction(yaw, pitch) -> np.ndarray:
@@ -158,17 +249,68 @@ def score_clip(series: dict, labels: dict, settings) -> dict:
     }
 
 
+SOURCES = ("iris", "blendshape", "mixed")
+
+
 def evaluate(labels_path: Path = LABELS, clips_dir: Path = CLIPS, settings=None, smoothing: bool = True,
-             model: str | None = None) -> dict:
+             model: str | None = None, sources=SOURCES, holdout: bool = False, series=None) -> dict:
+    """{source: {clip: score_clip(...)}} for each of ``sources``, plus ``gains`` (the blendshape
+    gains: ``all`` fitted on every clip, and per clip the ones it was scored with). ``series``:
+    {clip: run_clip(...)} already computed (else run here)."""
     from app.monitor.settings import MonitorSettings
+    from app.settings import Settings
 
     settings = settings or MonitorSettings()
     clips = json.loads(Path(labels_path).read_text())["clips"]
-    return {name: score_clip(run_clip(Path(clips_dir) / name, smoothing, model), lab, settings)
-            for name, lab in clips.items()}
+    if series is None:
+        series = {name: run_clip(Path(clips_dir) / name, smoothing, model) for name in clips}
+    res: dict = {}
+    if "iris" in sources:
+        res["iris"] = {name: score_clip(series[name], lab, settings) for name, lab in clips.items()}
+    bs_sources = [src for src in ("blendshape", "mixed") if src in sources]
+    if bs_sources:
+        gains = {"all": fixation_gains(series, clips), "holdout": holdout}
+        smooth = Settings() if smoothing else None
+        for src in bs_sources:
+            res[src] = {}
+        for name, lab in clips.items():
+            g = (fixation_gains({k: v for k, v in series.items() if k != name}, clips) if holdout
+                 else gains["all"])
+            gains[name] = g
+            for src in bs_sources:
+                ser = blendshape_series(series[name], g, smooth, iris_pitch=src == "mixed")
+                res[src][name] = score_clip(ser, lab, settings)
+        res["gains"] = gains
+    return res
 
 
 def format_table(res: dict) -> str:
+    """One block per source (the output of evaluate)."""
+    out = []
+    for src in SOURCES:
+        if src not in res:
+            continue
+        title = f"source: {src}"
+        if src == "mixed":
+            title += " (yaw from the blendshapes, pitch from the iris;"
+        elif src == "blendshape":
+            title += " ("
+        if src in ("blendshape", "mixed"):
+            g = res["gains"]
+            if g["holdout"]:
+                per = ", ".join(f"{k.replace('expressions_', '').replace('.mp4', '')} {v['yaw']:.1f} / "
+                                f"{v['pitch']:.1f}" for k, v in g.items() if k not in ("all", "holdout"))
+                title += f" gains yaw / pitch deg per unit by fixation on the other clips: {per})"
+            else:
+                a = g["all"]
+                title += (f" gains by fixation on all clips' on frames: yaw {a['yaw']:.1f}, pitch "
+                          f"{a['pitch']:.1f} deg per unit; slopes {a['yaw_slope']:.4f} / {a['pitch_slope']:.4f} "
+                          f"over {a['yaw_frames']} / {a['pitch_frames']} frames)")
+        out += [title.replace("( ", "("), _clip_table(res[src]), ""]
+    return "\n".join(out).rstrip()
+
+
+def _clip_table(res: dict) -> str:
     head = (f"{'clip':<20} {'agree':>12} {'unknown':>8} {'glances hit/miss':>17} {'false':>6} "
             f"{'head rule':>10} {'turned on-road':>15} {'noise yaw/pitch sd, p95 angle':>31}")
     lines = [head]
@@ -191,6 +333,10 @@ def main(argv=None) -> int:
     p.add_argument("--clips", default=str(CLIPS), help="folder of the labelled clips (default %(default)s)")
     p.add_argument("--no-smoothing", action="store_true", help="measure the unsmoothed gaze")
     p.add_argument("--model", metavar="M.onnx", help="a 3DMM model for the head pose (default: the face mesh's own)")
+    p.add_argument("--source", choices=("both",) + SOURCES, default="both",
+                   help="eye-in-head source(s) to score (default %(default)s)")
+    p.add_argument("--holdout", action="store_true",
+                   help="blendshape gains fitted on the other clips for each clip (default: on all clips)")
     p.add_argument("--json", metavar="OUT.json", help="also write the numbers as JSON")
     args = p.parse_args(argv)
     checks = [(Path(args.labels), "labels file"), (Path(args.clips), "clips folder")]
@@ -200,7 +346,13 @@ def main(argv=None) -> int:
         if not path.exists():
             print(f"error: {what} {path} not found (give --labels / --clips)", file=sys.stderr)
             return 2
-    res = evaluate(Path(args.labels), Path(args.clips), smoothing=not args.no_smoothing, model=args.model)
+    sources = SOURCES if args.source == "both" else (args.source,)
+    try:
+        res = evaluate(Path(args.labels), Path(args.clips), smoothing=not args.no_smoothing, model=args.model,
+                       sources=sources, holdout=args.holdout)
+    except FileNotFoundError as e:
+        print(f"error: {e} (a clip of {args.labels} is missing from --clips)", file=sys.stderr)
+        return 2
     print(format_table(res))
     if args.json:
         tmp = args.json + ".tmp"
