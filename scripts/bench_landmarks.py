@@ -80,6 +80,8 @@ def main(argv=None) -> int:
 
     box = None
     try:
+        import ai_edge_litert  # noqa: F401  (the app's runtime; absent in a mediapipe 0.10 venv)
+
         from app.detect import FaceDetector
         from app.facemesh import MeshLandmarker, mesh_box_from_detection
     except ImportError as e:   # an older checkout / venv: only the rows its mediapipe can run
@@ -104,7 +106,7 @@ def main(argv=None) -> int:
             h, w = frames[0].shape[:2]
             rb = fd.process(cv2.cvtColor(frames[0], cv2.COLOR_BGR2RGB)).detections[0].location_data.relative_bounding_box
             box = np.array([rb.xmin * w, rb.ymin * h, (rb.xmin + rb.width) * w, (rb.ymin + rb.height) * h])
-    big = square_box(box, 2.0)   # the ~500 px face crop of the measurement on d13
+    big = square_box(box, 1.2)   # the ~500 px face crop of the earlier measurement on d13
     side = int(round(big[2] - big[0]))
 
     import mediapipe as mp
