@@ -21,9 +21,9 @@ import os
 import platform
 import sys
 import tempfile
-import time
 
-import numpy as np
+from app.io.files import atomic_write
+from app.io.writer import DEFAULT_QUALITY
 
 
 def _machine() -> str:
@@ -39,50 +39,30 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}"
 
 
-def run_bench(settings, video: str, frames: int = 300, warmup: int = 20, record: bool = True) -> dict:
+def run_bench(settings, video: str, frames: int = 300, warmup: int = 20, record: bool = True,
+              record_quality: str = DEFAULT_QUALITY) -> dict:
     from app.io.capture import open_source
-    from app.headless import BackgroundWriter
-    from app.io.writer import VideoWriter
     from app.pipeline import Pipeline
+    from app.runner import Outputs, Runner
+    from app.settings import RunOptions
 
     pipe = Pipeline(settings)
     src = open_source(video, loop=True)
     tmpdir = tempfile.mkdtemp(prefix="bench_")
-    writer = (BackgroundWriter(VideoWriter(os.path.join(tmpdir, "bench.mp4"), src.fps or 25.0, tuple(src.size)))
-              if record else None)
-    stage: dict[str, list[float]] = {}
-    faces = 0
-    it = iter(src)
+    rec = os.path.join(tmpdir, "bench.mp4")
+    outputs = Outputs(RunOptions(record=rec if record else None, record_quality=record_quality),
+                      fps=src.fps, size=src.size, live=False)
     try:
-        t_start = None
-        for i in range(warmup + frames):
-            if i == warmup:
-                t_start = time.perf_counter()
-                c_start = time.process_time()
-            t0 = time.perf_counter()
-            frame = next(it)
-            t1 = time.perf_counter()
-            obs, _, ann = pipe.process(frame)
-            t2 = time.perf_counter()
-            if writer is not None:
-                writer.write(ann, frame.timestamp)
-            t3 = time.perf_counter()
-            if i >= warmup:
-                faces += bool(obs)
-                st = dict(pipe.stage_ms, decode=(t1 - t0) * 1e3, encode=(t3 - t2) * 1e3, total=(t3 - t0) * 1e3)
-                for k, v in st.items():
-                    stage.setdefault(k, []).append(v)
-        wall = time.perf_counter() - t_start
-        cpu = time.process_time() - c_start
+        rep = Runner(src, pipe, outputs, max_frames=warmup + frames, warmup=warmup, quiet=True).run()
     finally:
-        src.stop()
-        if writer is not None:
-            writer.abort()
-        try:
-            os.rmdir(tmpdir)
-        except OSError:
-            pass
-        pipe.close()
+        if os.path.exists(rec):
+            os.unlink(rec)
+        os.rmdir(tmpdir)
+    if rep.error:
+        raise RuntimeError(rep.error)
+    cpu = rep.cpu_s
+    faces = rep.with_face
+    wall = rep.elapsed
     return {
         "fps": frames / wall,
         "frames": frames,
@@ -90,10 +70,11 @@ def run_bench(settings, video: str, frames: int = 300, warmup: int = 20, record:
         "cpu_ms_per_frame": cpu * 1e3 / frames,
         "loadavg_1min": os.getloadavg()[0],
         "frames_with_face": faces,
-        "stage_ms": {k: {"median": float(np.median(v)), "p95": float(np.percentile(v, 95))} for k, v in stage.items()},
+        "stage_ms": rep.stage_ms,
         "model": pipe.model_name,
         "provider": pipe.provider,
         "record": record,
+        "record_quality": record_quality if record else None,
         "settings": {"detect_every": settings.detect_every, "smoothing": settings.smoothing,
                      "threads": settings.threads, "eyes_from_mesh": settings.eyes_from_mesh,
                      "mesh_layer": settings.layers.mesh, "mesh_style": settings.layers.mesh_style},
@@ -137,16 +118,15 @@ def main(argv=None) -> int:
     from app.model3dmm import ContractError, DeviceError
 
     try:
-        res = run_bench(settings, args.video, args.frames, args.warmup, record=not args.no_record)
+        res = run_bench(settings, args.video, args.frames, args.warmup, record=not args.no_record,
+                        record_quality=args.record_quality)
     except (SourceError, ContractError, DeviceError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_table(res))
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
+        with atomic_write(args.json) as f:
             json.dump(res, f, indent=1)
-        os.replace(tmp, args.json)
     return 0
 
 

@@ -26,6 +26,20 @@ def _flag(help: str, group: str, **more) -> dict:
     return {"help": help, "group": group, **more}
 
 
+# --record-quality: libx264 preset, crf and tune of the recording (app/io/writer.py), chosen by
+# measurement on the overlaid 720x1280 30 fps clip expressions_d13 with the dense wireframe
+# (docs/benchmarks.md section 8, python -m app.io.bench): veryfast is 2.4x smaller than ultrafast
+# at the same crf for ~6 ms more CPU per frame; crf 26 keeps the mesh lines distinct (landmarks,
+# contours and axes stay sharp) at 5.7 Mbit/s. zerolatency (no lookahead, sliced threads): every
+# frame leaves the encoder at once, so a crash loses only the fragment being written, for 8 %
+# more bits than veryfast's 11-frame lookahead.
+RECORD_QUALITIES = {
+    "small": {"preset": "veryfast", "crf": 28, "tune": "zerolatency"},    # 4.1 Mbit/s measured
+    "medium": {"preset": "veryfast", "crf": 26, "tune": "zerolatency"},   # 5.7 Mbit/s
+    "high": {"preset": "veryfast", "crf": 23, "tune": "zerolatency"},     # 8.3 Mbit/s
+}
+
+
 # the mesh overlay's styles (Layers.mesh_style; app.render draws them), the default first
 MESH_STYLES = ("shaded", "wire", "points")
 
@@ -188,9 +202,14 @@ class RunOptions:
     # Run without the window (main.py; python -m app.gui always opens it).
     headless: bool = field(default=False, metadata=_flag(
         "no window: process, record, dump, print progress", "output"))
-    # The annotated video (H.264 .mp4).
+    # The annotated video (H.264, fragmented .mp4: app/io/writer.py).
     record: Optional[str] = field(default=None, metadata=_flag(
-        "write the annotated video (H.264)", "output", metavar="OUT.mp4"))
+        "write the annotated video (H.264, fragmented MP4)", "output", metavar="OUT.mp4"))
+    # The recording's encoder settings, one of RECORD_QUALITIES (measured there).
+    record_quality: str = field(default="medium", metadata=_flag(
+        "recording size vs detail: " + ", ".join(
+            f"{k} = libx264 {v['preset']} crf {v['crf']}" for k, v in RECORD_QUALITIES.items())
+        + "; about 4, 6, 8 Mbit/s at 720p30 with the overlays", "output", choices=tuple(RECORD_QUALITIES)))
     # One JSON line per frame with every face (README: --dump).
     dump: Optional[str] = field(default=None, metadata=_flag(
         "one JSON line per frame with every face", "output", metavar="OUT.jsonl", headless_only=True))

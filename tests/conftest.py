@@ -37,3 +37,28 @@ def tddfa_onnx(tmp_path_factory) -> Path:
     export_checkpoint("3ddfa-v2", m / "mb05_120x120.pth", out, bfm_dir=shared("bfm", "3dmm_data"),
                       param_stats=m / "param_mean_std_62d_120x120.pkl")
     return out
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(size)``: a folder on a tmpfs of ``size`` (e.g. "2m") that fills up for real
+    (ENOSPC). Needs root (mount); skips with the reason otherwise. Unmounted after the test."""
+    import subprocess
+
+    mounts = []
+
+    def make(size: str) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("a full disk is simulated with a tmpfs mount, which needs root")
+        d = tmp_path / f"disk{len(mounts)}"
+        d.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        mounts.append(d)
+        return d
+
+    yield make
+    for d in mounts:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)

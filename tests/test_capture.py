@@ -289,15 +289,49 @@ def test_display_rotation_of_phone_clips_is_applied(tmp_path):
     assert list(open_source(plain))[0].image.shape == (32, 64, 3)
 
 
-class _UnpluggedCapture:
-    """Stand-in for cv2.VideoCapture(index): opens, delivers ``n`` frames, then read() fails
-    (what OpenCV does when a USB camera is pulled out)."""
+class FlakyCamera:
+    """Stand-in for the device behind cv2.VideoCapture(index): delivers ``first`` frames, then
+    read() fails (what OpenCV does when a USB camera is pulled out); the next ``down`` attempts to
+    reopen it fail (isOpened() False), then it opens again and delivers frames numbered on from
+    where it stopped. ``install(monkeypatch)`` makes cv2.VideoCapture open it."""
 
-    def __init__(self, index, n=12):
-        self.n, self.reads, self.released = n, 0, False
+    def __init__(self, first=12, down=3, size=(64, 48), noise=False, period=0.002):
+        self.first, self.down, self.size = first, down, size
+        self.noise, self.period = noise, period      # noise: frames that do not compress
+        self.rng = np.random.default_rng(0)
+        self.delivered = 0
+        self.opens = 0
+        self.failed_opens = 0
+        self.unplugged = False
+        self.caps = []
+
+    def install(self, monkeypatch):
+        import app.io.capture as cap_mod
+
+        monkeypatch.setattr(cap_mod.cv2, "VideoCapture", self._open)
+        monkeypatch.setattr(cap_mod, "RETRY_DELAYS_S", (0.01, 0.02, 0.05))
+        return self
+
+    def _open(self, index, *a):
+        self.opens += 1
+        ok = True
+        if self.unplugged:
+            if self.failed_opens < self.down:
+                self.failed_opens += 1
+                ok = False
+            else:
+                self.unplugged = False
+        cap = _Cap(self, ok)
+        self.caps.append(cap)
+        return cap
+
+
+class _Cap:
+    def __init__(self, dev, ok):
+        self.dev, self.ok, self.released = dev, ok, False
 
     def isOpened(self):
-        return True
+        return self.ok
 
     def set(self, *a):
         return True
@@ -306,28 +340,57 @@ class _UnpluggedCapture:
         return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
 
     def read(self):
-        self.reads += 1
-        if self.reads > self.n:
+        d = self.dev
+        if not self.ok or d.unplugged or self.released:
             return False, None
-        return True, np.full((48, 64, 3), self.reads, np.uint8)
+        if d.delivered == d.first and d.failed_opens == 0:
+            d.unplugged = True                   # pulled out after `first` frames
+            return False, None
+        d.delivered += 1
+        time.sleep(d.period)
+        if d.noise:
+            return True, d.rng.integers(0, 255, (d.size[1], d.size[0], 3), dtype=np.uint8)
+        return True, np.full((d.size[1], d.size[0], 3), d.delivered % 256, np.uint8)
 
     def release(self):
         self.released = True
 
 
-def test_camera_unplugged_midway_ends_the_source_with_a_message(monkeypatch):
-    import app.io.capture as cap_mod
-
-    made = []
-
-    def fake(index, *a):
-        made.append(_UnpluggedCapture(index))
-        return made[-1]
-
-    monkeypatch.setattr(cap_mod.cv2, "VideoCapture", fake)
-    src = open_source(0)
+def test_camera_unplugged_midway_is_retried_and_resumes(monkeypatch):
+    dev = FlakyCamera(first=12, down=3).install(monkeypatch)
+    src = open_source(0, queue_size=64)
     assert src.is_live and src.size == (64, 48) and src.fps == 30.0
-    got = list(src)                                  # ends instead of hanging
-    assert 1 <= len(got) <= 12 and got[-1].image[0, 0, 0] == 12   # the newest frame came through
-    assert src.error == "camera 0: stopped delivering frames (unplugged or in use?)"
-    assert made[0].released
+    got, events = [], []
+    t_end = time.time() + 20
+    while (not got or got[-1].image[0, 0, 0] < 40) and time.time() < t_end:
+        f = src.read(timeout=0.1)
+        events += src.pop_events()
+        if f is not None:
+            got.append(f)
+    src.stop()
+    events += src.pop_events()
+    assert [e.kind for e in events] == ["lost", "back"]
+    lost, back = events
+    assert lost.message == "camera 0: stopped delivering frames (unplugged or in use?); retrying"
+    assert back.message.startswith("camera 0: delivering frames again after") and back.lost_s > 0
+    assert back.t - lost.t == pytest.approx(back.lost_s, abs=1e-6)
+    assert dev.failed_opens == 3 and dev.opens == 5        # the first open, 3 failed retries, 1 good
+    vals = [int(f.image[0, 0, 0]) for f in got]
+    assert vals == sorted(set(vals)) and vals[-1] >= 40            # in order; frames 13.. after the gap
+    assert all(f.timestamp <= lost.t for f, v in zip(got, vals) if v <= 12)
+    assert all(f.timestamp >= back.t - 1e-6 for f, v in zip(got, vals) if v > 12)
+    assert not src.lost and src.error is None
+    assert all(c.released for c in dev.caps)
+
+
+def test_camera_lost_for_good_keeps_retrying_until_stopped(monkeypatch):
+    dev = FlakyCamera(first=3, down=10 ** 9).install(monkeypatch)
+    src = open_source(0)
+    t_end = time.time() + 5
+    while dev.failed_opens < 5 and time.time() < t_end:
+        src.read(timeout=0.05)
+    assert [e.kind for e in src.pop_events()] == ["lost"] and src.lost
+    assert dev.failed_opens >= 5 and not src.finished
+    t = time.time()
+    src.stop()                                   # stops between two retries, promptly
+    assert time.time() - t < 1.0

@@ -190,7 +190,7 @@ def test_record_toggle_writes_playable_mp4_of_shown_frames(make_window, qtbot, t
     assert "REC" in win.status_text()
     win.stop_recording()
     qtbot.waitUntil(lambda: win.recording_path is None, timeout=10_000)
-    assert out.exists() and not list(out.parent.glob("*.partial*"))
+    assert sorted(x.name for x in out.parent.iterdir()) == ["take1.events.jsonl", "take1.mp4"]
     n_written = [m for m in win.messages if m.startswith("recorded ")][-1]
     n = int(n_written.split()[1])
     with av.open(str(out)) as c:
@@ -533,3 +533,39 @@ def test_two_faces_panel_plots_and_alerts_follow_the_monitors_driver(make_window
         assert r.state.signals["mouth_open"] == d.mouth_open != largest.mouth_open
         assert r.state.signals["eye_open_left"] == d.eye_open[0]
         checked += 1
+
+
+def test_camera_lost_says_so_then_resumes(make_window, qtbot, monkeypatch):
+    """A camera that stops delivering: the banner says monitoring is unavailable and the sound
+    plays; the camera is reopened and processing resumes."""
+    from tests.test_capture import FlakyCamera
+
+    dev = FlakyCamera(first=30, down=5, size=(320, 240), period=0.02).install(monkeypatch)
+    win = make_window(source=0)
+    qtbot.waitUntil(lambda: win.camera_lost is not None, timeout=WAIT_MS)
+    assert win.banner.text() == "CAMERA LOST — monitoring unavailable" and win.banner_level == "critical"
+    assert any(e.startswith("camera lost: camera 0: stopped delivering frames") for e in win.errors)
+    assert win.sound.calls >= 1
+    qtbot.waitUntil(lambda: win.camera_lost is None, timeout=WAIT_MS)
+    assert dev.failed_opens == 5
+    n = win.results_received
+    qtbot.waitUntil(lambda: win.results_received > n + 5, timeout=WAIT_MS)
+    assert "CAMERA LOST" not in win.banner.text()
+
+
+def test_full_disk_while_recording_shows_the_error_and_monitoring_goes_on(make_window, qtbot, small_disk):
+    disk = small_disk("1m")
+    win = make_window(source=str(shared(*CLIP)))
+    qtbot.waitUntil(lambda: win.results_shown >= 2, timeout=WAIT_MS)
+    out = disk / "r.mp4"
+    win.start_recording(str(out))
+    qtbot.waitUntil(lambda: any("disk full" in e for e in win.errors), timeout=WAIT_MS)
+    msg = [e for e in win.errors if "disk full" in e][0]
+    assert msg.startswith("error: disk full: cannot write the recording") and str(out) in msg
+    assert msg.endswith("monitoring goes on without it")
+    qtbot.waitUntil(lambda: win.recording_path is None, timeout=10_000)
+    shown = win.message.text()           # the window keeps showing why the recording stopped
+    assert shown.startswith("recording stopped: disk full") and str(out) in shown
+    n = win.results_received
+    qtbot.waitUntil(lambda: win.results_received > n + 5, timeout=WAIT_MS)   # the monitor goes on
+    assert out.exists()

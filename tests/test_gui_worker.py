@@ -233,13 +233,12 @@ def test_default_recording_names_are_unique_within_one_second(tmp_path, monkeypa
     # a proposal (a path dialog's default) reserves nothing
     c = w.default_recording_path(tmp_path, reserve=False)
     assert c.name == "20300101-120000-3.mp4" == w.default_recording_path(tmp_path, reserve=False).name
-    # names taken on disk by another process: a finished file, its events, a file being written
+    # names taken on disk by another process: a recording (finished or being written), its events
     other = tmp_path / "other"
     other.mkdir()
     (other / "20300101-120000.mp4").write_bytes(b"x")
     (other / "20300101-120000-2.events.jsonl").write_text("{}\n")
-    (other / ".20300101-120000-3.partial.mp4").write_bytes(b"x")
-    assert w.default_recording_path(other).name == "20300101-120000-4.mp4"
+    assert w.default_recording_path(other).name == "20300101-120000-3.mp4"
     # another second: the plain name again
     monkeypatch.setattr(w, "_stamp", lambda: "20300101-120001")
     assert w.default_recording_path(tmp_path).name == "20300101-120001.mp4"

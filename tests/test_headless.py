@@ -285,7 +285,8 @@ def test_no_frame_leaves_no_output(tmp_path, monkeypatch, capsys):
     from app import cli, headless
     from app.io.capture import Source
 
-    monkeypatch.setattr(Source, "__iter__", lambda self: iter(()))
+    monkeypatch.setattr(Source, "read", lambda self, timeout=None: None)
+    monkeypatch.setattr(Source, "finished", property(lambda self: True))
     args = cli.build_parser().parse_args(["--video", str(shared(*CLIP)), "--headless", "--quiet",
                                           "--record", str(tmp_path / "o.mp4"), "--dump", str(tmp_path / "d.jsonl"),
                                           "--events", str(tmp_path / "e.jsonl")])

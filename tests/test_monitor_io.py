@@ -1,4 +1,5 @@
-"""Event log (JSONL, atomic), alert sound (file, playback fallback, rate limit)."""
+"""Event log (JSON lines under the final name, fsync policy, full disk), alert sound (file, playback
+fallback, rate limit)."""
 from __future__ import annotations
 
 import json
@@ -14,64 +15,112 @@ import pytest
 
 from app.monitor import AlertSound, DriverMonitor, EventLog, read_events
 from app.core.types import FaceObservation
+from app.io.files import OutputError
 
 ROOT = Path(__file__).resolve().parents[1]
 WAV = ROOT / "assets" / "alert.wav"
 
 
 # ----------------------------------------------------------------------------- event log
-def test_event_log_is_atomic_and_valid_jsonl(tmp_path):
+def test_event_log_lines_are_in_the_file_at_once_and_valid_jsonl(tmp_path):
     p = tmp_path / "run.events.jsonl"
     log = EventLog(p)
+    assert not p.exists()                        # created by the first line
     log.write({"event": "start", "kind": "eyes_closed", "t": 1.0, "x": float("nan"),
                "arr": np.array([1.5, np.inf]), "n": np.int64(3)})
-    assert not p.exists() and (tmp_path / "run.events.jsonl.tmp").exists()   # nothing half-written at p
-    log.write({"event": "end", "kind": "eyes_closed", "t": 2.0})
-    log.close()
-    assert p.exists() and not (tmp_path / "run.events.jsonl.tmp").exists()
-    lines = p.read_text().splitlines()
-    assert len(lines) == 2
-    first = json.loads(lines[0])
+    first = json.loads(p.read_text())            # complete in the file while the log is open
     assert first["x"] is None and first["arr"] == [1.5, None] and first["n"] == 3
+    log.write({"event": "end", "kind": "eyes_closed", "t": 2.0})
+    assert len(p.read_text().splitlines()) == 2
+    log.close()
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["run.events.jsonl"]
     assert read_events(p)[1]["event"] == "end"
     log.close()     # idempotent
     with pytest.raises(ValueError):
         log.write({"event": "late"})
 
 
-def test_event_log_context_manager_publishes_on_error_and_keeps_old_file_until_then(tmp_path):
+def test_event_log_fsyncs_alert_starts_at_once_and_other_lines_within_a_second(tmp_path, monkeypatch):
+    import app.io.files as files
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(files.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    clock = [100.0]
+    monkeypatch.setattr(files.time, "monotonic", lambda: clock[0])
+    log = EventLog(tmp_path / "e.jsonl")
+    log.write({"event": "unknown_start"})
+    assert synced == []                          # flushed to the file, not yet to the disk
+    log.write({"event": "start", "kind": "drowsy"})
+    assert len(synced) == 1                      # an alert start: at once
+    clock[0] += 0.5
+    log.write({"event": "end", "kind": "drowsy"})
+    log.tick()
+    assert len(synced) == 1
+    clock[0] += 0.6                              # 1.1 s after the last fsync
+    log.tick()
+    assert len(synced) == 2
+    log.tick()
+    assert len(synced) == 2                      # nothing new to sync
+    log.write({"event": "camera_lost"})
+    assert len(synced) == 3
+    log.close()
+
+
+def test_event_log_torn_last_line_is_skipped_by_the_reader(tmp_path):
+    p = tmp_path / "e.jsonl"
+    p.write_text('{"event":"start","kind":"drowsy"}\n{"event":"end","ki')   # killed mid-write
+    assert read_events(p) == [{"event": "start", "kind": "drowsy"}]
+
+
+def test_event_log_leaves_an_existing_file_alone_until_its_first_line(tmp_path):
     p = tmp_path / "e.jsonl"
     p.write_text('{"old": true}\n')
-    with pytest.raises(RuntimeError):
-        with EventLog(p) as log:
-            log.write({"event": "start"})
-            assert json.loads(p.read_text()) == {"old": True}     # the old file is intact meanwhile
-            raise RuntimeError("pipeline failed")
-    assert read_events(p) == [{"event": "start"}]
+    log = EventLog(p)
+    assert read_events(p) == [{"old": True}]
+    log.discard()                                # nothing was written: the old file stays
+    assert read_events(p) == [{"old": True}]
     log2 = EventLog(p)
     log2.write({"event": "x"})
-    log2.discard()
-    assert read_events(p) == [{"event": "start"}] and not (tmp_path / "e.jsonl.tmp").exists()
+    assert read_events(p) == [{"event": "x"}]
+    log2.discard()                               # a run that failed before it started
+    assert not p.exists()
 
 
 def test_event_log_bad_paths(tmp_path):
-    with pytest.raises(OSError, match="folder .* does not exist"):
+    with pytest.raises(OutputError, match="folder .* does not exist"):
         EventLog(tmp_path / "missing" / "e.jsonl")
-    with pytest.raises(OSError, match="is a folder"):
+    with pytest.raises(OutputError, match="is a folder"):
         EventLog(tmp_path)
-    (tmp_path / "x.jsonl.tmp").mkdir()     # the temp name is taken by a folder: open() fails (also as root)
-    with pytest.raises(OSError, match=r"cannot write the event log .*x.jsonl: Is a directory"):
-        EventLog(tmp_path / "x.jsonl")
+    with pytest.raises(OutputError, match="cannot write the event log"):
+        EventLog(tmp_path / "bad\0name.jsonl")
+    assert list(tmp_path.iterdir()) == []
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
     try:
         if os.access(ro, os.W_OK):
             pytest.skip("running as a user that can write to read-only folders (root)")
-        with pytest.raises(OSError, match="cannot write the event log"):
+        with pytest.raises(OutputError, match="cannot write the event log"):
             EventLog(ro / "e.jsonl")
     finally:
         ro.chmod(0o700)
+
+
+def test_event_log_on_a_full_disk_keeps_its_complete_lines(small_disk):
+    disk = small_disk("64k")
+    p = disk / "e.jsonl"
+    log = EventLog(p)
+    ev = {"event": "start", "kind": "drowsy", "pad": "x" * 1000}
+    with pytest.raises(OutputError) as ei:
+        for i in range(1000):
+            log.write(dict(ev, i=i))
+    assert ei.value.disk_full and str(ei.value).startswith("disk full") and str(p) in str(ei.value)
+    n = log.lines
+    assert n >= 10
+    log.close()
+    rows = read_events(p)                        # no torn line: cut back to the last complete one
+    assert [r["i"] for r in rows] == list(range(n)) and p.read_bytes().endswith(b"\n")
 
 
 def test_monitor_events_end_to_end_into_the_log(tmp_path):

@@ -1,7 +1,9 @@
-"""Recording writer: read the files back with PyAV and OpenCV; atomic output; bad paths."""
+"""Recording writer: read the files back with PyAV and OpenCV; fragmented MP4 (crash-safe), keyframe
+spacing, kill -9, a full disk, bad paths."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import av
 import cv2
@@ -49,15 +51,35 @@ def _psnr(a, b):
     return 10 * np.log10(255.0 ** 2 / max(mse, 1e-12))
 
 
+def _boxes(path) -> list[bytes]:
+    """The top-level MP4 box types of a file, in order."""
+    data, out, i = Path(path).read_bytes(), [], 0
+    while i + 8 <= len(data):
+        size = int.from_bytes(data[i:i + 4], "big")
+        out.append(data[i + 4:i + 8])
+        if size < 8:
+            break
+        i += size
+    return out
+
+
+def _keyframe_times(path) -> list[float]:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return [float(p.pts * s.time_base) for p in c.demux(s) if p.pts is not None and p.is_keyframe]
+
+
 def test_h264_roundtrip_frames_size_timing_quality(tmp_path, real_frames):
     out = tmp_path / "rec.mp4"
     with VideoWriter(out, 25, (640, 360)) as w:
         assert w.backend == "pyav-libx264"
         for img, t in real_frames:
             w.write(img, t)
-            assert not out.exists()          # never a half-written file at the final path
+        assert out.exists()                  # written under its final name while recording
     assert w.frames_written == 30
-    assert out.exists() and not list(tmp_path.glob(".*partial*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rec.mp4"]
+    boxes = _boxes(out)                      # fragmented: header first, then moof/mdat pairs
+    assert boxes[:2] == [b"ftyp", b"moov"] and b"moof" in boxes and boxes[-1] == b"mfra"
     frames, codec, size = _pyav_read(out)
     assert codec == "h264" and size == (640, 360) and len(frames) == 30
     np.testing.assert_allclose([t for _, t in frames], [t for _, t in real_frames], atol=1e-3)
@@ -97,6 +119,21 @@ def test_odd_size_is_padded_to_even(tmp_path, real_frames):
     assert _psnr(frames[0][0][:181, :321], real_frames[0][0][:181, :321]) > 30.0
 
 
+def test_a_keyframe_and_a_fragment_at_least_every_2_s_of_timestamps(tmp_path, real_frames):
+    """30 fps for 3 s, then a stall to 5 fps (a slow camera): keyframes follow the timestamps."""
+    out = tmp_path / "k.mp4"
+    ts = [i / 30 for i in range(90)] + [3.0 + i / 5 for i in range(1, 26)]
+    with VideoWriter(out, 30, (640, 360)) as w:
+        for i, t in enumerate(ts):
+            w.write(real_frames[i % 30][0], t)
+    keys = _keyframe_times(out)
+    assert keys[0] == 0.0
+    gaps = np.diff(keys + [ts[-1]])
+    assert gaps.max() <= 2.0 + 1e-6, keys
+    assert _boxes(out).count(b"moof") >= len(keys)
+    assert len(_pyav_read(out)[0]) == len(ts)
+
+
 def test_writer_closed_after_an_exception_still_plays(tmp_path, real_frames):
     out = tmp_path / "crash.mp4"
     with pytest.raises(ZeroDivisionError):
@@ -108,7 +145,7 @@ def test_writer_closed_after_an_exception_still_plays(tmp_path, real_frames):
     w.close()   # idempotent (e.g. again in a finally / atexit)
     assert _cv2_count(out)[0] == 10
     assert len(_pyav_read(out)[0]) == 10
-    assert not list(tmp_path.glob(".*partial*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crash.mp4"]
     with pytest.raises(RuntimeError, match="closed"):
         w.write(real_frames[0][0])
 
@@ -126,6 +163,14 @@ def test_abort_discards(tmp_path, real_frames):
     w.write(real_frames[0][0], 0.0)
     w.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_file_is_untouched_until_the_first_frame(tmp_path):
+    out = tmp_path / "old.mp4"
+    out.write_bytes(b"an older recording")
+    w = VideoWriter(out, 25, (64, 48))      # the path is probed without truncating it
+    assert out.read_bytes() == b"an older recording"
+    assert w.close() is None and out.read_bytes() == b"an older recording"
 
 
 @pytest.mark.parametrize("make,match", [
@@ -156,12 +201,12 @@ def test_bad_arguments(tmp_path):
     w.abort()
 
 
-def test_opencv_mp4v_fallback_is_announced(tmp_path, real_frames, monkeypatch, caplog):
+def test_mp4v_fallback_is_announced_and_fragmented_too(tmp_path, real_frames, monkeypatch, caplog):
     monkeypatch.setattr(writer_mod, "_pyav_h264_available", lambda: False)
     out = tmp_path / "fallback.mp4"
     with caplog.at_level(logging.WARNING, logger="app.io.writer"):
         w = VideoWriter(out, 25, (640, 360))
-    assert w.backend == "opencv-mp4v"
+    assert w.backend == "pyav-mpeg4"
     assert any("libx264" in r.getMessage() and "mp4v" in r.getMessage() for r in caplog.records)
     for img, t in real_frames[:8]:
         w.write(img, t)
@@ -170,6 +215,8 @@ def test_opencv_mp4v_fallback_is_announced(tmp_path, real_frames, monkeypatch, c
     assert n == 8 and fps == pytest.approx(25.0, abs=0.5)
     frames, codec, _ = _pyav_read(out)
     assert codec == "mpeg4" and len(frames) == 8
+    assert min(_psnr(a, b) for (a, _), (b, _) in zip(frames, real_frames)) > 28.0
+    assert b"moof" in _boxes(out)
 
 
 def test_ctrl_c_without_close_still_leaves_a_playable_file(tmp_path):
@@ -194,7 +241,81 @@ def test_ctrl_c_without_close_still_leaves_a_playable_file(tmp_path):
     r = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode != 0 and "KeyboardInterrupt" in r.stderr
-    assert out.exists() and not list(tmp_path.glob(".*partial*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["interrupted.mp4"]
     frames, _, size = _pyav_read(out)
     assert len(frames) == 12 and size == (96, 64)
     assert _cv2_count(out)[0] == 12
+
+
+def test_kill_9_keeps_every_fragment_but_the_last(tmp_path):
+    """A child writing 10 fps frames is killed with SIGKILL (no atexit, no close): the file plays
+    up to its last complete fragment, so at most 2 s (20 frames) + the encoder's delay are lost."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    out = tmp_path / "killed.mp4"
+    script = textwrap.dedent(f"""
+        import sys, time, numpy as np
+        from app.io.writer import VideoWriter
+        w = VideoWriter({str(out)!r}, 10, (160, 96))
+        rng = np.random.default_rng(0)
+        for i in range(100000):
+            img = rng.integers(0, 255, (96, 160, 3), dtype=np.uint8)
+            w.write(img, i / 10)
+            print(i, flush=True)
+            time.sleep(0.01)
+    """)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE, text=True)
+    last = -1
+    t_end = time.time() + 60
+    for line in proc.stdout:
+        last = int(line)
+        if last >= 75 or time.time() > t_end:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    written = last + 1                    # at least this many frames went into write()
+    assert written >= 76
+    frames = []
+    with av.open(str(out)) as c:
+        try:
+            for f in c.decode(video=0):
+                frames.append(f.to_ndarray(format="bgr24"))
+        except av.error.InvalidDataError:
+            pass                         # the torn last fragment
+    assert written - 20 - 8 <= len(frames) <= written + 8, (len(frames), written)
+    assert len(frames) >= 40
+
+
+def test_full_disk_keeps_what_was_written_and_says_where(small_disk, real_frames):
+    """Noise frames (large) into a 2 MB tmpfs: the write that hits ENOSPC raises one line naming
+    the disk and the file; close() keeps the file, which plays its complete fragments."""
+    disk = small_disk("2m")
+    out = disk / "r.mp4"
+    rng = np.random.default_rng(1)
+    w = VideoWriter(out, 10, (320, 180), keyframe_s=0.5)
+    with pytest.raises(OutputError) as ei:
+        for i in range(2000):
+            w.write(rng.integers(0, 255, (180, 320, 3), dtype=np.uint8), i / 10)
+    e = ei.value
+    msg = str(e)
+    assert e.disk_full and "\n" not in msg
+    assert msg.startswith("disk full") and str(out) in msg and str(disk) in msg
+    written = w.frames_written
+    assert written >= 10
+    with pytest.raises(OutputError):      # the writer stopped: the same error again
+        w.write(real_frames[0][0][:180, :320].copy(), 999.0)
+    assert w.close() == out               # no second error; the file stays
+    decoded = 0
+    with av.open(str(out)) as c:
+        try:
+            for _ in c.decode(video=0):
+                decoded += 1
+        except av.error.InvalidDataError:
+            pass
+    # up to the last complete fragment: at most 0.5 s (5 frames) + the encoder's delay are lost
+    assert written - 5 - 8 <= decoded <= written, (decoded, written)

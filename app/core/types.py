@@ -130,3 +130,11 @@ class MonitorState:
     @property
     def top_alert(self) -> Optional[Alert]:
         return self.alerts[0] if self.alerts else None
+
+
+@dataclass
+class SourceEvent:
+    kind: str        # "lost": a live source stopped delivering; "back": it delivers again
+    t: float         # source clock (seconds, like Frame.timestamp) when it happened
+    message: str     # one line for the user ("camera 0: stopped delivering frames ...")
+    lost_s: float = 0.0   # "back": how long the source was lost

@@ -66,6 +66,8 @@ def run(settings, options=None, *, argv=None, screenshot_after=None, quit_after=
     source = options.source if options is not None else None
     MainWindow.cli_explicit = explicit_flags(argv)
     win = MainWindow(settings, source=source)
+    if options is not None:
+        win.worker.record_quality = options.record_quality
     win.show()
     if options is not None and options.record:
         win.start_recording(options.record)     # after the source: commands run in order

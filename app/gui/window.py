@@ -246,6 +246,7 @@ class MainWindow(QMainWindow):
         self.banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.banner.setStyleSheet(LEVEL_STYLE["none"])
         self.banner_level = None
+        self.camera_lost: Optional[str] = None    # the lost-camera message while it lasts
         lv.addWidget(self.banner)
         self.view = VideoView()
         lv.addWidget(self.view, 1)
@@ -387,6 +388,7 @@ class MainWindow(QMainWindow):
         w.source_failed.connect(self._on_source_failed)
         w.model_failed.connect(self._on_model_failed)
         w.recording_changed.connect(self._on_recording_changed)
+        w.source_status.connect(self._on_source_status)
 
     # ------------------------------------------------------------------ combos
     def _fill_model_combo(self, current: Optional[str] = "__settings__") -> None:
@@ -710,6 +712,7 @@ class MainWindow(QMainWindow):
         self.timer.setInterval(max(1, int(round(1000.0 / hz))))
         self.plots.clear()
         self._active_alerts = set()
+        self.camera_lost = None
         if not name:
             self.view.set_image(None)
         spec = self._pending_source
@@ -741,6 +744,14 @@ class MainWindow(QMainWindow):
             self.btn_record.setChecked(False)
             self.btn_record.setText("● Record")
             self.btn_record.blockSignals(False)
+
+    def _on_source_status(self, kind: str, msg: str) -> None:
+        """A live camera lost (the banner says monitoring is unavailable, the sound plays) or back."""
+        self.camera_lost = msg if kind == "lost" else None
+        self._show_banner(self.latest.state if self.latest is not None else None)
+        if kind == "lost" and self.sound is not None:
+            self.sound.play()
+            self.sounds_played += 1
 
     def _on_recording_changed(self, path: str) -> None:
         if path:
@@ -789,7 +800,10 @@ class MainWindow(QMainWindow):
     def _show_banner(self, st) -> None:
         top = st.top_alert if st is not None else None
         # the banner keeps its place (no layout jump when an alert starts or ends)
-        if top is not None:
+        if self.camera_lost is not None:
+            _set(self.banner, "CAMERA LOST — monitoring unavailable", LEVEL_STYLE["critical"])
+            self.banner_level = "critical"
+        elif top is not None:
             _set(self.banner, f"{top.kind.replace('_', ' ').upper()} — {top.level}",
                  LEVEL_STYLE.get(top.level, LEVEL_STYLE["warning"]))
             self.banner_level = top.level

@@ -20,7 +20,6 @@ and accepts a new source or model.
 """
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import queue
@@ -34,7 +33,11 @@ import numpy as np
 from PyQt6.QtCore import QThread, pyqtSignal
 
 from app.core.errors import one_line
-from app.core.types import FaceObservation, Frame, MonitorState
+from app.core.types import FaceObservation, Frame, MonitorState, SourceEvent
+from app.io.files import OutputError
+from app.io.writer import DEFAULT_QUALITY
+from app.runner import Outputs, source_event_record
+from app.settings import RunOptions
 from app.gui import binding
 from app.monitor import select_driver
 
@@ -186,12 +189,7 @@ _issued: set = set()     # default names handed out by this process (a recording
 
 
 def _name_taken(path: Path) -> bool:
-    if path.exists() or events_path_for(path).exists():
-        return True
-    try:   # app.io.writer writes .NAME.partial.mp4 until the file is finalized
-        return any(path.parent.glob(f".{glob.escape(path.stem)}.partial*"))
-    except OSError:
-        return False
+    return path.exists() or events_path_for(path).exists()
 
 
 def _stamp() -> str:
@@ -201,7 +199,7 @@ def _stamp() -> str:
 def default_recording_path(folder: str | os.PathLike = "recordings", *, reserve: bool = True) -> Path:
     """recordings/YYYYmmdd-HHMMSS.mp4 (the events file goes beside it: .events.jsonl), made unique:
     a second recording in the same second is YYYYmmdd-HHMMSS-2.mp4, then -3 ... (a name is never
-    reused while this process runs, nor when a file, its events or its partial file exists).
+    reused while this process runs, nor when a file or its events exist).
     ``reserve=False`` only proposes the name (a path dialog's default)."""
     folder = Path(folder)
     stamp = _stamp()
@@ -223,45 +221,42 @@ def events_path_for(video_path: str | os.PathLike) -> Path:
 
 
 class Recorder:
-    """Annotated frames to an mp4 (app.io.writer.VideoWriter) plus the monitor events beside it."""
+    """Annotated frames to an mp4 plus the monitor events beside it (NAME.events.jsonl), through
+    app.runner.Outputs as a live run: the worker never waits for the encoder (with ``drop``), and a
+    file that cannot be written is reported through ``say`` while monitoring goes on."""
 
-    def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int], *, events: bool = True):
-        from app.io.writer import VideoWriter
-
+    def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int], *, events: bool = True,
+                 quality: str = DEFAULT_QUALITY, drop: bool = True, say: Callable[[str], None] = log.error):
         self.path = Path(path)
         if not self.path.parent.exists() and _parent_creatable(self.path.parent):
             self.path.parent.mkdir(exist_ok=True)   # e.g. recordings/ on first use
-        self.writer = VideoWriter(self.path, fps, size)  # OutputError (one line) when not writable
-        self.events = None
-        if events:
-            from app.monitor import EventLog
-
-            try:
-                self.events = EventLog(events_path_for(self.path))
-            except OSError:      # the event log cannot be written: no recording either
-                self.writer.close()
-                raise
-        self.t0: Optional[float] = None
-        self.frames = 0
+        opts = RunOptions(record=str(self.path), events=str(events_path_for(self.path)) if events else None,
+                          record_quality=quality)
+        # OutputError (one line) when not writable
+        self.outputs = Outputs(opts, fps=fps, size=size, live=True, drop=drop, say=say)
+        self._handed = 0
+        self._dropped = 0
         self.started_wall = time.monotonic()
 
-    def write(self, image: np.ndarray, timestamp: float, events: list) -> None:
-        if self.t0 is None:
-            self.t0 = timestamp
-        self.writer.write(image, timestamp - self.t0)
-        self.frames += 1
-        if self.events is not None:
-            for ev in events:
-                self.events.write(ev)
+    @property
+    def frames(self) -> int:
+        """Frames in the recording (handed over minus those the busy encoder left out)."""
+        return self._handed - max(self._dropped, self.outputs.recording_dropped)
 
-    def close(self, summary: Optional[dict] = None) -> None:
-        try:
-            self.writer.close()
-        finally:
-            if self.events is not None:
-                if summary is not None:
-                    self.events.write(summary)
-                self.events.close()
+    @property
+    def failed(self) -> bool:
+        return bool(self.outputs.failures)
+
+    def write(self, frame: Frame, observations: list, annotated: np.ndarray, events: list) -> None:
+        self.outputs.write(frame, observations, annotated, events)
+        self._handed += 1
+
+    def source_event(self, record: dict) -> None:
+        self.outputs.source_event(record)
+
+    def close(self, summary: Optional[dict] = None) -> list[str]:
+        self._dropped = self.outputs.recording_dropped
+        return self.outputs.close(summary)
 
 
 def _parent_creatable(folder: Path) -> bool:
@@ -315,6 +310,7 @@ class ProcessingWorker(QThread):
     model_failed = pyqtSignal(str)         # a model did not load (message); the previous one runs on
     model_changed = pyqtSignal(str, str, str)   # model name, provider, model path ("" = built-in)
     recording_changed = pyqtSignal(str)    # path being recorded, "" when stopped
+    source_status = pyqtSignal(str, str)   # "lost" / "back" (a live camera), one-line message
     paused_changed = pyqtSignal(bool)
 
     def __init__(self, settings, *, pipeline_factory: PipelineFactory = _default_pipeline_factory,
@@ -334,6 +330,9 @@ class ProcessingWorker(QThread):
         self.pipeline = None
         self.grabber: Optional[FrameGrabber] = None
         self.recorder: Optional[Recorder] = None
+        self.record_quality = DEFAULT_QUALITY
+        self._t_origin: Optional[float] = None     # first frame timestamp of the running source
+        self._last_index = -1
         self.paused = False
         self._proc_times: list[float] = []
         self.frames_processed = 0
@@ -398,6 +397,8 @@ class ProcessingWorker(QThread):
                 if self.paused or self.grabber is None or self.pipeline is None:
                     continue
                 item = self.grabber.take(timeout=0.05)
+                for ev in self.grabber.source.pop_events():
+                    self._source_event(ev)
                 if item is None:
                     if self.grabber.ended:
                         self._end_source()
@@ -474,6 +475,7 @@ class ProcessingWorker(QThread):
         self.grabber.set_paused(self.paused)
         self.grabber.start()
         self._proc_times.clear()
+        self._t_origin, self._last_index = None, -1
         name = src.name
         w, h = src.size
         fps = src.fps
@@ -543,8 +545,9 @@ class ProcessingWorker(QThread):
             return
         src = self.grabber.source
         try:
-            self.recorder = Recorder(path, src.fps or 30.0, tuple(src.size))
-        except Exception as e:
+            self.recorder = Recorder(path, src.fps, tuple(src.size), quality=self.record_quality,
+                                     drop=self.drop, say=self.error.emit)
+        except OutputError as e:
             msg = f"recording: {one_line(e)}"
             self.error.emit(msg)
             self.recorder = None
@@ -559,13 +562,23 @@ class ProcessingWorker(QThread):
             return
         mon = self.pipeline.monitor if self.pipeline is not None else None
         summary = mon.summary() if mon is not None else None   # {"event": "summary", ...}
-        try:
-            rec.close(summary)
-            msg = f"recorded {rec.frames} frames to {rec.path}"
-            self.info.emit(msg)
-        except Exception as e:
-            self.error.emit(f"recording: could not finalize {rec.path}: {one_line(e)}")
+        written = rec.close(summary)
+        if rec.failed:      # the window keeps showing why the recording stopped
+            self.error.emit(f"recording stopped: {rec.outputs.failures[0]}")
+        elif written:
+            self.info.emit(f"recorded {rec.frames} frames to {rec.path}")
         self.recording_changed.emit("")
+
+    def _source_event(self, ev: SourceEvent) -> None:
+        """A live camera lost / back: said in the window, logged beside a recording."""
+        if ev.kind == "lost":
+            self.error.emit(f"camera lost: {ev.message}")
+        else:
+            self.info.emit(ev.message)
+        self.source_status.emit(ev.kind, ev.message)
+        if self.recorder is not None:
+            name = self.grabber.source.name if self.grabber is not None else ""
+            self.recorder.source_event(source_event_record(ev, self._t_origin, self._last_index, name))
 
     def _process(self, frame: Frame, wall_t: float) -> None:
         raw = frame.image.copy() if self.keep_raw else None
@@ -583,12 +596,13 @@ class ProcessingWorker(QThread):
         dt = time.perf_counter() - t
         observations = list(observations or [])
         driver = self._driver(observations)     # every frame, as the pipeline does (skipped results too)
-        events = _take_events(self.pipeline)
+        events = list(self.pipeline.last_events)
+        if self._t_origin is None:
+            self._t_origin = frame.timestamp
+        self._last_index = frame.index
         if self.recorder is not None:
-            try:
-                self.recorder.write(annotated, frame.timestamp, events)
-            except Exception as e:
-                self.error.emit(f"recording stopped: {one_line(e)}")
+            self.recorder.write(frame, observations, annotated, events)
+            if self.recorder.failed:       # said on the error signal; the monitor goes on
                 self._stop_recording()
         now = time.perf_counter()
         self._proc_times.append(now)
@@ -626,8 +640,3 @@ def _swap_monitor_settings(pipeline, monitor_settings) -> bool:
         return mon is None and monitor_settings is None   # monitor switched on/off: rebuild
     mon.update_settings(monitor_settings)
     return True
-
-
-def _take_events(pipeline) -> list:
-    """Monitor events (start / end dicts) of the frame just processed (Pipeline.last_events)."""
-    return list(pipeline.last_events)

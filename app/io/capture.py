@@ -9,6 +9,9 @@ the end.
   captured and drops the older ones still queued, and a full queue drops its oldest frame (both
   counted in ``frames_dropped``), so processing never lags behind the camera.
   Timestamps are ``time.monotonic()`` seconds since ``start()``.
+- A camera that stops delivering (unplugged, driver error) is reopened with back-off
+  (``RETRY_DELAYS_S``, then every ``RETRY_DELAYS_S[-1]`` seconds, until ``stop()``) and resumes when
+  the device is back; ``pop_events()`` hands over a ``SourceEvent`` "lost" and, later, "back".
 - Files (and stills / playlists) deliver every frame in order; the reader blocks while the queue
   is full. With ``realtime=True`` they are paced to their timestamps instead and, like a camera,
   hand over the newest frame (a file played "as a camera", e.g. in the GUI). Timestamps come from the container pts (PyAV), relative to the first frame, else
@@ -33,7 +36,7 @@ import cv2
 import numpy as np
 
 from app.core.errors import one_line
-from app.core.types import Frame
+from app.core.types import Frame, SourceEvent
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,10 @@ DEFAULT_STILL_FPS = 25.0  # frame rate of still-image clips and playlists when n
 # A file whose frames end this much before its declared video duration is reported as broken off.
 TRUNCATION_TOLERANCE_S = 0.5
 TRUNCATION_TOLERANCE_FRAMES = 5
+# Waits before each attempt to reopen a camera that stopped delivering; the last one repeats.
+# The first retry comes quickly (a driver hiccup), then the wait grows so that a camera that is
+# gone costs ~nothing, while one plugged back in is picked up within 2 s.
+RETRY_DELAYS_S = (0.25, 0.5, 1.0, 2.0)
 
 _END = object()  # queue sentinel: the capture thread has finished
 
@@ -95,19 +102,10 @@ def _read_image(path: Path) -> np.ndarray:
 
 class _CameraReader:
     def __init__(self, index: int, size: Optional[tuple[int, int]] = None, fps: Optional[float] = None):
-        with _quiet_opencv():
-            cap = cv2.VideoCapture(index)
-            ok = cap.isOpened()
-            first = None
-            if ok:
-                if size:   # a request: the driver picks the nearest mode it supports
-                    cap.set(cv2.CAP_PROP_FRAME_WIDTH, int(size[0]))
-                    cap.set(cv2.CAP_PROP_FRAME_HEIGHT, int(size[1]))
-                if fps:
-                    cap.set(cv2.CAP_PROP_FPS, float(fps))
-                ok, first = cap.read()
-        if not ok:
-            cap.release()
+        self.index = index
+        self.asked_size, self.asked_fps = size, fps
+        cap, first = self._open()
+        if first is None:
             others = [i for i in list_cameras(10) if i != index]
             hint = (f"cameras that open: {', '.join(map(str, others))}" if others
                     else "no cameras found")
@@ -125,6 +123,31 @@ class _CameraReader:
         if not self.fps_reported:
             log.info("%s: the driver reports no frame rate; assuming %.0f fps", self.name, self.fps)
 
+    def _open(self):
+        """(capture, first frame) or (None, None) when the device does not open or deliver."""
+        with _quiet_opencv():
+            cap = cv2.VideoCapture(self.index)
+            first = None
+            if cap.isOpened():
+                if self.asked_size:   # a request: the driver picks the nearest mode it supports
+                    cap.set(cv2.CAP_PROP_FRAME_WIDTH, int(self.asked_size[0]))
+                    cap.set(cv2.CAP_PROP_FRAME_HEIGHT, int(self.asked_size[1]))
+                if self.asked_fps:
+                    cap.set(cv2.CAP_PROP_FPS, float(self.asked_fps))
+                ok, img = cap.read()
+                first = img if ok and img is not None else None
+        if first is None:
+            cap.release()
+            return None, None
+        return cap, first
+
+    def _same_size(self, img: np.ndarray) -> np.ndarray:
+        # a camera back in another mode: keep the source's size (recordings, overlays rely on it)
+        h, w = img.shape[:2]
+        if (w, h) != self.size:
+            return cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
+        return img
+
     def frames(self, state: dict, stop: threading.Event) -> Iterator:
         t0 = state["t0"]
         try:
@@ -132,13 +155,34 @@ class _CameraReader:
                 yield self.first, time.monotonic() - t0
                 self.first = None
             while not stop.is_set():
-                ok, img = self.cap.read()
-                if not ok:
-                    state["error"] = f"{self.name}: stopped delivering frames (unplugged or in use?)"
-                    return
-                yield img, time.monotonic() - t0
+                ok, img = self.cap.read() if self.cap is not None else (False, None)
+                if ok and img is not None:
+                    yield self._same_size(img), time.monotonic() - t0
+                    continue
+                t_lost = time.monotonic() - t0
+                state["event"](SourceEvent("lost", t_lost, f"{self.name}: stopped delivering frames "
+                                                           f"(unplugged or in use?); retrying"))
+                self.close()
+                img = self._reconnect(stop)
+                if img is None:
+                    return        # stopped while waiting
+                t_back = time.monotonic() - t0
+                state["event"](SourceEvent("back", t_back, f"{self.name}: delivering frames again after "
+                                                           f"{t_back - t_lost:.1f} s", lost_s=t_back - t_lost))
+                yield self._same_size(img), t_back
         finally:
             self.close()
+
+    def _reconnect(self, stop: threading.Event) -> Optional[np.ndarray]:
+        attempt = 0
+        while not stop.wait(RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]):
+            attempt += 1
+            cap, first = self._open()
+            if first is not None:
+                self.cap = cap
+                log.info("%s: reopened after %d attempt(s)", self.name, attempt)
+                return first
+        return None
 
     def close(self):
         if self.cap is not None:
@@ -321,6 +365,8 @@ class Source:
         self.frames_read = 0
         self.frames_dropped = 0
         self.error: Optional[str] = None
+        self._events: list[SourceEvent] = []   # lost / back, for pop_events()
+        self.lost = False                       # a live source between "lost" and "back"
         self._q: queue.Queue = queue.Queue(maxsize=max(1, int(queue_size)))
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -328,6 +374,18 @@ class Source:
         self._end_seen = False           # the end marker was taken while draining stale frames
         self._lock = threading.Lock()
         self._drop_lock = threading.Lock()
+
+    def _event(self, ev: SourceEvent) -> None:
+        (log.warning if ev.kind == "lost" else log.info)(ev.message)
+        with self._drop_lock:
+            self._events.append(ev)
+            self.lost = ev.kind == "lost"
+
+    def pop_events(self) -> list[SourceEvent]:
+        """The source's lost / back events since the last call (oldest first)."""
+        with self._drop_lock:
+            out, self._events = self._events, []
+        return out
 
     def _count_drop(self) -> None:
         with self._drop_lock:        # both threads drop frames
@@ -380,7 +438,7 @@ class Source:
         return False
 
     def _run(self) -> None:
-        state = {"t0": time.monotonic(), "error": None}
+        state = {"t0": time.monotonic(), "error": None, "event": self._event}
         try:
             for item in self._reader.frames(state, self._stop):
                 if self._stop.is_set():

@@ -1,20 +1,30 @@
-"""Recording writer: H.264 .mp4 through PyAV (libx264), OpenCV mp4v as the announced fallback.
+"""Recording writer: H.264 in fragmented MP4 through PyAV (libx264), crash-safe.
 
-- The file is written to a hidden temp file in the same folder (``.NAME.partial.mp4``) and renamed
-  onto the final path by ``close()``: the final path never holds a half-written file.
-- ``close()`` is idempotent and also registered with ``atexit``; call it in ``finally`` (or use the
-  writer as a context manager) so that on Ctrl-C or an error the recording is finalised and plays
-  up to the last written frame.
-- Frame timing follows the source timestamps (pts = timestamp in a 1/90000 time base, forced to
-  increase); without timestamps frames are spaced 1/fps.
-- Odd frame sizes are padded to even (yuv420p needs even sizes) by repeating the last row/column.
-- An unwritable output path raises ``OutputError`` at construction, before any processing.
+- Fragmented MP4 (``movflags=frag_keyframe+empty_moov+default_base_moof``): the header goes first
+  and every keyframe starts a fragment that is complete in the file once the next one begins. A
+  keyframe is forced at least every ``KEYFRAME_S`` seconds of the timestamps, so after ``kill -9``,
+  a power cut or a full disk the file plays up to its last 2 s (the fragment being written is
+  lost or torn). Browsers (Media Source Extensions need exactly this layout), VLC, mpv, ffmpeg
+  and QuickTime play it; ``close()`` writes the last fragment and the fragment index (seeking).
+- The file is written under its final name and created by the first frame: a recording with no
+  frame leaves no file. ``close()`` is idempotent and registered with ``atexit``.
+- A failed write (full disk above all) raises ``OutputError``, one line that says what and
+  where; the writer then stops and ``close()`` keeps what was written.
+- Frame timing follows the source timestamps (pts in a 1/90000 time base, forced to increase);
+  without timestamps frames are spaced 1/fps. Odd frame sizes are padded to even (yuv420p).
+- Without libx264 in PyAV's FFmpeg, ffmpeg's own MPEG-4 Part 2 encoder ("mp4v") writes the same
+  fragmented file at a fixed bit rate, announced with a warning.
+- ``BackgroundWriter`` encodes on its own thread; a live source never waits for it (a frame that
+  finds its queue full is left out of the recording and counted), a file waits (no frame lost).
 """
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
+import queue
+import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import Optional
@@ -22,28 +32,26 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from app.core.errors import one_line
+from app.io.files import OutputError, probe_writable, write_failed
+from app.settings import RECORD_QUALITIES
 
 log = logging.getLogger(__name__)
 
+__all__ = ["VideoWriter", "BackgroundWriter", "OutputError", "QUALITIES", "DEFAULT_QUALITY"]
+
 TIME_BASE = Fraction(1, 90000)  # the MPEG 90 kHz clock
-DEFAULT_CRF = 23                # libx264's default quality
-DEFAULT_PRESET = "ultrafast"    # measured 4.3 ms/frame at 1280x720 here (veryfast: 11 ms, 3x smaller files)
-
-
-class OutputError(Exception):
-    """The output cannot be written; the message is one line meant for the user."""
-
-
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.partial{path.suffix or '.mp4'}")
+# Longest time between keyframes (= fragments): what a crash can lose at most. [the issue's 2 s]
+KEYFRAME_S = 2.0
+MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+# --record-quality (app.settings.RECORD_QUALITIES: measured there)
+QUALITIES = RECORD_QUALITIES
+DEFAULT_QUALITY = "medium"
+MP4V_BITRATE = 8_000_000        # the fallback encoder's fixed rate (MPEG-4 Part 2 needs ~1.5x H.264)
 
 
 def _pyav_h264_available() -> bool:
-    try:
-        import av
-    except Exception:
-        return False
+    import av
+
     return "libx264" in av.codecs_available
 
 
@@ -51,7 +59,8 @@ class VideoWriter:
     """``VideoWriter(path, fps, size)``; ``.write(image_bgr, timestamp=None)``; ``.close()``."""
 
     def __init__(self, path, fps: float, size: tuple[int, int], *, codec: str = "h264",
-                 crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET):
+                 quality: str = DEFAULT_QUALITY, preset: Optional[str] = None, crf: Optional[int] = None,
+                 tune: Optional[str] = None, keyframe_s: float = KEYFRAME_S):
         self.path = Path(os.fspath(path)).expanduser()
         self.fps = float(fps) if fps and fps > 0 else 0.0
         if not self.fps:
@@ -59,66 +68,67 @@ class VideoWriter:
         w, h = int(size[0]), int(size[1])
         if w <= 0 or h <= 0:
             raise OutputError(f"cannot record {self.path}: frame size must be positive (got {size!r})")
+        if quality not in QUALITIES:
+            raise OutputError(f"cannot record {self.path}: unknown quality {quality!r} "
+                              f"(use {', '.join(QUALITIES)})")
+        codec = codec.lower()
+        if codec not in ("h264", "mp4v"):
+            raise OutputError(f"cannot record {self.path}: unknown codec {codec!r} (use h264 or mp4v)")
         self.size = (w, h)                          # size of the frames given to write()
         self.out_size = (w + (w & 1), h + (h & 1))  # even size actually encoded
         self.frames_written = 0
+        self.packets = 0          # packets muxed: frames_written - packets = frames inside the encoder
         self.closed = False
+        self.error: Optional[OutputError] = None
+        self.keyframe_ticks = int(round(keyframe_s / TIME_BASE))
         self._last_pts: Optional[int] = None
+        self._last_key: Optional[int] = None
         self._t0: Optional[float] = None
-        self._tmp = _temp_path(self.path)
-
-        parent = self.path.parent
-        if self.path.is_dir():
-            raise OutputError(f"cannot record to {self.path}: it is a folder; give a file name like out.mp4")
-        if not parent.is_dir():
-            raise OutputError(f"cannot record to {self.path}: folder {parent} does not exist (create it first)")
-        try:  # probe writability with the temp file itself
-            with open(self._tmp, "wb"):
-                pass
-        except (OSError, ValueError) as e:
-            why = getattr(e, "strerror", None) or one_line(e)
-            raise OutputError(f"cannot record to {self.path}: {why} (choose a writable folder)")
-
-        codec = codec.lower()
-        if codec not in ("h264", "mp4v"):
-            self._discard()
-            raise OutputError(f"cannot record {self.path}: unknown codec {codec!r} (use h264 or mp4v)")
+        self._container = None
+        probe_writable(self.path, f"cannot record to {self.path}", "out.mp4")
+        q = QUALITIES[quality]
+        self.options = {"preset": str(preset or q["preset"]), "crf": str(int(crf if crf is not None else q["crf"])),
+                        # the encoder's own keyframe interval as a backstop to the forced ones
+                        "g": str(max(1, int(round(keyframe_s * self.fps)))),
+                        # no B-frames: a fragmented file has no edit list, so B-frame reordering
+                        # would shift every timestamp by their delay; it also lowers the delay
+                        # between a frame and its bytes in the file
+                        "bf": "0"}
+        tune = tune if tune is not None else q.get("tune")
+        if tune:
+            self.options["tune"] = str(tune)
         if codec == "h264" and _pyav_h264_available():
-            try:
-                self._open_pyav(crf, preset)
-            except Exception as e:
-                self._discard()
-                raise OutputError(f"cannot record to {self.path}: {one_line(e)}")
+            self.codec = "libx264"
         else:
             if codec == "h264":
-                log.warning("libx264 through PyAV is not available: recording %s with OpenCV mp4v "
-                            "(MPEG-4 Part 2, larger files)", self.path)
-            self._open_opencv()
+                log.warning("libx264 is not in PyAV's FFmpeg: recording %s with MPEG-4 Part 2 (mp4v) at "
+                            "%d Mbit/s, about 1.5x the size of H.264 at the same quality", self.path,
+                            MP4V_BITRATE // 1_000_000)
+            self.codec = "mpeg4"
+        self.backend = f"pyav-{self.codec}"
         atexit.register(self.close)
 
-    # ------------------------------------------------------------------ backends
-    def _open_pyav(self, crf: int, preset: str) -> None:
+    # ------------------------------------------------------------------ opening (first frame)
+    def _open(self) -> None:
         import av
 
-        self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        # flush_packets: each fragment goes to the file when the muxer writes it, not when FFmpeg's
+        # 32 KiB I/O buffer happens to fill (a crash would otherwise tear the last complete one)
+        self._container = av.open(str(self.path), mode="w", format="mp4",
+                                  options={"movflags": MOVFLAGS, "flush_packets": "1"})
         rate = Fraction(self.fps).limit_denominator(1001)
-        s = self._container.add_stream("libx264", rate=rate,
-                                       options={"preset": str(preset), "crf": str(int(crf))})
+        if self.codec == "libx264":
+            s = self._container.add_stream("libx264", rate=rate, options=self.options)
+        else:
+            s = self._container.add_stream("mpeg4", rate=rate, options={"g": self.options["g"], "bf": "0"})
+            s.bit_rate = MP4V_BITRATE
         s.width, s.height = self.out_size
         s.pix_fmt = "yuv420p"
         s.time_base = TIME_BASE
-        # the encoder must count in the same clock, or close timestamps collapse onto one 1/fps tick
-        s.codec_context.time_base = TIME_BASE
+        # the encoder must count in a fine clock, or close timestamps collapse onto one 1/fps tick
+        # (MPEG-4 Part 2 allows time base denominators up to 65535 only: milliseconds)
+        s.codec_context.time_base = TIME_BASE if self.codec == "libx264" else Fraction(1, 1000)
         self._stream = s
-        self.backend = "pyav-libx264"
-
-    def _open_opencv(self) -> None:
-        vw = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.out_size)
-        if not vw.isOpened():
-            self._discard()
-            raise OutputError(f"cannot record to {self.path}: OpenCV could not open an mp4v writer")
-        self._cv = vw
-        self.backend = "opencv-mp4v"
 
     # ------------------------------------------------------------------ writing
     def _prepare(self, image: np.ndarray) -> np.ndarray:
@@ -148,84 +158,86 @@ class VideoWriter:
         self._last_pts = pts
         return pts
 
+    def _kept(self) -> str:
+        return (f"the file keeps the frames up to its last complete fragment (at most {KEYFRAME_S:g} s "
+                f"before frame {self.frames_written})")
+
     def write(self, image_bgr: np.ndarray, timestamp: Optional[float] = None) -> None:
         if self.closed:
             raise RuntimeError(f"write() on a closed VideoWriter ({self.path})")
+        if self.error is not None:
+            raise self.error
+        import av
+
         img = self._prepare(np.asarray(image_bgr))
         pts = self._next_pts(timestamp)
-        if self.backend == "pyav-libx264":
-            import av
-
-            yuv = cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420)  # faster than swscale's bgr24 path here
-            frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-            frame.pts = pts
-            frame.time_base = TIME_BASE
-            try:
-                for packet in self._stream.encode(frame):
-                    self._container.mux(packet)
-            except Exception as e:  # av.error.* (disk full, ...): one line, the caller closes
-                raise OutputError(f"recording {self.path}: writing frame {self.frames_written} "
-                                  f"failed ({one_line(e)})") from e
-        else:
-            self._cv.write(img)
+        yuv = cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420)  # faster than swscale's bgr24 path here
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame.pts = pts
+        frame.time_base = TIME_BASE
+        # a keyframe (and so a new fragment) at least every keyframe_s of the timestamps, whatever
+        # the frame rate the source really delivers
+        if self._last_key is None or pts - self._last_key >= self.keyframe_ticks - TIME_BASE.denominator // 1000:
+            frame.pict_type = av.video.frame.PictureType.I
+            self._last_key = pts
+        try:
+            if self._container is None:
+                self._open()
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+                self.packets += 1
+        except av.error.FFmpegError as e:   # disk full, I/O error: one line, the caller closes
+            self.error = write_failed("the recording", self.path, e, self._kept())
+            raise self.error from None
+        except OSError as e:
+            self.error = write_failed("the recording", self.path, e, self._kept())
+            raise self.error from None
         self.frames_written += 1
 
     # ------------------------------------------------------------------ closing
     def close(self) -> Optional[Path]:
-        """Flush, finalise and move the recording onto its path; idempotent. Returns the path written
-        (None when no frame was written: then no file is left behind)."""
+        """Write the last fragment and the index; idempotent. Returns the path written (None when
+        no frame was written: then there is no file). After a write error the file is kept as it
+        is (it plays up to its last complete fragment) and no error is raised again."""
         if self.closed:
-            return self.path if self.path.exists() and self.frames_written else None
+            return self.path if self.frames_written else None
         self.closed = True
-        try:
+        with contextlib.suppress(Exception):
             atexit.unregister(self.close)
-        except Exception:  # pragma: no cover
-            pass
+        if self._container is None:
+            if self.error is None:
+                log.info("recording %s: no frames were written, no file created", self.path)
+            return self.path if self.frames_written else None
+        import av
+
         try:
-            if self.backend == "pyav-libx264":
+            if self.error is None:
                 try:
-                    if self.frames_written:
-                        for packet in self._stream.encode(None):
-                            self._container.mux(packet)
+                    for packet in self._stream.encode(None):
+                        self._container.mux(packet)
                 finally:
                     self._container.close()
             else:
-                self._cv.release()
-        except Exception as e:
-            log.error("recording %s: finalising failed (%s)", self.path, one_line(e))
-            self._discard()
-            raise OutputError(f"recording {self.path} could not be finalised: {one_line(e)}")
-        if not self.frames_written:
-            log.warning("recording %s: no frames were written, no file created", self.path)
-            self._discard()
-            return None
-        os.replace(self._tmp, self.path)
-        return self.path
+                with contextlib.suppress(av.error.FFmpegError, OSError):
+                    self._container.close()   # what fits is written; the error was reported
+        except (av.error.FFmpegError, OSError) as e:
+            self.error = write_failed("the recording", self.path, e, self._kept())
+            raise self.error from None
+        return self.path if self.frames_written else None
 
     def abort(self) -> None:
-        """Stop without keeping the recording (the temp file is removed)."""
+        """Stop without keeping the recording (the file is removed)."""
+        had_file = self._container is not None
         if not self.closed:
             self.closed = True
-            try:
+            with contextlib.suppress(Exception):
                 atexit.unregister(self.close)
-            except Exception:  # pragma: no cover
-                pass
-            try:
-                if self.backend == "pyav-libx264":
+            if self._container is not None:
+                with contextlib.suppress(Exception):
                     self._container.close()
-                else:
-                    self._cv.release()
-            except Exception:
-                pass
-        self._discard()
-
-    def _discard(self) -> None:
-        try:
-            self._tmp.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as e:  # pragma: no cover
-            log.warning("could not remove %s: %s", self._tmp, e)
+        if had_file:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
 
     def __enter__(self) -> "VideoWriter":
         return self
@@ -234,4 +246,73 @@ class VideoWriter:
         self.close()
 
     def __repr__(self) -> str:
-        return f"VideoWriter({str(self.path)!r}, {self.fps} fps, {self.size}, backend={getattr(self, 'backend', None)})"
+        return f"VideoWriter({str(self.path)!r}, {self.fps} fps, {self.size}, backend={self.backend})"
+
+
+class BackgroundWriter:
+    """Encodes on its own thread (libx264 / PyAV release the GIL) so that frame N is encoded while
+    frame N+1 is processed. With ``drop=False`` (files) ``write`` blocks while ``depth`` frames are
+    waiting (that wait is the "encode" stage of headless / bench); with ``drop=True`` (live
+    sources) it never blocks: a frame that finds the queue full is not recorded and counted in
+    ``frames_dropped``. An encoder error is raised by the next ``write`` (and kept in ``error``);
+    ``close`` writes every queued frame, then finalizes the file (after an error: keeps it)."""
+
+    def __init__(self, writer: VideoWriter, depth: int = 2, *, drop: bool = False):
+        self.writer = writer
+        self.path = writer.path
+        self.drop = bool(drop)
+        self.frames_dropped = 0
+        self._q: "queue.Queue" = queue.Queue(maxsize=depth)
+        self.error: Optional[BaseException] = None
+        self._reported = False
+        self._thread = threading.Thread(target=self._run, name="encoder", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if self.error is None:
+                try:
+                    self.writer.write(*item)
+                except BaseException as e:  # reported to the caller's thread by write / close
+                    self.error = e
+
+    def write(self, image: np.ndarray, timestamp: float) -> None:
+        if self.error is not None and not self._reported:
+            self._reported = True
+            raise self.error
+        if self.error is not None:
+            return
+        if self.drop:
+            try:
+                self._q.put_nowait((image, timestamp))
+            except queue.Full:
+                self.frames_dropped += 1
+        else:
+            self._q.put((image, timestamp))
+
+    @property
+    def frames_written(self) -> int:
+        return self.writer.frames_written
+
+    def _join(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+
+    def close(self) -> Optional[Path]:
+        """Finalize; raises the encoder's error if no ``write`` reported it yet."""
+        self._join()
+        path = self.writer.close()
+        if self.error is not None and not self._reported:
+            self._reported = True
+            raise self.error
+        return path
+
+    def abort(self) -> None:
+        self.error = self.error or RuntimeError("aborted")
+        self._reported = True
+        self._join()
+        self.writer.abort()

@@ -1,0 +1,420 @@
+"""The run: source -> Pipeline -> outputs (recording, per-frame dump, event log, alert sound).
+
+``Outputs`` owns the files of a run and what happens when one cannot be written; ``Runner`` drives
+a source through a Pipeline into them, with stage timing, the summary and finalizing. Headless
+(app/headless.py), the benchmark (app/bench.py) and the soak (app/soak.py) run a ``Runner``; the
+window's worker (app/gui/worker.py) feeds its frames into ``Outputs``.
+
+- Logs are logs: the dump and the event log are JSON lines under their final names, every line
+  complete in the file when ``write`` returns (app.io.files.JsonLinesWriter); the recording is
+  fragmented MP4 (app.io.writer). A crash loses at most the last 2 s of video and a torn line.
+- An output that cannot be written (a full disk above all) is reported in one line that says what
+  and where. With a file source the run then stops (exit 1, what was written is kept). With a
+  live source (a camera, the window) that output is closed and the run goes on: monitoring and
+  alerts never depend on the disk.
+- A live camera that stops delivering is retried by the source (app.io.capture); the runner logs
+  ``camera_lost`` / ``camera_back`` events and says so in one line each.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from app.core.types import FaceObservation, Frame, SourceEvent
+from app.core.errors import one_line
+from app.io.files import JsonLinesWriter, OutputError
+from app.io.writer import BackgroundWriter, VideoWriter
+from app.settings import RunOptions
+
+log = logging.getLogger("app")
+
+ROOT = Path(__file__).resolve().parents[1]
+ALERT_WAV = ROOT / "assets" / "alert.wav"
+# frame rate a recording is timed with when the source reports none (cameras: app.io.capture
+# assumes the same nominal 30 fps)
+FALLBACK_FPS = 30.0
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _num(v) -> Optional[float]:
+    v = float(v)
+    return round(v, 3) if math.isfinite(v) else None
+
+
+def face_record(o: FaceObservation) -> dict:
+    """One face of the --dump line (image pixels; angles in degrees, AFLW2000 Pose_Para convention)."""
+    lm = np.round(np.asarray(o.landmarks, dtype=np.float64)[:, :3], 2)
+    return {
+        "box": [_num(v) for v in o.box[:4]],
+        "landmarks": lm.tolist(),          # NaN -> null by the JSON-lines writer
+        "yaw": _num(o.yaw), "pitch": _num(o.pitch), "roll": _num(o.roll),
+        "eye_open": [_num(o.eye_open[0]), _num(o.eye_open[1])],
+        "mouth_open": _num(o.mouth_open),
+        # mediapipe's iris points 468-477: the subject's right iris (centre, 4 on its rim), then the left
+        "iris": (None if o.mesh_points is None or len(o.mesh_points) < 478 else
+                 np.round(np.asarray(o.mesh_points[468:478], np.float64), 2).tolist()),
+        "blendshapes": (None if o.blendshapes is None else
+                        {k: round(float(v), 4) for k, v in o.blendshapes.items() if k != "_neutral"}),
+        "gaze": None if o.gaze is None else {
+            "yaw": _num(o.gaze.yaw), "pitch": _num(o.gaze.pitch),
+            "eye_yaw": [_num(v) for v in o.gaze.eyes[:, 0]], "eye_pitch": [_num(v) for v in o.gaze.eyes[:, 1]]},
+        "model": o.model,
+    }
+
+
+def source_event_record(ev: SourceEvent, t_origin: Optional[float], frame: int, source: str) -> dict:
+    """A lost / back event as an event-log line ("camera_lost" / "camera_back"), timed like the
+    monitor's events: ``t`` seconds since the first frame, ``time`` the wall clock."""
+    t = ev.t - (t_origin if t_origin is not None else ev.t)
+    rec = {"time": datetime.now(timezone.utc).astimezone().isoformat(timespec="milliseconds"),
+           "t": round(t, 6), "frame": frame, "event": f"camera_{ev.kind}", "kind": "camera",
+           "source": source, "message": ev.message}
+    if ev.kind == "back":
+        rec["lost_s"] = round(ev.lost_s, 3)
+    return rec
+
+
+class Outputs:
+    """The files (and the sound) of one run. ``Outputs(options, fps=, size=, live=)`` opens them
+    (``OutputError`` for a bad path, after removing the ones already opened); ``write`` per frame,
+    ``source_event`` for a lost / back camera, ``close(summary)`` at the end.
+
+    ``live``: an output that fails is closed while the others go on, and the recording never makes
+    the caller wait (frames the encoder cannot take are left out; ``drop`` overrides this);
+    otherwise (files) every frame is recorded and a failure sets ``stop`` so the caller ends the
+    run. ``say`` gets each one-line
+    message (errors start with "error:")."""
+
+    def __init__(self, options: RunOptions, *, fps: float, size: tuple[int, int], live: bool,
+                 drop: Optional[bool] = None, monitor_on: bool = True, say: Callable[[str], None] = _say):
+        self.options = options
+        self.live = bool(live)
+        drop = self.live if drop is None else bool(drop)
+        self.say = say
+        self.recording: Optional[BackgroundWriter] = None
+        self.dump: Optional[JsonLinesWriter] = None
+        self.events = None
+        self.sound = None
+        self.failures: list[str] = []
+        self._dead: set[str] = set()   # outputs that failed (their error was said)
+        self._kept: list[str] = []     # "KIND PATH" of failed outputs closed during the run
+        self.stop = False
+        self.encode_ms = 0.0           # time the last write waited for the encoder
+        if options.events and not monitor_on:
+            raise OutputError("--events needs driver monitoring (remove --no-monitor)")
+        try:
+            if options.record:
+                self.recording = BackgroundWriter(
+                    VideoWriter(options.record, fps or FALLBACK_FPS, tuple(size), quality=options.record_quality),
+                    drop=drop)
+            if options.dump:
+                self.dump = JsonLinesWriter(options.dump, "the per-frame dump")
+            if options.events:
+                from app.monitor import EventLog
+
+                self.events = EventLog(options.events)
+            if options.sound:
+                from app.monitor import AlertSound
+
+                self.sound = AlertSound(str(ALERT_WAV))
+        except BaseException:
+            self.discard()
+            raise
+
+    # ------------------------------------------------------------------ per frame
+    def write(self, frame: Frame, observations: list, annotated: np.ndarray, events: list) -> None:
+        t = time.perf_counter()
+        if self.recording is not None:
+            try:
+                self.recording.write(annotated, frame.timestamp)
+            except OutputError as e:
+                self._failed("recording", e)
+        self.encode_ms = (time.perf_counter() - t) * 1e3
+        if self.dump is not None:
+            try:
+                self.dump.write({"frame": frame.index, "t": round(float(frame.timestamp), 6),
+                                 "faces": [face_record(o) for o in observations]})
+            except OutputError as e:
+                self._failed("dump", e)
+        self.log_events(events)
+        if self.sound is not None and any(ev.get("event") == "start" for ev in events):
+            self.sound.play()
+
+    def log_events(self, events: list) -> None:
+        if self.events is None:
+            return
+        try:
+            for ev in events:
+                self.events.write(ev)
+            self.events.tick()
+        except OutputError as e:
+            self._failed("events", e)
+
+    def source_event(self, record: dict) -> None:
+        """A camera_lost / camera_back line (source_event_record) into the event log; the sound
+        on a lost camera: a monitor that cannot see must say so."""
+        self.log_events([record])
+        if self.sound is not None and record.get("event") == "camera_lost":
+            self.sound.play()
+
+    def _failed(self, which: str, e: OutputError) -> None:
+        msg = str(e)
+        self.failures.append(msg)
+        self._dead.add(which)
+        if not self.live:
+            self.say(f"error: {msg}")
+            self.stop = True
+            return
+        self.say(f"error: {msg}; monitoring goes on without it")
+        if which == "recording":
+            out, self.recording = self.recording, None
+        elif which == "dump":
+            out, self.dump = self.dump, None
+        else:
+            out, self.events = self.events, None
+        try:
+            p = out.close()
+        except OutputError:
+            p = None                 # already reported; what was written stays
+        if p is not None:
+            self._kept.append(f"{which} {p} (up to the failure)")
+
+    # ------------------------------------------------------------------ end
+    @property
+    def recording_dropped(self) -> int:
+        return self.recording.frames_dropped if self.recording is not None else 0
+
+    def close(self, summary: Optional[dict] = None) -> list[str]:
+        """Finalize every output ("summary" goes last into the event log); the "KIND PATH" of each
+        file written. A failure here is said in one line and added to ``failures``."""
+        written = list(self._kept)
+        for name, out in (("recording", self.recording), ("dump", self.dump), ("events", self.events)):
+            if out is None:
+                continue
+            if name == "recording" and out.frames_dropped:
+                self.say(f"warning: {out.frames_dropped} frames left out of the recording "
+                         f"(the encoder could not keep up with the live source)")
+            dead = name in self._dead
+            try:
+                if name == "events" and summary is not None and not dead:
+                    out.write(summary, sync=True)
+                p = out.close()
+            except OutputError as e:
+                if not dead:
+                    self.failures.append(str(e))
+                    self.say(f"error: {e}")
+                dead = True
+                p = out.close() if name != "recording" else (out.path if out.frames_written else None)
+            if p is not None:
+                written.append(f"{name} {p}" + (" (up to the failure)" if dead else ""))
+        self.recording = self.dump = self.events = None
+        return written
+
+    def discard(self) -> None:
+        """Remove every file (a run that failed before its first frame)."""
+        if self.recording is not None:
+            self.recording.abort()
+        for out in (self.dump, self.events):
+            if out is not None:
+                out.discard()
+        self.recording = self.dump = self.events = None
+
+
+class StageTimes:
+    """Median and p95 per stage over a run of any length in bounded memory: the values of the
+    last < EXACT frames exactly, older ones folded into a histogram of log-spaced bins (0.5 %
+    apart, so a quantile is off by at most 0.5 %). An hour at 30 fps would otherwise keep ~1.3
+    million floats."""
+
+    EXACT = 4096
+    EDGES = np.geomspace(1e-3, 1e5, 3700)     # ms
+
+    def __init__(self):
+        self._vals: dict[str, list[float]] = {}
+        self._hist: dict[str, np.ndarray] = {}
+
+    def add(self, stage_ms: dict) -> None:
+        for k, v in stage_ms.items():
+            vals = self._vals.setdefault(k, [])
+            vals.append(float(v))
+            if len(vals) >= self.EXACT:
+                h = self._hist.setdefault(k, np.zeros(len(self.EDGES) + 1, np.int64))
+                h += np.bincount(np.searchsorted(self.EDGES, vals), minlength=len(h))
+                vals.clear()
+
+    def stats(self) -> dict:
+        """stage -> {"median", "p95"} in ms (insertion order of the stages)."""
+        out = {}
+        for k, vals in self._vals.items():
+            h = self._hist.get(k)
+            if h is None:
+                out[k] = stage_stats(vals)
+                continue
+            h = h + np.bincount(np.searchsorted(self.EDGES, vals), minlength=len(h)).astype(np.int64)
+            cum = np.cumsum(h)
+            mids = np.concatenate([[0.0], np.sqrt(self.EDGES[:-1] * self.EDGES[1:]), [self.EDGES[-1]]])
+            out[k] = {q: float(mids[int(np.searchsorted(cum, p * cum[-1]))]) for q, p in (("median", 0.5), ("p95", 0.95))}
+        return out
+
+
+@dataclass
+class RunReport:
+    frames: int = 0
+    with_face: int = 0
+    elapsed: float = 0.0
+    stage_ms: dict = field(default_factory=dict)   # stage -> {"median", "p95"} ms (after the warm-up)
+    interrupted: bool = False
+    error: Optional[str] = None                    # processing stopped by this (one line)
+    summary: Optional[dict] = None
+    written: list = field(default_factory=list)
+    counted: int = 0                               # frames after the warm-up
+    cpu_s: float = 0.0                             # CPU time of all threads over those frames
+    rc: int = 0
+
+
+class Runner:
+    """``Runner(source, pipeline, outputs).run() -> RunReport``: every frame of ``source`` through
+    ``pipeline.process`` into ``outputs`` until the end, ``max_frames``, ``duration_s``, Ctrl-C
+    (the current frame is finished first; a second Ctrl-C interrupts at once) or an output
+    failure (file sources); then everything is finalized. ``warmup`` frames run before the stage timing starts;
+    ``on_frame(frame_ms)`` is called after each frame (the soak's per-minute table)."""
+
+    def __init__(self, source, pipeline, outputs: Outputs, *, max_frames: Optional[int] = None,
+                 duration_s: Optional[float] = None, warmup: int = 0, quiet: bool = False,
+                 on_frame: Optional[Callable[[float], None]] = None, say: Callable[[str], None] = _say):
+        self.source, self.pipe, self.outputs = source, pipeline, outputs
+        self.max_frames, self.duration_s, self.warmup, self.quiet = max_frames, duration_s, warmup, quiet
+        self.on_frame, self.say = on_frame, say
+        self._stop_requested = False
+        self._t_origin: Optional[float] = None
+        self._last_index = -1
+        self._n_lost = 0
+        self._lost_wall: Optional[float] = None    # perf_counter() when the source was lost
+        self._lost_s = 0.0
+
+    def _on_sigint(self, signum, frame_) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+
+    def _source_events(self, rep: RunReport) -> None:
+        for ev in self.source.pop_events():
+            self.say(("warning: " if ev.kind == "lost" else "") + ev.message)
+            if ev.kind == "lost":
+                self._n_lost += 1
+                self._lost_wall = time.perf_counter()
+            else:
+                self._lost_s += ev.lost_s
+                self._lost_wall = None
+            self.outputs.source_event(source_event_record(ev, self._t_origin, self._last_index, self.source.name))
+
+    def run(self) -> RunReport:
+        rep = RunReport()
+        old_handler = None
+        if threading.current_thread() is threading.main_thread():
+            old_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        t_start = t_progress = t_begin = time.perf_counter()
+        c_start = time.process_time()
+        counted = 0
+        times = StageTimes()
+        try:
+            while self.max_frames is None or rep.frames < self.max_frames:
+                if self._stop_requested:
+                    rep.interrupted = True
+                    self.say("interrupted: finalizing outputs")
+                    break
+                if self.outputs.stop:
+                    break
+                if self.duration_s is not None and time.perf_counter() - t_begin >= self.duration_s:
+                    break
+                t0, c0 = time.perf_counter(), time.process_time()
+                frame = self.source.read(timeout=0.25)
+                t1 = time.perf_counter()
+                self._source_events(rep)
+                if frame is None:
+                    if self.source.finished:
+                        break
+                    continue
+                if self._t_origin is None:
+                    self._t_origin = frame.timestamp
+                obs, state, annotated = self.pipe.process(frame)
+                events = list(self.pipe.last_events)
+                self.outputs.write(frame, obs, annotated, events)
+                t3 = time.perf_counter()
+                self._last_index = frame.index
+                rep.frames += 1
+                if rep.frames == self.warmup + 1:
+                    t_start = t0           # the measured part starts with this frame
+                    c_start = c0
+                if rep.frames > self.warmup:
+                    counted += 1
+                    rep.with_face += bool(obs)
+                    st = dict(self.pipe.stage_ms, decode=(t1 - t0) * 1e3, encode=self.outputs.encode_ms,
+                              total=(t3 - t0) * 1e3)
+                    times.add(st)
+                if self.on_frame is not None:
+                    self.on_frame((t3 - t0) * 1e3)
+                now = time.perf_counter()
+                if not self.quiet and now - t_progress >= 1.0:
+                    self.say(f"frame {rep.frames}: {counted / (now - t_start):.1f} fps, {len(obs)} face(s)")
+                    t_progress = now
+        except KeyboardInterrupt:
+            rep.interrupted = True
+            self.say("interrupted: finalizing outputs")
+        except Exception as e:   # the run's error boundary: finalize what was written, then report
+            rep.error = f"processing stopped at frame {rep.frames}: {one_line(e)}"
+            self.say(f"error: {rep.error}")
+            log.debug("processing error", exc_info=True)
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+            rep.elapsed = time.perf_counter() - t_start
+            rep.cpu_s = time.process_time() - c_start
+            rep.stage_ms = times.stats()
+            self.source.stop()
+            self._source_events(rep)
+            rep.counted = counted
+            rep.summary = self._summary()
+            if rep.frames == 0:
+                self.outputs.discard()     # no frame, no files (the caller says why)
+            else:
+                rep.written = self.outputs.close(rep.summary)
+            self.pipe.close()
+        if rep.error or self.outputs.failures:
+            rep.rc = 1
+        elif self.source.error and not rep.interrupted:
+            self.say(f"warning: {self.source.error}")
+            rep.rc = 1
+        return rep
+
+    def _summary(self) -> Optional[dict]:
+        mon = self.pipe.monitor
+        if mon is None:
+            return None
+        s = dict(mon.summary())
+        if self.source.is_live:
+            lost = self._lost_s
+            if self._lost_wall is not None:          # still lost at the end
+                lost += time.perf_counter() - self._lost_wall
+            s["camera_lost"] = self._n_lost
+            s["camera_lost_s"] = round(lost, 3)
+        return s
+
+
+def stage_stats(values: list[float]) -> dict:
+    a = np.asarray(values, dtype=np.float64)
+    return ({"median": float(np.median(a)), "p95": float(np.percentile(a, 95))} if len(a)
+            else {"median": 0.0, "p95": 0.0})
