@@ -63,8 +63,9 @@ def test_kill_9_mid_run_keeps_the_dump_the_events_and_all_but_2_s_of_video(tmp_p
     for line in proc.stderr:        # frames are flowing
         if line.startswith("frame ") or time.time() > deadline:
             break
-    t_end = time.time() + 10
-    while time.time() < t_end and proc.poll() is None:
+    t_end = time.time() + 120     # at least 5 s of video (125 frames) in, then the kill
+    while time.time() < t_end and proc.poll() is None and (
+            not dump.exists() or dump.read_bytes().count(b"\n") < 125):
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -72,7 +73,7 @@ def test_kill_9_mid_run_keeps_the_dump_the_events_and_all_but_2_s_of_video(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "e.jsonl", "r.mp4"]
     n_dump, _ = strict_lines(dump)
     rows = read_jsonl(dump)
-    assert len(rows) == n_dump and rows[-1]["frame"] == n_dump - 1 and n_dump > 100
+    assert len(rows) == n_dump and rows[-1]["frame"] == n_dump - 1 and n_dump >= 125
     n_ev, _ = strict_lines(ev)
     events = read_jsonl(ev)
     assert n_ev == len(events) >= 1 and any(e["event"] == "start" for e in events)
@@ -107,7 +108,7 @@ def _headless(argv, monkeypatch, capsys):
     from app import cli, headless
 
     args = cli.build_parser().parse_args(argv)
-    rc = headless.run(cli.settings_from_args(args), args)
+    rc = headless.run(cli.settings_from_args(args), cli.run_options_from_args(args))
     return rc, [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
 
 

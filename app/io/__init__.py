@@ -1,5 +1,3 @@
-"""Frame sources (cameras, files, stills, playlists) and the recording writer."""
-from app.io.capture import Source, SourceError, list_cameras, open_source
-from app.io.writer import OutputError, VideoWriter
-
-__all__ = ["Source", "SourceError", "list_cameras", "open_source", "OutputError", "VideoWriter"]
+"""Frame sources (app.io.capture), the recording writer (app.io.writer) and the JSON-lines / atomic
+output files (app.io.files); import each by its module (this package imports nothing, so the
+monitor's event log can use app.io.files without loading the video stack)."""
