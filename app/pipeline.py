@@ -1,15 +1,17 @@
 """The per-frame pipeline: Frame -> FaceObservation per face -> MonitorState -> annotated image.
 
-``Pipeline(settings).process(frame) -> (observations, state, annotated)``; used by the headless
-runner (app/headless.py), the benchmark (app/bench.py) and the GUI worker. The faces of a frame go
+``Pipeline(settings).process(frame) -> FrameResult`` (app.core.types: observations, the driver the
+monitor judged, its state and new events, stage times); used by the runner (app/runner.py: headless,
+benchmark, soak) and the GUI worker, which draw it with app.render.draw_result when they show or
+record it. The faces of a frame go
 through one FaceBackend (app.core.types): the 3DMM (app.model3dmm, one onnxruntime run for all
 faces) or the face landmark model alone (app.facemesh.MeshBackend); in 3DMM mode the landmark
 model also runs, as the eyes backend, in a worker thread while the 3DMM runs (eyes, mouth, iris,
-blendshapes). Stages (``stage_ms``, milliseconds of the last frame): detect (detector or
-landmark-crop tracking), crop / 3dmm / post (3DMM backend), mesh/eyes (the landmark model; its own
-duration, overlapped in 3DMM mode), mesh wait (the part the overlap did not hide), smoothing,
-gaze (eye gaze from the iris points, app.core.gaze, all faces), monitor, overlay. decode / encode
-belong to the caller (source and writer) and are added there.
+blendshapes). Stages (``FrameResult.stage_ms``, milliseconds): detect (detector or landmark-crop
+tracking), crop / 3dmm / post (3DMM backend), mesh/eyes (the landmark model; its own duration,
+overlapped in 3DMM mode), mesh wait (the part the overlap did not hide), smoothing, gaze (eye gaze
+from the iris points, app.core.gaze, all faces), monitor. overlay, decode and encode belong to the
+caller (drawing, source and writer) and are added there.
 """
 from __future__ import annotations
 
@@ -24,11 +26,11 @@ import numpy as np
 
 from app import assets
 from app.core.gaze import eye_angles, gaze_from_angles
-from app.core.types import Crop, FaceBackend, FaceEstimate, FaceObservation, Frame, MonitorState
+from app.core.types import Crop, FaceBackend, FaceEstimate, FaceObservation, Frame, FrameResult
 from app.detect import FaceDetector
 from app.facemesh import MeshBackend, mesh_box_from_detection, mesh_crop
 from app.model3dmm import Model3DMM, pose_deg
-from app.render import annotate
+from app.monitor.core import select_driver
 from app.settings import MESH_MODEL, Settings
 from app.smoothing import OneEuroFilter
 from app.tracker import Tracker, Track, plausible
@@ -98,8 +100,6 @@ class Pipeline:
         self.tracker = Tracker(settings.detect_every, settings.max_faces, settings.iou_match)
         self.monitor = monitor if monitor is not None else self._make_monitor(settings)
         self._last_driver_box = None
-        self.last_events: list = []
-        self.stage_ms: dict[str, float] = {}
         self.fps = float("nan")
         self._last_t = None
         self.frames = 0
@@ -137,7 +137,7 @@ class Pipeline:
         return Crop(t.roi, mesh_box_from_detection(t.box) if t.detected else None)
 
     # ------------------------------------------------------------------ per frame
-    def process(self, frame: Frame) -> tuple[list[FaceObservation], Optional[MonitorState], np.ndarray]:
+    def process(self, frame: Frame) -> FrameResult:
         st = {"crop": 0.0, "3dmm": 0.0, "post": 0.0, "mesh/eyes": 0.0}
         image = frame.image
         t0 = time.perf_counter()
@@ -186,16 +186,14 @@ class Pipeline:
         st["gaze"] = sum(g for _, g in made) * 1e3
         st["smoothing"] = (t6 - t5) * 1e3 - st["gaze"]
 
-        state = None
-        self.last_events = []
+        # the driver: the same face while it stays in place, else the largest (app.monitor)
+        driver = select_driver(observations, self._last_driver_box)
+        if driver is not None:
+            self._last_driver_box = driver.box
+        state, events = None, []
         if self.monitor is not None:
-            from app.monitor import select_driver
-
-            driver = select_driver(observations, self._last_driver_box)
-            if driver is not None:
-                self._last_driver_box = driver.box
             state = self.monitor.update(frame.timestamp, frame.index, driver)
-            self.last_events = list(self.monitor.last_events)
+            events = list(self.monitor.last_events)
         t7 = time.perf_counter()
         st["monitor"] = (t7 - t6) * 1e3
 
@@ -205,12 +203,9 @@ class Pipeline:
             inst = 1.0 / (now - self._last_t)
             self.fps = inst if not np.isfinite(self.fps) else 0.9 * self.fps + 0.1 * inst
         self._last_t = now
-        annotated = annotate(image, observations, layers=self.layers, state=state,
-                             info={"fps": self.fps, "model": self.model_name, "provider": self.provider})
-        st["overlay"] = (time.perf_counter() - t7) * 1e3
-        self.stage_ms = st
         self.frames += 1
-        return observations, state, annotated
+        return FrameResult(frame=frame, observations=observations, driver=driver, state=state, events=events,
+                           stage_ms=st, model=self.model_name, provider=self.provider, fps=self.fps)
 
     def _observation(self, tr: Track, est: FaceEstimate, t: float) -> tuple[FaceObservation, float]:
         """The smoothed observation of one face and the seconds its gaze stage took."""

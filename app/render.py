@@ -32,7 +32,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from app.core.types import FaceObservation, MonitorState
+from app.core.types import FaceObservation, FrameResult, MonitorState
 from app.settings import MESH_STYLES, Layers
 
 # colours (BGR)
@@ -865,3 +865,10 @@ def _bench(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(_bench())
+
+
+def draw_result(result: FrameResult, layers: Optional[Layers] = None, *, inplace: bool = False) -> np.ndarray:
+    """The annotated image of one Pipeline.process result (its frame with the enabled layers, the
+    monitor's banner and gauges, fps / model / provider)."""
+    return annotate(result.frame.image, result.observations, layers=layers, state=result.state,
+                    info={"fps": result.fps, "model": result.model, "provider": result.provider}, inplace=inplace)

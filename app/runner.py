@@ -30,10 +30,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from app.core.types import FaceObservation, Frame, SourceEvent
+from app.core.types import FaceObservation, FrameResult, SourceEvent
 from app.core.errors import one_line
 from app.io.files import JsonLinesWriter, OutputError
 from app.io.writer import BackgroundWriter, VideoWriter
+from app.render import draw_result
 from app.settings import RunOptions
 
 log = logging.getLogger("app")
@@ -135,7 +136,9 @@ class Outputs:
             raise
 
     # ------------------------------------------------------------------ per frame
-    def write(self, frame: Frame, observations: list, annotated: np.ndarray, events: list) -> None:
+    def write(self, result: FrameResult, annotated: Optional[np.ndarray] = None) -> None:
+        """One frame's outputs; ``annotated`` (the drawn frame) is needed only while recording."""
+        frame, observations, events = result.frame, result.observations, result.events
         t = time.perf_counter()
         if self.recording is not None:
             try:
@@ -350,10 +353,14 @@ class Runner:
                     continue
                 if self._t_origin is None:
                     self._t_origin = frame.timestamp
-                obs, state, annotated = self.pipe.process(frame)
-                events = list(self.pipe.last_events)
-                self.outputs.write(frame, obs, annotated, events)
+                res = self.pipe.process(frame)
+                t2 = time.perf_counter()
+                # drawn only for a recording: a run without one does not pay the overlay
+                annotated = draw_result(res, self.pipe.layers) if self.outputs.recording is not None else None
+                t_drawn = time.perf_counter()
+                self.outputs.write(res, annotated)
                 t3 = time.perf_counter()
+                obs = res.observations
                 self._last_index = frame.index
                 rep.frames += 1
                 if rep.frames == self.warmup + 1:
@@ -362,8 +369,8 @@ class Runner:
                 if rep.frames > self.warmup:
                     counted += 1
                     rep.with_face += bool(obs)
-                    st = dict(self.pipe.stage_ms, decode=(t1 - t0) * 1e3, encode=self.outputs.encode_ms,
-                              total=(t3 - t0) * 1e3)
+                    st = dict(res.stage_ms, decode=(t1 - t0) * 1e3, overlay=(t_drawn - t2) * 1e3,
+                              encode=self.outputs.encode_ms, total=(t3 - t0) * 1e3)
                     times.add(st)
                 if self.on_frame is not None:
                     self.on_frame((t3 - t0) * 1e3)

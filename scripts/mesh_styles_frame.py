@@ -38,7 +38,7 @@ def frame_and_faces(video: str, index: int, model: str):
             ok, img = cap.read()
             if not ok:
                 raise SystemExit(f"error: {video} has only {i} frames (asked for frame {index})")
-            obs, _, _ = pipe.process(Frame(img, i / fps, i))
+            obs = pipe.process(Frame(img, i / fps, i)).observations
     finally:
         pipe.close()
         cap.release()

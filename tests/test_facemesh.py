@@ -113,7 +113,7 @@ def _clip_signals(name):
     eyes, mouth = [], []
     with av.open(str(shared("media", "clips", name))) as c:
         for i, fr in enumerate(c.decode(video=0)):
-            obs, _, _ = p.process(Frame(fr.to_ndarray(format="bgr24"), i / 25.0, i))
+            obs = p.process(Frame(fr.to_ndarray(format="bgr24"), i / 25.0, i)).observations
             if obs:
                 eyes.append(obs[0].eye_open)
                 mouth.append(obs[0].mouth_open)

@@ -334,14 +334,15 @@ def test_pipeline_gives_gaze_and_its_stage_time():
     try:
         for i in range(3):
             ok, img = cap.read()
-            obs_, _, _ = pipe.process(Frame(img, i / 25, i))
+            res = pipe.process(Frame(img, i / 25, i))
+            obs_ = res.observations
     finally:
         pipe.close()
         cap.release()
     g = obs_[0].gaze
     assert g is not None and abs(g.yaw) < 10 and abs(g.pitch) < 15      # frames 0-2 look into the camera
     assert np.isfinite(g.origins).all() and np.linalg.norm(g.direction) == pytest.approx(1.0)
-    assert 0 < pipe.stage_ms["gaze"] < 50
+    assert 0 < res.stage_ms["gaze"] < 50
 
 
 @pytest.mark.slow

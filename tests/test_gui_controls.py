@@ -48,12 +48,12 @@ class _FakePipeline:
         self.model_name = "default" if m is None else ("mesh" if m == binding.MESH_MODEL else Path(m).stem)
         self.provider = "CPU"
         self.monitor = _FakeMonitor(settings.monitor) if settings.monitor is not None else None
-        self.stage_ms: dict = {}
-        self.last_events: list = []
         self.closed = False
 
     def process(self, frame):
-        return [], None, frame.image
+        from app.core.types import FrameResult
+
+        return FrameResult(frame=frame, observations=[], model=self.model_name, provider=self.provider)
 
     def close(self):
         self.closed = True

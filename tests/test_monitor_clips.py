@@ -59,7 +59,7 @@ def mesh_openness(name):
     out = []
     try:
         for i, f in enumerate(frames):
-            obs = pipe.process(Frame(f, i / fps, i))[0]
+            obs = pipe.process(Frame(f, i / fps, i)).observations
             out.append((np.nan, np.nan, np.nan) if not obs else (*obs[0].eye_open, obs[0].mouth_open))
     finally:
         pipe.close()

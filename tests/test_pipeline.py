@@ -13,6 +13,7 @@ from app.core import geometry
 from app.core.types import Frame
 from app.io.capture import open_source
 from app.pipeline import MESH_MODEL_NAME, Pipeline
+from app.render import draw_result
 from app.settings import MESH_MODEL, Settings
 from tests.conftest import shared
 
@@ -44,9 +45,11 @@ def onnx_run(tddfa_onnx):
     results = []
     for f in frames:
         n0 = p.tracker.detections
-        obs, state, ann = p.process(f)
-        results.append((obs, p.tracker.detections > n0))
+        res = p.process(f)
+        results.append((res.observations, p.tracker.detections > n0))
+        ann = draw_result(res, p.layers)
         assert ann.shape == f.image.shape and ann is not f.image
+        assert res.frame is f and res.model == p.model_name and "3dmm" in res.stage_ms
     p.close()
     return frames, results, p
 
@@ -93,8 +96,9 @@ def test_matches_official_crop(onnx_run, tddfa_onnx):
 def test_two_faces_one_batched_run(tddfa_onnx):
     img = cv2.imread(str(shared("media", "two_faces.jpg")))
     p = Pipeline(Settings(model=str(tddfa_onnx), device="cpu"))
-    obs, state, ann = p.process(Frame(img, 0.0, 0))
-    assert len(obs) == 2
+    res = p.process(Frame(img, 0.0, 0))
+    obs = res.observations
+    assert len(obs) == 2 and any(res.driver is o for o in obs)
     assert p.model.runs == 1 and p.model.last_batch == 2
     xs = sorted(o.center[0] for o in obs)
     assert xs[0] < img.shape[1] / 2 < xs[1]
@@ -112,7 +116,7 @@ def _aflw_yaw_errors(settings):
     for im in sorted(shared("media", "aflw2000").glob("*.jpg")):
         gt_yaw = math.degrees(float(sio.loadmat(str(im.with_suffix(".mat")))["Pose_Para"][0, 1]))
         p.tracker.reset()
-        obs, _, _ = p.process(Frame(cv2.imread(str(im)), 0.0, 0))
+        obs = p.process(Frame(cv2.imread(str(im)), 0.0, 0)).observations
         if abs(gt_yaw) < 60:
             assert len(obs) == 1, im.name
             errs.append((im.name, gt_yaw, obs[0].yaw))
@@ -147,7 +151,7 @@ def test_smoothing_reduces_jitter_without_lag(tddfa_onnx):
     out = {}
     for on in (False, True):
         p = Pipeline(Settings(model=str(tddfa_onnx), device="cpu", smoothing=on, detect_every=1))
-        out[on] = np.stack([p.process(f)[0][0].landmarks[:, :2] for f in frames])
+        out[on] = np.stack([p.process(f).observations[0].landmarks[:, :2] for f in frames])
         p.close()
     raw, smooth = out[False], out[True]
     jitter = lambda a: np.abs(np.diff(a, n=2, axis=0)).mean()  # noqa: E731  frame-to-frame acceleration
@@ -208,26 +212,28 @@ def test_face_leaving_is_dropped_quickly(tddfa_onnx):
     img = cv2.imread(str(shared("media", "portrait_glasses.jpg")))
     blank = np.full_like(img, 90)
     p = Pipeline(Settings(model=str(tddfa_onnx), device="cpu", detect_every=30))
-    counts = [len(p.process(Frame(img if i < 3 else blank, i / 25.0, i))[0]) for i in range(8)]
+    counts = [len(p.process(Frame(img if i < 3 else blank, i / 25.0, i)).observations) for i in range(8)]
     p.close()
     assert counts[:3] == [1, 1, 1]
     assert counts[4:] == [0, 0, 0, 0]   # at most one frame (3) with a stale face
 
 
 def test_monitor_wired_by_default():
-    """Settings() runs C's driver monitor on the selected driver; monitor=None turns it off."""
+    """Settings() runs the driver monitor on the selected driver; monitor=None turns it off."""
     from app.core.types import MonitorState
 
     frames = clip_frames()[:30]
     p = Pipeline(Settings())
-    states = [p.process(f)[1] for f in frames]
+    results = [p.process(f) for f in frames]
+    states = [r.state for r in results]
     p.close()
     assert all(isinstance(s, MonitorState) for s in states)
     assert states[-1].timestamp == pytest.approx(frames[-1].timestamp)
     assert states[0].calibrating   # learning the neutral pose during the first seconds
-    assert isinstance(p.last_events, list)
+    assert all(isinstance(r.events, list) for r in results)
+    assert all(r.driver is r.observations[0] for r in results if r.observations)
     q = Pipeline(Settings(monitor=None))
-    assert q.process(frames[0])[1] is None and q.monitor is None
+    assert q.process(frames[0]).state is None and q.monitor is None
     q.close()
 
 
@@ -262,7 +268,7 @@ def test_mesh_value_runs_the_built_in_face_mesh_although_models_holds_an_onnx(td
     try:
         assert p.model is None and p.model_name == MESH_MODEL_NAME
         frame = clip_frames()[0]
-        obs, _, _ = p.process(frame)
+        obs = p.process(frame).observations
         assert obs and obs[0].vertices is None and obs[0].mesh_points is not None
         assert obs[0].model == MESH_MODEL_NAME
     finally:

@@ -67,6 +67,21 @@ class FaceObservation:
 
 
 @dataclass
+class FrameResult:
+    """What Pipeline.process returns for one frame; drawing it is the caller's step
+    (app.render.draw_result), skipped when nothing shows or records it."""
+    frame: Frame
+    observations: list[FaceObservation]            # every tracked face, smoothed
+    driver: Optional[FaceObservation] = None       # the face the monitor judged (one of observations)
+    state: Optional[MonitorState] = None           # None when the monitor is off
+    events: list = field(default_factory=list)     # the monitor's new event records of this frame
+    stage_ms: dict = field(default_factory=dict)   # stage -> milliseconds of this frame
+    model: str = ""                                # the backend that ran (overlay, dump, status bar)
+    provider: str = ""
+    fps: float = float("nan")                      # processing rate (wall clock between frames, smoothed)
+
+
+@dataclass
 class FaceEstimate:
     """One face backend's output for one face crop, in image pixels, before smoothing. Fields a
     backend does not measure stay None / nan (a 3DMM has no eyelids; the face mesh no dense BFM)."""

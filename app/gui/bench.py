@@ -36,6 +36,7 @@ def _pct(xs, q):
 def headless_fps(settings, video: str, frames: int, warmup: int = 5) -> dict:
     from app.io.capture import open_source
     from app.pipeline import Pipeline
+    from app.render import draw_result
 
     pipe = Pipeline(settings)
     src = open_source(video, loop=True).start()
@@ -44,7 +45,7 @@ def headless_fps(settings, video: str, frames: int, warmup: int = 5) -> dict:
     try:
         for f in src:
             t = time.perf_counter()
-            pipe.process(f)
+            draw_result(pipe.process(f), pipe.layers)   # the window draws every frame too
             times.append((time.perf_counter() - t) * 1000)
             n += 1
             if n == warmup:

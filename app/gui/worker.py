@@ -33,13 +33,13 @@ import numpy as np
 from PyQt6.QtCore import QThread, pyqtSignal
 
 from app.core.errors import one_line
-from app.core.types import FaceObservation, Frame, MonitorState, SourceEvent
+from app.core.types import FaceObservation, Frame, FrameResult, MonitorState, SourceEvent
 from app.io.files import OutputError
 from app.io.writer import DEFAULT_QUALITY
 from app.runner import Outputs, source_event_record
 from app.settings import RunOptions
 from app.gui import binding
-from app.monitor import select_driver
+from app.render import draw_result
 
 log = logging.getLogger(__name__)
 
@@ -247,8 +247,8 @@ class Recorder:
     def failed(self) -> bool:
         return bool(self.outputs.failures)
 
-    def write(self, frame: Frame, observations: list, annotated: np.ndarray, events: list) -> None:
-        self.outputs.write(frame, observations, annotated, events)
+    def write(self, result: FrameResult, annotated: np.ndarray) -> None:
+        self.outputs.write(result, annotated)
         self._handed += 1
 
     def source_event(self, record: dict) -> None:
@@ -262,22 +262,6 @@ class Recorder:
 def _parent_creatable(folder: Path) -> bool:
     # create only a missing leaf folder (recordings/), never a deep tree under a bad path
     return folder.parent.exists() and os.access(folder.parent, os.W_OK)
-
-
-# --------------------------------------------------------------------------- driver
-class DriverFollower:
-    """The driver of each frame as the pipeline picks it for the monitor: ``select_driver`` with the
-    previous driver's box (the same face while it stays in place, else the largest). The side
-    panel and the plots show this face, so they are about the face the alerts are about."""
-
-    def __init__(self):
-        self.box = None
-
-    def __call__(self, observations) -> Optional[FaceObservation]:
-        driver = select_driver(observations, self.box)
-        if driver is not None:
-            self.box = driver.box
-        return driver
 
 
 # --------------------------------------------------------------------------- worker
@@ -336,7 +320,6 @@ class ProcessingWorker(QThread):
         self.paused = False
         self._proc_times: list[float] = []
         self.frames_processed = 0
-        self._driver = DriverFollower()
         self._last_process_error: Optional[str] = None
         # results emitted but not yet taken by the UI: above MAX_PENDING the worker skips emitting
         # (the UI is busy, e.g. a modal dialog): nothing piles up in the Qt event queue
@@ -507,7 +490,6 @@ class ProcessingWorker(QThread):
             self.model_failed.emit(msg)
             return False   # keep the previous pipeline
         old, self.pipeline = self.pipeline, p
-        self._driver = DriverFollower()     # a new pipeline starts without a driver
         self.settings = settings
         if old is not None:
             old.close()
@@ -584,7 +566,10 @@ class ProcessingWorker(QThread):
         raw = frame.image.copy() if self.keep_raw else None
         t = time.perf_counter()
         try:
-            observations, state, annotated = self.pipeline.process(frame)
+            res = self.pipeline.process(frame)
+            t_proc = time.perf_counter()
+            annotated = draw_result(res, self.pipeline.layers)   # shown in the window (and recorded)
+            t_drawn = time.perf_counter()
         except Exception as e:   # one bad frame must not end the session: report, skip it
             msg = f"processing failed on frame {frame.index}: {one_line(e)}"
             if msg.split(":", 1)[1] != self._last_process_error:
@@ -594,14 +579,12 @@ class ProcessingWorker(QThread):
             return
         self._last_process_error = None
         dt = time.perf_counter() - t
-        observations = list(observations or [])
-        driver = self._driver(observations)     # every frame, as the pipeline does (skipped results too)
-        events = list(self.pipeline.last_events)
+        observations, driver, state, events = res.observations, res.driver, res.state, res.events
         if self._t_origin is None:
             self._t_origin = frame.timestamp
         self._last_index = frame.index
         if self.recorder is not None:
-            self.recorder.write(frame, observations, annotated, events)
+            self.recorder.write(res, annotated)
             if self.recorder.failed:       # said on the error signal; the monitor goes on
                 self._stop_recording()
         now = time.perf_counter()
@@ -616,8 +599,8 @@ class ProcessingWorker(QThread):
             capture_fps=g.capture_fps, process_fps=pfps, frames_captured=g.captured,
             frames_processed=self.frames_processed,
             frames_dropped=g.dropped + g.source.frames_dropped,
-            process_ms=dt * 1000.0, stage_ms=dict(self.pipeline.stage_ms),
-            model=str(self.pipeline.model_name), provider=str(self.pipeline.provider),
+            process_ms=dt * 1000.0, stage_ms=dict(res.stage_ms, overlay=(t_drawn - t_proc) * 1e3),
+            model=res.model, provider=res.provider,
             source=g.source.name,
             recording=str(self.recorder.path) if self.recorder is not None else None,
             recording_frames=self.recorder.frames if self.recorder is not None else 0,

@@ -39,6 +39,7 @@ def _annotated_reference(video: str, frames: int, settings, ref_path: Path):
     import av
 
     from app.pipeline import Pipeline
+    from app.render import draw_result
 
     pipe = Pipeline(settings)
     src = open_source(video, loop=True)
@@ -47,7 +48,7 @@ def _annotated_reference(video: str, frames: int, settings, ref_path: Path):
     try:
         for f in src:
             raw = f.image.copy()
-            _, _, ann = pipe.process(f)
+            ann = draw_result(pipe.process(f), pipe.layers)
             if c is None:
                 c = av.open(str(ref_path), "w")
                 s = c.add_stream("libx264rgb", rate=round(src.fps), options={"qp": "0", "preset": "ultrafast"})

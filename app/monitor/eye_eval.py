@@ -78,7 +78,7 @@ def run_clip(path: Path) -> dict:
             ok, img = cap.read()
             if not ok:
                 break
-            obs, _, _ = pipe.process(Frame(img, i / fps, i))
+            obs = pipe.process(Frame(img, i / fps, i)).observations
             o = max(obs, key=lambda f: f.area) if obs else None
             nan2 = (math.nan, math.nan)
             eyelid = tuple(o.eye_open) if o is not None else nan2

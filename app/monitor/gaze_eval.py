@@ -82,7 +82,7 @@ def run_clip(path: Path, smoothing: bool = True, model: str | None = None) -> di
             ok, img = cap.read()
             if not ok:
                 break
-            obs, _, _ = pipe.process(Frame(img, i / fps, i))
+            obs = pipe.process(Frame(img, i / fps, i)).observations
             o = max(obs, key=lambda f: f.area) if obs else None
             g = o.gaze if o is not None else None
             rows.append((o.yaw if o else math.nan, o.pitch if o else math.nan,
