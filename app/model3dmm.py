@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Optional
 
 import cv2
@@ -63,6 +64,19 @@ def providers_for(device: str) -> list[str]:
     raise ValueError(f"device must be auto, cuda or cpu, got {device!r}")
 
 
+def _preload_cuda_libraries(ort) -> None:
+    """Load the CUDA / cuDNN libraries of the nvidia-* wheels (onnxruntime-gpu's [cuda,cudnn] extra):
+    its CUDA provider does not look in site-packages by itself, so without this a pip-only install
+    falls back to the CPU. Only where those wheels are installed (else onnxruntime prints a line per
+    missing library)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("nvidia")
+    if spec is None or not any((Path(p) / "cublas" / "lib").is_dir() for p in spec.submodule_search_locations or ()):
+        return
+    ort.preload_dlls(directory="")
+
+
 class Model3DMM:
     def __init__(self, path: str, device: str = "auto", threads: int = 1):
         import onnxruntime as ort
@@ -77,6 +91,8 @@ class Model3DMM:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3   # errors only: a CUDA load failure is reported by our own check below
         provs = providers_for(device)
+        if "CUDAExecutionProvider" in provs:
+            _preload_cuda_libraries(ort)
         # onnxruntime prints a multi-line error when the CUDA provider cannot load and then runs
         # on the CPU silently; quiet it and say ourselves which provider really runs (below)
         ort.set_default_logger_severity(4 if "CUDAExecutionProvider" in provs else 3)
