@@ -141,6 +141,7 @@ class MonitorState:
     alerts: list[Alert] = field(default_factory=list)   # active alerts, most severe first
     counters: dict = field(default_factory=dict)        # blinks, yawns, nods, perclos, blink_rate ...
     signals: dict = field(default_factory=dict)         # current gauge values (yaw_offset, eye_open, perclos ...)
+    events: tuple = ()    # the new events of this frame (start / end / unknown_start / unknown_end dicts)
 
     @property
     def top_alert(self) -> Optional[Alert]:
