@@ -193,7 +193,7 @@ class Pipeline:
         state, events = None, []
         if self.monitor is not None:
             state = self.monitor.update(frame.timestamp, frame.index, driver)
-            events = list(self.monitor.last_events)
+            events = list(state.events)
         t7 = time.perf_counter()
         st["monitor"] = (t7 - t6) * 1e3
 

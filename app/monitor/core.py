@@ -50,9 +50,9 @@ from app.core.types import Alert, FaceObservation, MonitorState
 from app.monitor.settings import MonitorSettings
 from app.monitor.states import (EPS, UNKNOWN_SIGNALS, Calibration, EyesReading, EyeState, Glance,
                                 NoDriver, Nods, Offsets, Reading, TimeSharing, UnknownSignals, Yawns,
-                                by_of, finite, off_road)
+                                by_of, finite)
 
-__all__ = ["DriverMonitor", "select_driver", "off_road", "KINDS", "UNKNOWN_SIGNALS"]
+__all__ = ["DriverMonitor", "select_driver", "KINDS", "UNKNOWN_SIGNALS"]
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The monitor's event log: JSON lines under the final name, flushed per line, fsync'd on alerts.
 
     log = EventLog("run.events.jsonl")
-    for ev in monitor.last_events:
-        log.write(ev)             # one complete line, in the file at once
+    for t, i, face in frames:
+        log.write_all(monitor.update(t, i, face).events)   # complete lines, in the file at once
     log.write(monitor.summary())
     log.close()
 

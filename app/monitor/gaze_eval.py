@@ -178,7 +178,7 @@ def _direction(yaw, pitch) -> np.ndarray:
 
 def score_clip(series: dict, labels: dict, settings) -> dict:
     """The accuracy numbers of one clip (see the module docstring)."""
-    from app.monitor.core import off_road
+    from app.monitor.states import off_road
 
     s = settings
     n = len(series["gaze_yaw"])
