@@ -40,9 +40,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -158,8 +157,7 @@ def _level(secs: float, warning: float, critical: float) -> Optional[str]:
     return None
 
 
-@dataclass(frozen=True)
-class _Step:
+class _Step(NamedTuple):
     """What the state classes made of one frame (input of _update_events and the MonitorState)."""
     r: Reading
     off: Offsets

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Optional, Union
+from dataclasses import dataclass
+from typing import NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -60,8 +60,8 @@ def by_of(kinds) -> Optional[str]:
 
 
 # ------------------------------------------------------------------------------ the frame's input
-@dataclass(frozen=True)
-class Reading:
+# The per-frame values below are NamedTuples: immutable and cheap to make on every frame.
+class Reading(NamedTuple):
     """One frame's driver signals as the rules read them; NaN = unknown."""
     face: bool = False                 # a driver face was found
     yaw: float = NAN                   # head pose, degrees
@@ -92,7 +92,8 @@ class Reading:
                 raw = [float(face.eye_open[0]), float(face.eye_open[1])]
             except (TypeError, ValueError, IndexError):
                 raw = [NAN, NAN]
-        eyes = tuple(v if (math.isfinite(v) and v >= 0) else NAN for v in raw)
+        eyes = (raw[0] if math.isfinite(raw[0]) and raw[0] >= 0 else NAN,
+                raw[1] if math.isfinite(raw[1]) and raw[1] >= 0 else NAN)
         mouth = float(face.mouth_open) if finite(face.mouth_open) else NAN
         return cls(face=True, yaw=yaw, pitch=pitch, gaze=gz is not None, gaze_yaw=gyaw, gaze_pitch=gpitch,
                    eye_open=eyes, mouth=mouth, gap=gap,
@@ -147,8 +148,7 @@ def _trim(times: deque, since: float) -> int:
 
 
 # ------------------------------------------------------------------------------ calibration
-@dataclass(frozen=True)
-class Offsets:
+class Offsets(NamedTuple):
     """One frame relative to the neutral pose / gaze; NaN when the reading or the neutral is unknown."""
     yaw: float = NAN          # head yaw - neutral yaw
     pitch: float = NAN        # head pitch - neutral pitch
@@ -486,8 +486,7 @@ class Closures:
         return 0.0
 
 
-@dataclass(frozen=True)
-class PerclosReading:
+class PerclosReading(NamedTuple):
     value: float = NAN          # closed / known time in the window; NaN until perclos_min_seconds known
     closed_s: float = 0.0       # closed seconds in the window
     known_s: float = 0.0        # closed + open seconds in the window
@@ -520,12 +519,11 @@ class Perclos:
         return PerclosReading(value, c, c + o)
 
 
-@dataclass(frozen=True)
-class EyesReading:
+class EyesReading(NamedTuple):
     rel: float = NAN                      # relative openness (see EyeBaseline)
     closed: Optional[bool] = None         # None = unknown
     closed_s: float = 0.0                 # seconds closed so far
-    perclos: PerclosReading = field(default_factory=PerclosReading)
+    perclos: PerclosReading = PerclosReading()
 
 
 class EyeState:
