@@ -1,7 +1,8 @@
-"""python -m app.monitor.bench [--fps 30] [--seconds 120]: cost of DriverMonitor.update per frame.
+"""python -m app.monitor.bench [--fps 30] [--seconds 120] [--gaze]: cost of DriverMonitor.update per frame.
 
 Synthetic driver (pose noise, 5 % closed-eye frames) fed for ``--seconds`` of stream time; the
-timings of the last 30 s (full 60 s windows) are reported.
+timings of the last 30 s (full 60 s windows) are reported. ``--gaze``: the faces carry an eye gaze
+too (unknown on the closed-eye frames), so that the gaze rule and the neutral gaze run.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import time
 
 import numpy as np
 
-from app.core.types import FaceObservation
+from app.core.types import FaceObservation, Gaze
 from app.monitor.core import DriverMonitor
 
 
@@ -19,6 +20,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m app.monitor.bench")
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--seconds", type=float, default=120.0)
+    ap.add_argument("--gaze", action="store_true", help="faces with an eye gaze (the gaze rule runs)")
     a = ap.parse_args(argv)
     if a.fps <= 0 or a.seconds < 31:
         print("error: --fps must be > 0 and --seconds >= 31", file=sys.stderr)
@@ -28,6 +30,11 @@ def main(argv=None) -> int:
                              model="bench", yaw=float(rng.normal(0, 3)), pitch=float(rng.normal(0, 3)),
                              eye_open=(0.02, 0.02) if rng.random() < 0.05 else (0.3, 0.29), mouth_open=0.1)
              for _ in range(301)]
+    if a.gaze:
+        for f in faces:
+            shut = f.eye_open[0] < 0.1
+            f.gaze = Gaze(yaw=np.nan if shut else f.yaw + float(rng.normal(0, 3)),
+                          pitch=np.nan if shut else f.pitch + float(rng.normal(0, 3)))
     mon = DriverMonitor()
     n = int(a.seconds * a.fps)
     ts = np.empty(n)
@@ -36,7 +43,7 @@ def main(argv=None) -> int:
         mon.update(i / a.fps, i, faces[i % len(faces)])
         ts[i] = time.perf_counter() - t0
     last = ts[-int(30 * a.fps):] * 1e3
-    print(f"DriverMonitor.update at {a.fps:g} fps ({a.seconds:g} s stream): median {np.median(last):.3f} ms, "
+    print(f"DriverMonitor.update at {a.fps:g} fps ({a.seconds:g} s stream{', gaze' if a.gaze else ''}): median {np.median(last):.3f} ms, "
           f"p90 {np.percentile(last, 90):.3f} ms, max {last.max():.3f} ms over the last 30 s")
     return 0
 
