@@ -126,7 +126,7 @@ def monitor_pass(eyes: np.ndarray, mouth: np.ndarray, fps: float, settings) -> d
         rel.append(st.signals["eye_open_rel"])
         blink_frames += [i] * (mon.blinks - blinks)
         closure_frames += [i] * (mon.closures - closures)
-        events += mon.last_events
+        events += st.events
     return {"rel": np.array(rel, dtype=float), "blink_frames": blink_frames,
             "closure_frames": closure_frames, "events": events, "blinks": mon.blinks}
 
