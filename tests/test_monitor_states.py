@@ -198,7 +198,7 @@ def test_eye_baseline_and_relative_openness():
     assert b.step(2.2, (0.08, 0.30), S) == pytest.approx(0.0)   # at the shut level
     rel = b.step(2.3, (0.10, NAN), S)
     assert rel == pytest.approx((0.10 - 0.08) / (0.30 - 0.08))
-    assert len(b.bufs[0]) == 22                                 # closed samples (2.2, 2.3) stay out
+    assert len(b.samples[0]) == len(b.times[0]) == 22          # closed samples (2.2, 2.3) stay out
 
 
 def test_closures_blinks_and_unknown_ends():

@@ -417,7 +417,10 @@ class EyeBaseline:
     relative openness of a reading against it."""
 
     def __init__(self):
-        self.bufs = (deque(), deque())     # per eye (t, openness) of not-closed samples
+        # per eye: the timestamps and the openness of its not-closed samples (two deques, so that
+        # the percentile reads the openness without a Python loop)
+        self.times = (deque(), deque())
+        self.samples = (deque(), deque())
         self.values = [NAN, NAN]
 
     def step(self, t: float, eye_open, s: MonitorSettings) -> float:
@@ -428,19 +431,21 @@ class EyeBaseline:
             if not math.isfinite(v):
                 continue
             base = self.values[e]
-            buf = self.bufs[e]
+            ts, vs = self.times[e], self.samples[e]
             span = base - s.eye_shut_level
             # a baseline below eye_min_open: this eye was never seen open, its state is unknown
             rel = max(0.0, (v - s.eye_shut_level) / span) if math.isfinite(base) and base >= s.eye_min_open else NAN
             if math.isfinite(rel):
                 rels.append(rel)
             if not (rel < s.eye_closed_ratio):   # also while not ready / no open baseline (NaN)
-                buf.append((t, v))
-                while (len(buf) > 2 and buf[0][0] < t - s.eye_baseline_window - EPS
-                       and buf[-1][0] - buf[1][0] >= s.eye_baseline_min_seconds):
-                    buf.popleft()
-                if buf[-1][0] - buf[0][0] >= s.eye_baseline_min_seconds - EPS:
-                    vals = np.fromiter((b[1] for b in buf), float, len(buf))
+                ts.append(t)
+                vs.append(v)
+                while (len(ts) > 2 and ts[0] < t - s.eye_baseline_window - EPS
+                       and ts[-1] - ts[1] >= s.eye_baseline_min_seconds):
+                    ts.popleft()
+                    vs.popleft()
+                if ts[-1] - ts[0] >= s.eye_baseline_min_seconds - EPS:
+                    vals = np.fromiter(vs, float, len(vs))
                     self.values[e] = float(np.percentile(vals, s.eye_baseline_percentile))
         return max(rels) if rels else NAN
 
