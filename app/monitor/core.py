@@ -225,6 +225,7 @@ class DriverMonitor:
         """One frame: ``t`` its timestamp (s), ``face`` the driver or None (no face). The returned
         state's ``events`` are the events of this call."""
         s = self.settings
+        frame = int(frame_index)
         t = self._clock(t)
         if self.t0 is None:
             self.t0 = t
@@ -233,10 +234,10 @@ class DriverMonitor:
         gap = self.t_prev is not None and t - self.t_prev > s.max_gap + EPS
         self.frames += 1
         st = self._update_states(t, Reading.of(face, bool(s.use_gaze), gap))
-        events = self._pending + self._stamp(t, int(frame_index), self._update_events(t, st))
+        events = self._pending + self._stamp(t, frame, self._update_events(t, st))
         self._pending = []
         self.t_prev = t
-        self.frame_prev = int(frame_index)
+        self.frame_prev = frame
         self.state = self._monitor_state(t, st, events)
         return self.state
 
