@@ -132,8 +132,8 @@ class Settings:
     eyes_from_mesh: bool = field(default=True, metadata=_flag(
         "3DMM mode: skip the face landmark model per face (eye / mouth openness unknown)",
         "detection and tracking", flag="--no-eyes"))
-    # LiteRT threads of the landmark model: 2.7 ms with 2 vs 4.5 ms with 1 per 256 px face crop on
-    # the 2-core dev machine (docs/benchmarks.md, "Eye/mouth stage"); it overlaps the 3DMM run.
+    # LiteRT threads of the landmark model: 5.6 ms with 2 vs 7.6 ms with 1 per 256 px face crop on
+    # the 2-core dev machine at load 2-3 (docs/benchmarks.md §9); it overlaps the 3DMM run.
     mesh_threads: int = field(default=2, metadata=_flag(
         "LiteRT threads of the face landmark model", "detection and tracking", metavar="N"))
 
