@@ -43,7 +43,7 @@ def run_bench(settings, video: str, frames: int = 300, warmup: int = 20, record:
               record_quality: str = DEFAULT_QUALITY) -> dict:
     from app.io.capture import open_source
     from app.pipeline import Pipeline
-    from app.runner import Outputs, Runner
+    from app.runner import Outputs, Runner, overlay_kind_for
     from app.settings import RunOptions
 
     pipe = Pipeline(settings)
@@ -51,7 +51,7 @@ def run_bench(settings, video: str, frames: int = 300, warmup: int = 20, record:
     tmpdir = tempfile.mkdtemp(prefix="bench_")
     rec = os.path.join(tmpdir, "bench.mp4")
     outputs = Outputs(RunOptions(record=rec if record else None, record_quality=record_quality),
-                      fps=src.fps, size=src.size, live=False)
+                      fps=src.fps, size=src.size, live=False, overlay=overlay_kind_for(settings))
     try:
         rep = Runner(src, pipe, outputs, max_frames=warmup + frames, warmup=warmup, quiet=True).run()
     finally:

@@ -14,7 +14,7 @@ import logging
 import sys
 
 from app.core.errors import one_line
-from app.runner import Outputs, Runner
+from app.runner import Outputs, Runner, overlay_kind_for
 from app.settings import RunOptions, Settings
 
 log = logging.getLogger("app")
@@ -46,7 +46,7 @@ def run(settings: Settings, options: RunOptions) -> int:
         source = open_source(spec, loop=options.loop)
         # outputs first: a bad path fails in one line, before the models load (and log)
         outputs = Outputs(opts, fps=source.fps, size=source.size, live=source.is_live,
-                          monitor_on=settings.monitor is not None)
+                          monitor_on=settings.monitor is not None, overlay=overlay_kind_for(settings))
         pipe = Pipeline(settings)
     except (UsageError, SourceError, OutputError, ContractError, DeviceError, FileNotFoundError) as e:
         if outputs is not None:

@@ -723,6 +723,16 @@ def draw_gauges(img: np.ndarray, state: MonitorState, s: float) -> None:
 
 
 # ----------------------------------------------------------------------------- entry point
+def overlay_kind(layers: Layers, triangles: bool) -> str:
+    """What a recording of these layers is made of, for its encoder settings
+    (app.settings.RECORD_QUALITIES): "lines" when the dense mesh is drawn as lines or dots (the
+    wire / points style, or a mesh without ``triangles``: the landmark model's 468-point
+    wireframe), else "surface" (the shaded mesh, or no mesh: thin HUD lines only)."""
+    if layers.mesh and (layers.mesh_style != "shaded" or not triangles):
+        return "lines"
+    return "surface"
+
+
 def annotate(image: np.ndarray, observations: Sequence[FaceObservation] | None, *,
              layers: Optional[Layers] = None, state: Optional[MonitorState] = None,
              info: Optional[dict] = None, inplace: bool = False) -> np.ndarray:

@@ -17,6 +17,7 @@ window's worker (app/gui/worker.py) feeds its frames into ``Outputs``.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import signal
@@ -34,8 +35,9 @@ from app.core.types import FaceObservation, FrameResult, SourceEvent
 from app.core.errors import one_line
 from app.io.files import JsonLinesWriter, OutputError
 from app.io.writer import BackgroundWriter, VideoWriter
-from app.render import draw_result
-from app.settings import RunOptions
+from app.pipeline import resolve_model_path
+from app.render import draw_result, overlay_kind
+from app.settings import Layers, RunOptions, Settings
 
 log = logging.getLogger("app")
 
@@ -76,6 +78,12 @@ def face_record(o: FaceObservation) -> dict:
     }
 
 
+def overlay_kind_for(settings: Settings) -> str:
+    """What a recording of these settings shows (app.render.overlay_kind), known before the models
+    load: the face mesh alone draws its wireframe, a 3DMM its triangles."""
+    return overlay_kind(settings.layers, triangles=resolve_model_path(settings.model) is not None)
+
+
 def source_event_record(ev: SourceEvent, t_origin: Optional[float], frame: int, source: str) -> dict:
     """A lost / back event as an event-log line ("camera_lost" / "camera_back"), timed like the
     monitor's events: ``t`` seconds since the first frame, ``time`` the wall clock."""
@@ -96,11 +104,12 @@ class Outputs:
     ``live``: an output that fails is closed while the others go on, and the recording never makes
     the caller wait (frames the encoder cannot take are left out; ``drop`` overrides this);
     otherwise (files) every frame is recorded and a failure sets ``stop`` so the caller ends the
-    run. ``say`` gets each one-line
-    message (errors start with "error:")."""
+    run. ``overlay`` ("surface" or "lines", app.render.overlay_kind) picks the recording's encoder
+    settings for what it will show. ``say`` gets each one-line message (errors start with "error:")."""
 
     def __init__(self, options: RunOptions, *, fps: float, size: tuple[int, int], live: bool,
-                 drop: Optional[bool] = None, monitor_on: bool = True, say: Callable[[str], None] = _say):
+                 drop: Optional[bool] = None, monitor_on: bool = True, overlay: str = "surface",
+                 say: Callable[[str], None] = _say):
         self.options = options
         self.live = bool(live)
         drop = self.live if drop is None else bool(drop)
@@ -119,7 +128,8 @@ class Outputs:
         try:
             if options.record:
                 self.recording = BackgroundWriter(
-                    VideoWriter(options.record, fps or FALLBACK_FPS, tuple(size), quality=options.record_quality),
+                    VideoWriter(options.record, fps or FALLBACK_FPS, tuple(size), quality=options.record_quality,
+                                overlay=overlay),
                     drop=drop)
             if options.dump:
                 self.dump = JsonLinesWriter(options.dump, "the per-frame dump")
@@ -136,13 +146,17 @@ class Outputs:
             raise
 
     # ------------------------------------------------------------------ per frame
-    def write(self, result: FrameResult, annotated: Optional[np.ndarray] = None) -> None:
-        """One frame's outputs; ``annotated`` (the drawn frame) is needed only while recording."""
+    def write(self, result: FrameResult, annotated: Optional[np.ndarray] = None,
+              layers: Optional[Layers] = None) -> None:
+        """One frame's outputs. The recording gets ``annotated`` (the frame the caller drew, e.g.
+        the one the window shows), or else the result drawn with ``layers`` on the encoder's
+        thread: the next frame is processed meanwhile (``render_ms``: the time the last drawing took)."""
         frame, observations, events = result.frame, result.observations, result.events
         t = time.perf_counter()
         if self.recording is not None:
+            image = annotated if annotated is not None else functools.partial(draw_result, result, layers)
             try:
-                self.recording.write(annotated, frame.timestamp)
+                self.recording.write(image, frame.timestamp)
             except OutputError as e:
                 self._failed("recording", e)
         self.encode_ms = (time.perf_counter() - t) * 1e3
@@ -196,6 +210,11 @@ class Outputs:
             self._kept.append(f"{which} {p} (up to the failure)")
 
     # ------------------------------------------------------------------ end
+    @property
+    def render_ms(self) -> float:
+        """How long the encoder thread took to draw the last frame it drew (0 when the caller draws)."""
+        return self.recording.render_ms if self.recording is not None else 0.0
+
     @property
     def recording_dropped(self) -> int:
         return self.recording.frames_dropped if self.recording is not None else 0
@@ -354,11 +373,9 @@ class Runner:
                 if self._t_origin is None:
                     self._t_origin = frame.timestamp
                 res = self.pipe.process(frame)
-                t2 = time.perf_counter()
-                # drawn only for a recording: a run without one does not pay the overlay
-                annotated = draw_result(res, self.pipe.layers) if self.outputs.recording is not None else None
-                t_drawn = time.perf_counter()
-                self.outputs.write(res, annotated)
+                # drawn only for a recording (a run without one does not pay the overlay), on the
+                # encoder's thread while this one goes on with the next frame
+                self.outputs.write(res, layers=self.pipe.layers)
                 t3 = time.perf_counter()
                 obs = res.observations
                 self._last_index = frame.index
@@ -369,7 +386,7 @@ class Runner:
                 if rep.frames > self.warmup:
                     counted += 1
                     rep.with_face += bool(obs)
-                    st = dict(res.stage_ms, decode=(t1 - t0) * 1e3, overlay=(t_drawn - t2) * 1e3,
+                    st = dict(res.stage_ms, decode=(t1 - t0) * 1e3, overlay=self.outputs.render_ms,
                               encode=self.outputs.encode_ms, total=(t3 - t0) * 1e3)
                     times.add(st)
                 if self.on_frame is not None:

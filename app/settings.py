@@ -27,17 +27,29 @@ def _flag(help: str, group: str, **more) -> dict:
 
 
 # --record-quality: libx264 preset, crf and tune of the recording (app/io/writer.py), chosen by
-# measurement on the overlaid 720x1280 30 fps clip expressions_d13 with the dense wireframe
-# (docs/benchmarks.md section 8, python -m app.io.bench): veryfast is 2.4x smaller than ultrafast
-# at the same crf for ~6 ms more CPU per frame; crf 26 keeps the mesh lines distinct (landmarks,
-# contours and axes stay sharp) at 5.7 Mbit/s. zerolatency (no lookahead, sliced threads): every
-# frame leaves the encoder at once, so a crash loses only the fragment being written, for 8 %
-# more bits than veryfast's 11-frame lookahead.
+# measurement with python -m app.io.bench on the overlaid clips (docs/benchmarks.md sections 8 and
+# 10). What the overlay is made of sets the size: thin dense lines (the wire / points mesh, the
+# landmark model's wireframe) cost bits, a shaded surface (the default) costs no more than the
+# video under it (expressions_d13 720x1280 30 fps, ultrafast crf 23: 16.2 Mbit/s with the
+# wireframe, 5.05 with the shaded mesh, 5.09 with no mesh at all). So each quality has two
+# settings, chosen when a recording starts by what it will draw (app.render.overlay_kind):
+# - "lines": veryfast is 2.4x smaller than ultrafast at the same crf for ~6 ms more CPU per frame;
+#   crf 26 keeps the mesh lines distinct (landmarks, contours and axes stay sharp) at 5.7 Mbit/s.
+# - "surface": ultrafast, which already meets the 6 Mbit/s goal there, for 6-8 ms less CPU per
+#   frame than veryfast (encoder CPU 8.6 vs 14.9 ms), at the same PSNR over the overlay pixels
+#   (26.0 vs 25.9 dB at crf 23 vs 26; talking_head_720p 1280x720 25 fps: 4.6 Mbit/s).
+# zerolatency (no lookahead, sliced threads): every frame leaves the encoder at once, so a crash
+# loses only the fragment being written, for 8 % more bits than veryfast's 11-frame lookahead.
 RECORD_QUALITIES = {
-    "small": {"preset": "veryfast", "crf": 28, "tune": "zerolatency"},    # 4.1 Mbit/s measured
-    "medium": {"preset": "veryfast", "crf": 26, "tune": "zerolatency"},   # 5.7 Mbit/s
-    "high": {"preset": "veryfast", "crf": 23, "tune": "zerolatency"},     # 8.3 Mbit/s
+    "small": {"surface": {"preset": "ultrafast", "crf": 26, "tune": "zerolatency"},   # 3.5 Mbit/s
+              "lines": {"preset": "veryfast", "crf": 28, "tune": "zerolatency"}},     # 4.1 Mbit/s
+    "medium": {"surface": {"preset": "ultrafast", "crf": 23, "tune": "zerolatency"},  # 5.1 Mbit/s
+               "lines": {"preset": "veryfast", "crf": 26, "tune": "zerolatency"}},    # 5.7 Mbit/s
+    "high": {"surface": {"preset": "ultrafast", "crf": 20, "tune": "zerolatency"},    # 7.0 Mbit/s
+             "lines": {"preset": "veryfast", "crf": 23, "tune": "zerolatency"}},      # 8.3 Mbit/s
 }
+# the two kinds of overlay (the keys of each RECORD_QUALITIES entry)
+OVERLAY_KINDS = ("surface", "lines")
 
 
 # the mesh overlay's styles (Layers.mesh_style; app.render draws them), the default first
@@ -208,8 +220,9 @@ class RunOptions:
     # The recording's encoder settings, one of RECORD_QUALITIES (measured there).
     record_quality: str = field(default="medium", metadata=_flag(
         "recording size vs detail: " + ", ".join(
-            f"{k} = libx264 {v['preset']} crf {v['crf']}" for k, v in RECORD_QUALITIES.items())
-        + "; about 4, 6, 8 Mbit/s at 720p30 with the overlays", "output", choices=tuple(RECORD_QUALITIES)))
+            f"{k} = libx264 {v['surface']['preset']} crf {v['surface']['crf']} (wire / points mesh: "
+            f"{v['lines']['preset']} crf {v['lines']['crf']})" for k, v in RECORD_QUALITIES.items())
+        + "; about 3.5, 5, 7 Mbit/s at 720p30 with the shaded overlay", "output", choices=tuple(RECORD_QUALITIES)))
     # One JSON line per frame with every face (README: --dump).
     dump: Optional[str] = field(default=None, metadata=_flag(
         "one JSON line per frame with every face", "output", metavar="OUT.jsonl", headless_only=True))

@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     from app.io.files import OutputError
     from app.model3dmm import ContractError, DeviceError
     from app.pipeline import Pipeline
-    from app.runner import Outputs, Runner
+    from app.runner import Outputs, Runner, overlay_kind_for
     from app.settings import RunOptions
 
     parser = cli.build_parser(prog="python -m app.soak")
@@ -103,7 +103,8 @@ def main(argv=None) -> int:
                       record_quality=args.record_quality)
     try:
         src = open_source(args.video, loop=True)
-        outputs = Outputs(opts, fps=src.fps, size=src.size, live=False, monitor_on=settings.monitor is not None)
+        outputs = Outputs(opts, fps=src.fps, size=src.size, live=False, monitor_on=settings.monitor is not None,
+                          overlay=overlay_kind_for(settings))
         pipe = Pipeline(settings)
     except (SourceError, OutputError, ContractError, DeviceError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -369,3 +369,14 @@ def test_blink_rate_is_drawn_in_the_monitor_panel(face):
     assert [r[0] for r in gauge_rows(nan_state)][-1] == "blinks"
     d2 = _changed(annotate(img, [], layers=_only("monitor"), state=nan_state), with_rate)
     assert d2[h - 40:].any()
+
+
+def test_overlay_kind_follows_what_the_mesh_is_drawn_as():
+    from app.render import overlay_kind
+    from app.settings import Layers
+
+    assert overlay_kind(Layers(), triangles=True) == "surface"                      # shaded 3DMM mesh
+    assert overlay_kind(Layers(mesh_style="wire"), triangles=True) == "lines"
+    assert overlay_kind(Layers(mesh_style="points"), triangles=True) == "lines"
+    assert overlay_kind(Layers(), triangles=False) == "lines"                       # the 468-point wireframe
+    assert overlay_kind(Layers(mesh=False, mesh_style="wire"), triangles=False) == "surface"   # no mesh at all

@@ -319,3 +319,92 @@ def test_full_disk_keeps_what_was_written_and_says_where(small_disk, real_frames
             pass
     # up to the last complete fragment: at most 0.5 s (5 frames) + the encoder's delay are lost
     assert written - 5 - 8 <= decoded <= written, (decoded, written)
+
+
+# ---------------------------------------------------------------- encoder settings by overlay kind
+def _grid_lines(img: np.ndarray, step: int, phase: int) -> np.ndarray:
+    """A dense 1-px line grid over the middle of the frame, moving with ``phase`` (like a wireframe)."""
+    out = img.copy()
+    h, w = out.shape[:2]
+    for x in range(w // 4 + phase % step, 3 * w // 4, step):
+        cv2.line(out, (x, h // 4), (x + 7, 3 * h // 4), (255, 255, 255), 1, cv2.LINE_AA)
+    for y in range(h // 4 + phase % step, 3 * h // 4, step):
+        cv2.line(out, (w // 4, y), (3 * w // 4, y + 5), (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def test_each_quality_has_the_measured_settings_per_overlay_kind(tmp_path):
+    from app.settings import RECORD_QUALITIES
+
+    surf = VideoWriter(tmp_path / "s.mp4", 25, (64, 48))      # medium, surface: the defaults
+    lines = VideoWriter(tmp_path / "l.mp4", 25, (64, 48), overlay="lines")
+    assert {k: surf.options[k] for k in ("preset", "crf", "tune")} == {"preset": "ultrafast", "crf": "23", "tune": "zerolatency"}
+    assert {k: lines.options[k] for k in ("preset", "crf", "tune")} == {"preset": "veryfast", "crf": "26", "tune": "zerolatency"}
+    # a higher quality is a lower crf for both kinds
+    for kind in ("surface", "lines"):
+        crfs = [RECORD_QUALITIES[q][kind]["crf"] for q in ("small", "medium", "high")]
+        assert crfs == sorted(crfs, reverse=True)
+    with pytest.raises(ValueError, match="overlay"):
+        VideoWriter(tmp_path / "x.mp4", 25, (64, 48), overlay="dots")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_line_overlays_get_the_encoder_that_keeps_them_small(tmp_path, real_frames):
+    """The "lines" settings exist because dense thin lines cost ultrafast many bits: on real frames
+    with a moving 1-px grid they make a clearly smaller file than the "surface" settings (at 720p
+    with the wireframe overlay: 5.7 vs 16.2 Mbit/s, docs/benchmarks.md section 8)."""
+    sizes = {}
+    for kind in ("surface", "lines"):
+        p = tmp_path / f"{kind}.mp4"
+        w = VideoWriter(p, 25, (640, 360), overlay=kind)
+        for i, (img, ts) in enumerate(real_frames):
+            w.write(_grid_lines(img, 6, i), ts)
+        w.close()
+        sizes[kind] = p.stat().st_size
+    assert sizes["lines"] < 0.6 * sizes["surface"], sizes
+
+
+# ---------------------------------------------------------------- BackgroundWriter
+def test_background_writer_draws_on_its_own_thread(tmp_path, real_frames):
+    import threading
+
+    from app.io.writer import BackgroundWriter
+
+    threads = []
+
+    def drawing(img):
+        def draw():
+            threads.append(threading.current_thread().name)
+            out = img.copy()
+            cv2.rectangle(out, (10, 10), (200, 120), (0, 0, 255), -1)
+            return out
+        return draw
+
+    bw = BackgroundWriter(VideoWriter(tmp_path / "bg.mp4", 25, (640, 360)))
+    for img, ts in real_frames[:10]:
+        bw.write(drawing(img), ts)
+    bw.close()
+    assert threads == ["encoder"] * 10 and bw.render_ms > 0.0
+    frames, _, _ = _pyav_read(tmp_path / "bg.mp4")
+    assert len(frames) == 10
+    # what was drawn is in the file: the red box
+    b, g, r = (float(c) for c in frames[5][0][30:100, 30:180].reshape(-1, 3).mean(0))
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_a_drawing_error_is_raised_by_the_next_write_and_the_file_kept(tmp_path, real_frames):
+    from app.io.writer import BackgroundWriter
+
+    def broken():
+        raise RuntimeError("overlay bug")
+
+    bw = BackgroundWriter(VideoWriter(tmp_path / "e.mp4", 25, (640, 360)))
+    for img, ts in real_frames[:4]:
+        bw.write(img, ts)
+    bw.write(broken, real_frames[4][1])
+    with pytest.raises(RuntimeError, match="overlay bug"):
+        for img, ts in real_frames[5:]:
+            bw.write(img, ts)
+    bw.close()
+    frames, _, _ = _pyav_read(tmp_path / "e.mp4")
+    assert len(frames) == 4

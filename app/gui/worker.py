@@ -39,7 +39,7 @@ from app.io.writer import DEFAULT_QUALITY
 from app.runner import Outputs, source_event_record
 from app.settings import RunOptions
 from app.gui import binding
-from app.render import draw_result
+from app.render import draw_result, overlay_kind
 
 log = logging.getLogger(__name__)
 
@@ -226,14 +226,15 @@ class Recorder:
     file that cannot be written is reported through ``say`` while monitoring goes on."""
 
     def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int], *, events: bool = True,
-                 quality: str = DEFAULT_QUALITY, drop: bool = True, say: Callable[[str], None] = log.error):
+                 quality: str = DEFAULT_QUALITY, overlay: str = "surface", drop: bool = True,
+                 say: Callable[[str], None] = log.error):
         self.path = Path(path)
         if not self.path.parent.exists() and _parent_creatable(self.path.parent):
             self.path.parent.mkdir(exist_ok=True)   # e.g. recordings/ on first use
         opts = RunOptions(record=str(self.path), events=str(events_path_for(self.path)) if events else None,
                           record_quality=quality)
         # OutputError (one line) when not writable
-        self.outputs = Outputs(opts, fps=fps, size=size, live=True, drop=drop, say=say)
+        self.outputs = Outputs(opts, fps=fps, size=size, live=True, drop=drop, overlay=overlay, say=say)
         self._handed = 0
         self._dropped = 0
         self.started_wall = time.monotonic()
@@ -527,8 +528,11 @@ class ProcessingWorker(QThread):
             return
         src = self.grabber.source
         try:
+            # the encoder settings follow what the overlay is made of when the recording starts
+            overlay = overlay_kind(self.pipeline.layers, triangles=self.pipeline.backend.triangles is not None) \
+                if self.pipeline is not None else "surface"
             self.recorder = Recorder(path, src.fps, tuple(src.size), quality=self.record_quality,
-                                     drop=self.drop, say=self.error.emit)
+                                     overlay=overlay, drop=self.drop, say=self.error.emit)
         except OutputError as e:
             msg = f"recording: {one_line(e)}"
             self.error.emit(msg)

@@ -171,8 +171,8 @@ def main(argv=None) -> int:
                 tune = None if tune == "none" else tune
                 r = measure(ref, masks, ts, fps, size, preset, crf, tmp, crop=(*crop, cw, ch), tune=tune,
                             dec_ms=dec_ms)
-                tag = " ".join(k for k, q in QUALITIES.items()
-                               if q == ({"preset": preset, "crf": crf} | ({"tune": tune} if tune else {})))
+                tag = " ".join(f"{k} ({kind})" for k, q in QUALITIES.items() for kind, o in q.items()
+                               if o == ({"preset": preset, "crf": crf} | ({"tune": tune} if tune else {})))
                 print(f"{preset:<10} {tune or '-':<11} {crf:>4} {r['mbps']:>7.2f} {r['mb_per_h']:>6.0f} {r['enc_ms']:>9.2f} "
                       f"{r['cpu_ms']:>9.2f} {r['delay']:>6d} {r['psnr_all']:>9.2f} {r['psnr_overlay']:>9.2f}"
                       + (f"  <- --record-quality {tag}" if tag else ""), flush=True)

@@ -25,15 +25,16 @@ import logging
 import os
 import queue
 import threading
+import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Union
 
 import cv2
 import numpy as np
 
 from app.io.files import OutputError, probe_writable, write_failed
-from app.settings import RECORD_QUALITIES
+from app.settings import OVERLAY_KINDS, RECORD_QUALITIES
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,13 @@ def _pyav_h264_available() -> bool:
 
 
 class VideoWriter:
-    """``VideoWriter(path, fps, size)``; ``.write(image_bgr, timestamp=None)``; ``.close()``."""
+    """``VideoWriter(path, fps, size)``; ``.write(image_bgr, timestamp=None)``; ``.close()``.
+    ``quality`` x ``overlay`` ("surface" or "lines": app.render.overlay_kind) pick the encoder
+    settings (app.settings.RECORD_QUALITIES); ``preset`` / ``crf`` / ``tune`` override them."""
 
     def __init__(self, path, fps: float, size: tuple[int, int], *, codec: str = "h264",
-                 quality: str = DEFAULT_QUALITY, preset: Optional[str] = None, crf: Optional[int] = None,
+                 quality: str = DEFAULT_QUALITY, overlay: str = "surface",
+                 preset: Optional[str] = None, crf: Optional[int] = None,
                  tune: Optional[str] = None, keyframe_s: float = KEYFRAME_S):
         self.path = Path(os.fspath(path)).expanduser()
         self.fps = float(fps) if fps and fps > 0 else 0.0
@@ -71,6 +75,8 @@ class VideoWriter:
         if quality not in QUALITIES:
             raise OutputError(f"cannot record {self.path}: unknown quality {quality!r} "
                               f"(use {', '.join(QUALITIES)})")
+        if overlay not in OVERLAY_KINDS:
+            raise ValueError(f"overlay must be one of {', '.join(OVERLAY_KINDS)}, got {overlay!r}")
         codec = codec.lower()
         if codec not in ("h264", "mp4v"):
             raise OutputError(f"cannot record {self.path}: unknown codec {codec!r} (use h264 or mp4v)")
@@ -86,7 +92,7 @@ class VideoWriter:
         self._t0: Optional[float] = None
         self._container = None
         probe_writable(self.path, f"cannot record to {self.path}", "out.mp4")
-        q = QUALITIES[quality]
+        q = QUALITIES[quality][overlay]   # the settings measured for what the frames show
         self.options = {"preset": str(preset or q["preset"]), "crf": str(int(crf if crf is not None else q["crf"])),
                         # the encoder's own keyframe interval as a backstop to the forced ones
                         "g": str(max(1, int(round(keyframe_s * self.fps)))),
@@ -251,17 +257,21 @@ class VideoWriter:
 
 class BackgroundWriter:
     """Encodes on its own thread (libx264 / PyAV release the GIL) so that frame N is encoded while
-    frame N+1 is processed. With ``drop=False`` (files) ``write`` blocks while ``depth`` frames are
-    waiting (that wait is the "encode" stage of headless / bench); with ``drop=True`` (live
-    sources) it never blocks: a frame that finds the queue full is not recorded and counted in
-    ``frames_dropped``. An encoder error is raised by the next ``write`` (and kept in ``error``);
-    ``close`` writes every queued frame, then finalizes the file (after an error: keeps it)."""
+    frame N+1 is processed. ``write`` takes the image, or a function that draws it: then the
+    drawing happens on this thread too (the overlay of a run that only records: app.runner), and
+    ``render_ms`` is the time the last one took. With ``drop=False`` (files) ``write`` blocks while
+    ``depth`` frames are waiting (that wait is the "encode" stage of headless / bench); with
+    ``drop=True`` (live sources) it never blocks: a frame that finds the queue full is not
+    recorded (nor drawn) and counted in ``frames_dropped``. An encoder or drawing error is raised
+    by the next ``write`` (and kept in ``error``); ``close`` writes every queued frame, then
+    finalizes the file (after an error: keeps it)."""
 
     def __init__(self, writer: VideoWriter, depth: int = 2, *, drop: bool = False):
         self.writer = writer
         self.path = writer.path
         self.drop = bool(drop)
         self.frames_dropped = 0
+        self.render_ms = 0.0
         self._q: "queue.Queue" = queue.Queue(maxsize=depth)
         self.error: Optional[BaseException] = None
         self._reported = False
@@ -274,12 +284,17 @@ class BackgroundWriter:
             if item is None:
                 return
             if self.error is None:
+                image, timestamp = item
                 try:
-                    self.writer.write(*item)
+                    if callable(image):
+                        t = time.perf_counter()
+                        image = image()
+                        self.render_ms = (time.perf_counter() - t) * 1e3
+                    self.writer.write(image, timestamp)
                 except BaseException as e:  # reported to the caller's thread by write / close
                     self.error = e
 
-    def write(self, image: np.ndarray, timestamp: float) -> None:
+    def write(self, image: Union[np.ndarray, Callable[[], np.ndarray]], timestamp: float) -> None:
         if self.error is not None and not self._reported:
             self._reported = True
             raise self.error

@@ -1,0 +1,83 @@
+"""app.runner.Outputs: the recording of a run that only records is drawn on the encoder's thread."""
+from __future__ import annotations
+
+import threading
+
+import av
+import cv2
+import numpy as np
+
+from app import runner
+from app.core.types import FaceObservation, Frame, FrameResult
+from app.io.capture import open_source
+from app.render import draw_result
+from app.settings import Layers, RunOptions, Settings
+from tests.conftest import shared
+
+
+def _results(n: int) -> list[FrameResult]:
+    src = open_source(shared("media", "talking_head_720p.mp4"))
+    out = []
+    for f in src:
+        img = cv2.resize(f.image, (640, 360), interpolation=cv2.INTER_AREA)
+        box = np.array([250.0, 60.0, 390.0, 230.0])
+        lm = np.zeros((68, 3), np.float32)
+        lm[:, 0] = np.linspace(260, 380, 68)
+        lm[:, 1] = 140 + 40 * np.sin(np.linspace(0, 6.28, 68))
+        obs = FaceObservation(box=box, landmarks=lm, model="test", yaw=10.0, pitch=-3.0, roll=1.0)
+        out.append(FrameResult(frame=Frame(img, f.timestamp, f.index), observations=[obs], model="test",
+                               provider="CPU", fps=25.0))
+        if len(out) == n:
+            break
+    src.stop()
+    return out
+
+
+def test_outputs_draw_the_recording_on_the_encoder_thread(tmp_path, monkeypatch):
+    drawn_on = []
+
+    def spy(result, layers=None, **kw):
+        drawn_on.append(threading.current_thread().name)
+        return draw_result(result, layers, **kw)
+
+    monkeypatch.setattr(runner, "draw_result", spy)
+    results = _results(12)
+    layers = Layers(mesh=False)
+    rec = tmp_path / "r.mp4"
+    out = runner.Outputs(RunOptions(record=str(rec), record_quality="high"), fps=25.0, size=(640, 360), live=False)
+    for r in results:
+        out.write(r, layers=layers)
+    assert out.render_ms > 0.0
+    assert out.close() == [f"recording {rec}"]
+    assert drawn_on == ["encoder"] * 12
+    with av.open(str(rec)) as c:
+        got = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    assert len(got) == 12
+    for r, g in zip(results, got):
+        want = draw_result(r, layers).astype(np.float64)
+        raw = r.frame.image.astype(np.float64)
+        # over the pixels the overlay changed (box, landmarks, text) the file holds the drawn frame
+        drawn = np.abs(want - raw).max(axis=2) > 60
+        assert drawn.sum() > 500
+        assert np.abs(g - want)[drawn].mean() < 0.3 * np.abs(g - raw)[drawn].mean()
+
+
+def test_a_frame_the_caller_drew_is_recorded_as_given(tmp_path):
+    results = _results(5)
+    rec = tmp_path / "g.mp4"
+    out = runner.Outputs(RunOptions(record=str(rec)), fps=25.0, size=(640, 360), live=False)
+    for r in results:
+        img = r.frame.image.copy()
+        img[:60, :120] = (0, 255, 0)
+        out.write(r, img)
+    assert out.render_ms == 0.0
+    out.close()
+    with av.open(str(rec)) as c:
+        got = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    assert len(got) == 5 and all(float(g[10:50, 10:110, 1].mean()) > 200 for g in got)
+
+
+def test_overlay_kind_for_settings():
+    assert runner.overlay_kind_for(Settings()) == "surface"                # shipped 3DMM, shaded
+    assert runner.overlay_kind_for(Settings(model="mesh")) == "lines"      # the 468-point wireframe
+    assert runner.overlay_kind_for(Settings(layers=Layers(mesh_style="wire"))) == "lines"
