@@ -88,9 +88,9 @@ class Pipeline:
         if path:
             self.backend: FaceBackend = Model3DMM(path, settings.device, settings.threads)
             if settings.eyes_from_mesh:
-                self.eyes = MeshBackend(threads=settings.mesh_threads)
+                self.eyes = MeshBackend(threads=settings.mesh_threads_for(beside_3dmm=True))
         else:
-            self.backend = MeshBackend(threads=settings.mesh_threads)
+            self.backend = MeshBackend(threads=settings.mesh_threads_for(beside_3dmm=False))
             why = "--model mesh" if settings.model == MESH_MODEL else "no --model, no models/*.onnx, no shipped model"
             log.info("model: %s (%s), runs on the CPU (LiteRT)", MESH_MODEL_NAME, why)
         self.model_name = self.backend.name

@@ -8,6 +8,7 @@ defaults unless the CLI changes them); ``None`` means "no monitor" (--no-monitor
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -144,10 +145,14 @@ class Settings:
     eyes_from_mesh: bool = field(default=True, metadata=_flag(
         "3DMM mode: skip the face landmark model per face (eye / mouth openness unknown)",
         "detection and tracking", flag="--no-eyes"))
-    # LiteRT threads of the landmark model: 5.6 ms with 2 vs 7.6 ms with 1 per 256 px face crop on
-    # the 2-core dev machine at load 2-3 (docs/benchmarks.md §9); it overlaps the 3DMM run.
-    mesh_threads: int = field(default=2, metadata=_flag(
-        "LiteRT threads of the face landmark model", "detection and tracking", metavar="N"))
+    # LiteRT threads of the landmark model; 0 = auto (mesh_threads_for). Alone it takes 6.1 ms with
+    # 2 threads vs 8.4 ms with 1 per 256 px face crop on the 2-core dev machine (idle); beside the
+    # 3DMM, which runs at the same time on the other thread, one LiteRT thread leaves that core to
+    # the 3DMM and the encoder: the default pipeline ran 3.0-3.9 fps faster on that machine in
+    # three alternating rounds (docs/benchmarks.md section 10).
+    mesh_threads: int = field(default=0, metadata=_flag(
+        "LiteRT threads of the face landmark model, 0 = auto (1 beside the 3DMM on <= 2 cores, else 2)",
+        "detection and tracking", metavar="N"))
 
     # ---- temporal smoothing (One Euro filter, Casiez et al. CHI 2012), per tracked face
     # On: every face's landmarks, mesh and pose go through the filter; off: raw per-frame outputs.
@@ -175,12 +180,20 @@ class Settings:
     monitor: Optional[MonitorSettings] = field(default_factory=MonitorSettings, metadata=_flag(
         "turn driver monitoring off", "driver monitoring (docs/driver-monitoring.md)", flag="--no-monitor"))
 
+    def mesh_threads_for(self, beside_3dmm: bool, cpus: Optional[int] = None) -> int:
+        """The landmark model's LiteRT threads: ``mesh_threads``, or for 0 (auto) 1 when it runs
+        beside the 3DMM on a machine with at most 2 cores, else 2."""
+        if self.mesh_threads:
+            return self.mesh_threads
+        cpus = os.cpu_count() if cpus is None else cpus
+        return 1 if beside_3dmm and (cpus or 1) <= 2 else 2
+
     def validate(self) -> None:
         """ValueError naming the flag of the first bad value."""
         if self.device not in ("auto", "cuda", "cpu"):
             raise ValueError(f"--device must be auto, cuda or cpu, got {self.device!r}")
-        if self.mesh_threads < 1:
-            raise ValueError(f"--mesh-threads must be >= 1, got {self.mesh_threads}")
+        if self.mesh_threads < 0:
+            raise ValueError(f"--mesh-threads must be >= 0 (0 = auto), got {self.mesh_threads}")
         if self.detect_every < 1:
             raise ValueError(f"--detect-every must be >= 1, got {self.detect_every}")
         if self.max_faces < 1:

@@ -61,6 +61,7 @@ def test_flags_set_their_fields():
     (["--smooth-d-cutoff", "0"], "error: --smooth-min-cutoff and --smooth-d-cutoff must be > 0 and --smooth-beta >= 0"),
     (["--layers", "meshes"], "error: --layers: unknown overlay layer 'meshes'"),
     (["--alert-yaw", "95"], "error: --alert-yaw 95.0: must be < 90 degrees"),
+    (["--mesh-threads", "-1"], "error: --mesh-threads must be >= 0 (0 = auto), got -1"),
 ])
 def test_bad_value_is_one_line_and_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as ei:
@@ -87,3 +88,12 @@ def test_only_the_cli_parses_arguments_or_exits():
         text = (ROOT / path).read_text()
         for word in ("argparse", "sys.exit", "SystemExit", "parse_args"):
             assert word not in text, (path, word)
+
+
+def test_mesh_threads_auto_and_given():
+    auto = Settings()
+    assert auto.mesh_threads == 0
+    assert auto.mesh_threads_for(beside_3dmm=True, cpus=2) == 1     # leaves the other core to the 3DMM
+    assert auto.mesh_threads_for(beside_3dmm=False, cpus=2) == 2    # the only model
+    assert auto.mesh_threads_for(beside_3dmm=True, cpus=8) == 2
+    assert Settings(mesh_threads=3).mesh_threads_for(beside_3dmm=True, cpus=2) == 3
