@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -151,12 +151,19 @@ class Pipeline:
                     if self.eyes is not None and tracks else None)
         ests, bst = self.backend.estimate(image, crops) if tracks else ([], {})
         st.update(bst)
+        # what needs only the backend's estimate is done while the eyes still run: which faces are
+        # kept (the 3DMM's own landmarks decide), and the smoothing of their geometry
         t4 = time.perf_counter()
+        geometry = [self._smoothed_geometry(tr, est, frame.timestamp)
+                    if est is not None and plausible(est.landmarks, tr.roi, image.shape) else None
+                    for tr, est in zip(tracks, ests)]
+        t5 = time.perf_counter()
         eyes, est_eyes = (eyes_job.result() if eyes_job is not None else ([None] * len(tracks), {}))
         st.update(est_eyes)
-        st["mesh wait"] = (time.perf_counter() - t4) * 1e3  # what the overlap did not hide
-        kept: list[tuple[Track, FaceEstimate]] = []
-        for tr, est, ey in zip(tracks, ests, eyes):
+        t6 = time.perf_counter()
+        st["mesh wait"] = (t6 - t5) * 1e3  # what the overlap did not hide
+        kept: list[tuple[Track, FaceEstimate, _Geometry]] = []
+        for tr, est, ey, geo in zip(tracks, ests, eyes, geometry):
             if est is None:              # no face in this crop: the track ends, detect next frame
                 self.tracker.lose(tr)
                 continue
@@ -167,7 +174,7 @@ class Pipeline:
                     self.tracker.request_detection()
                 else:
                     est = _with_eyes(est, ey)
-            if not plausible(est.landmarks, tr.roi, image.shape):
+            if geo is None:              # implausible landmarks: the track ends
                 self.tracker.lose(tr)
                 continue
             # the landmark model's next crop follows its own points; without them (lost in the
@@ -177,14 +184,14 @@ class Pipeline:
             else:
                 tr.state.pop("mesh_crop", None)
             self.tracker.update(tr, est.landmarks, True)
-            kept.append((tr, est))
-        t5 = time.perf_counter()
+            kept.append((tr, est, geo))
+        t7 = time.perf_counter()
 
-        made = [self._observation(tr, est, frame.timestamp) for tr, est in kept]
+        made = [self._observation(tr, est, geo, frame.timestamp) for tr, est, geo in kept]
         observations = [o for o, _ in made]
-        t6 = time.perf_counter()
+        t8 = time.perf_counter()
         st["gaze"] = sum(g for _, g in made) * 1e3
-        st["smoothing"] = (t6 - t5) * 1e3 - st["gaze"]
+        st["smoothing"] = (t5 - t4 + t8 - t7) * 1e3 - st["gaze"]
 
         # the driver: the same face while it stays in place, else the largest (app.monitor)
         driver = select_driver(observations, self._last_driver_box)
@@ -194,8 +201,7 @@ class Pipeline:
         if self.monitor is not None:
             state = self.monitor.update(frame.timestamp, frame.index, driver)
             events = list(state.events)
-        t7 = time.perf_counter()
-        st["monitor"] = (t7 - t6) * 1e3
+        st["monitor"] = (time.perf_counter() - t8) * 1e3
 
         # processing rate (wall clock between calls, smoothed), shown by the overlay
         now = time.perf_counter()
@@ -207,8 +213,9 @@ class Pipeline:
         return FrameResult(frame=frame, observations=observations, driver=driver, state=state, events=events,
                            stage_ms=st, model=self.model_name, provider=self.provider, fps=self.fps)
 
-    def _observation(self, tr: Track, est: FaceEstimate, t: float) -> tuple[FaceObservation, float]:
-        """The smoothed observation of one face and the seconds its gaze stage took."""
+    def _smoothed_geometry(self, tr: Track, est: FaceEstimate, t: float) -> "_Geometry":
+        """The face's landmarks, vertices, rotation (and, in face-mesh mode, its points) through
+        the track's One Euro filters; the pose angles of the smoothed rotation."""
         lm, verts, R, mesh_pts = est.landmarks, est.vertices, est.rotation, est.mesh_points
         yaw, pitch, roll = est.yaw, est.pitch, est.roll
         s = self.settings
@@ -226,6 +233,14 @@ class Pipeline:
                 # smooth the 9 entries (rad-like units: x57 so beta acts on deg/s), re-orthonormalise
                 R = _orthonormal(f["R"](R * 57.29577951308232, t) / 57.29577951308232)
                 yaw, pitch, roll = pose_deg(R)
+        return _Geometry(lm, verts, R, mesh_pts if self.model is None else None, yaw, pitch, roll)
+
+    def _observation(self, tr: Track, est: FaceEstimate, geo: "_Geometry", t: float) -> tuple[FaceObservation, float]:
+        """The smoothed observation of one face and the seconds its gaze stage took."""
+        lm, verts, R = geo.landmarks, geo.vertices, geo.rotation
+        # face-mesh mode: the smoothed points; 3DMM mode: the eyes backend's points of this frame
+        mesh_pts = geo.mesh_points if self.model is None else est.mesh_points
+        s = self.settings
         eye_open = tuple(est.eye_open)
         gaze, gaze_s = None, 0.0
         raw_mesh = est.mesh_points
@@ -233,7 +248,7 @@ class Pipeline:
             tg = time.perf_counter()
             # per-eye eye-in-head angles from this frame's mesh and the (smoothed) head rotation;
             # smoothed as angles (deg, so beta acts on deg/s), then turned into the camera frame
-            ang = eye_angles(raw_mesh, R, eye_open, yaw)
+            ang = eye_angles(raw_mesh, R, eye_open, geo.yaw)
             if s.smoothing:
                 ang = tr.state["filters"]["gaze"](ang, t)
             gaze = gaze_from_angles(ang, R, mesh_pts)
@@ -243,7 +258,19 @@ class Pipeline:
             box=box, landmarks=np.asarray(lm, np.float32), model=self.model_name,
             vertices=verts, triangles=self.backend.triangles if verts is not None else None,
             rotation=R, translation=None, scale=float(est.scale),
-            yaw=float(yaw), pitch=float(pitch), roll=float(roll),
+            yaw=float(geo.yaw), pitch=float(geo.pitch), roll=float(geo.roll),
             eye_open=eye_open, mouth_open=float(est.mouth_open),
             score=float(tr.score), roi_box=np.asarray(tr.roi, np.float64).copy(),
             mesh_points=mesh_pts, blendshapes=est.blendshapes, gaze=gaze), gaze_s
+
+
+@dataclass
+class _Geometry:
+    """A face's smoothed geometry (Pipeline._smoothed_geometry)."""
+    landmarks: np.ndarray
+    vertices: Optional[np.ndarray]
+    rotation: Optional[np.ndarray]
+    mesh_points: Optional[np.ndarray]   # face-mesh mode only (3DMM mode: the eyes' points, unsmoothed)
+    yaw: float
+    pitch: float
+    roll: float
