@@ -6,6 +6,8 @@ Rows (each where its runtime is importable in this Python):
 - LiteRT: the bare face_landmarks_detector.tflite of the shipped face_landmarker.task on the
   tracker-style 256 x 256 crop (what the app runs), 1 and 2 threads, with / without the
   blendshape model (app.facemesh.MeshLandmarker);
+- the bare model on the same prepared inputs, LiteRT vs onnxruntime CPU (converted to ONNX by
+  scripts/tflite_to_onnx.py, when the tflite package is installed), 1 and 2 threads;
 - mediapipe Tasks FaceLandmarker (VIDEO mode, the same .task) on the ~500 px face crop, on a
   256 px crop and on the whole frame;
 - legacy mediapipe.solutions FaceMesh(refine_landmarks=True) on the ~500 px crop (mediapipe
@@ -65,6 +67,50 @@ def crop(img, box, size):
     return cv2.warpAffine(img, geometry.crop_affine(box, size), (size, size))
 
 
+def bare_rows(frames, mbox, add) -> None:
+    """The bare landmark model on the same prepared 256 px inputs: LiteRT vs onnxruntime (the model
+    converted by scripts/tflite_to_onnx.py; rows only where the tflite package is installed)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from app.assets import task_member
+    from app.core import geometry
+    from app.facemesh import CROP_SIZE, LANDMARK_MODEL
+
+    M = geometry.crop_affine(mbox, CROP_SIZE)
+    xs = [(cv2.warpAffine(f, M, (CROP_SIZE, CROP_SIZE))[None, :, :, ::-1] / 255.0).astype(np.float32) for f in frames]
+    model = task_member(LANDMARK_MODEL)
+    for threads in (1, 2):
+        it = Interpreter(model_content=model, num_threads=threads)
+        it.allocate_tensors()
+        i_in = it.get_input_details()[0]["index"]
+
+        def run_lite(x):
+            it.set_tensor(i_in, x)
+            it.invoke()
+        add(f"bare landmark model, LiteRT, {threads} thread{'s' * (threads > 1)}", timed(run_lite, xs),
+            "prepared input, model only")
+    try:
+        import tflite  # noqa: F401
+    except ImportError:
+        print("(onnxruntime rows skipped: pip install tflite for scripts/tflite_to_onnx.py)", file=sys.stderr)
+        return
+    import importlib.util
+
+    import onnxruntime as ort
+
+    spec = importlib.util.spec_from_file_location("tflite_to_onnx", ROOT / "scripts" / "tflite_to_onnx.py")
+    conv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conv)
+    onnx_bytes = conv.convert(model).SerializeToString()
+    for threads in (1, 2):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        sess = ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+        add(f"bare landmark model, onnxruntime CPU (converted), {threads} thread{'s' * (threads > 1)}",
+            timed(lambda x: sess.run(None, {"image": x}), xs), "prepared input, model only")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/bench_landmarks.py", description=__doc__.splitlines()[0])
     ap.add_argument("--video", required=True)
@@ -99,6 +145,7 @@ def main(argv=None) -> int:
                 add(f"LiteRT landmarks 256 px crop, {threads} thread{'s' * (threads > 1)}"
                     + (" + blendshapes" if bs else ""), timed(lambda f: lm(f, mbox), frames),
                     "warp + model (+ 146-point blendshape model)")
+        bare_rows(frames, mbox, add)
     if box is None:
         from mediapipe.python.solutions.face_detection import FaceDetection
 
