@@ -7,9 +7,10 @@ the CPU time of all the process's threads per frame (what the pipeline costs, wh
 on the machine) and the 1-minute load average (other processes competing for the cores).
 ``decode`` is the time the loop waited for the capture thread and ``encode`` the time it waited
 to hand the frame to the encoder thread (decoding and encoding overlap processing, as in
-main.py --headless); ``mesh/eyes`` runs in a worker thread during the 3DMM in 3DMM mode ("mesh
-wait" = what that overlap did not hide); ``total`` is one frame from the decode wait to the
-encode hand-over.
+main.py --headless); ``overlay`` is the drawing, done on the encoder thread while the loop goes
+on (its wall time there, GIL and core sharing included); ``mesh/eyes`` runs in a worker thread
+during the 3DMM in 3DMM mode ("mesh wait" = what that overlap did not hide); ``total`` is one
+frame from the decode wait to the encode hand-over.
 Every pipeline flag of main.py works (--detect-every, --layers, --threads, --no-smoothing ...).
 The JSON holds {"fps", "frames", "stage_ms": {stage: {"median", "p95"}}, "model", "provider",
 "settings", "machine"}.
