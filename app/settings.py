@@ -145,11 +145,11 @@ class Settings:
     eyes_from_mesh: bool = field(default=True, metadata=_flag(
         "3DMM mode: skip the face landmark model per face (eye / mouth openness unknown)",
         "detection and tracking", flag="--no-eyes"))
-    # LiteRT threads of the landmark model; 0 = auto (mesh_threads_for). Alone it takes 6.1 ms with
-    # 2 threads vs 8.4 ms with 1 per 256 px face crop on the 2-core dev machine (idle); beside the
-    # 3DMM, which runs at the same time on the other thread, one LiteRT thread leaves that core to
-    # the 3DMM and the encoder: the default pipeline ran 3.0-3.9 fps faster on that machine in
-    # three alternating rounds (docs/benchmarks.md section 10).
+    # LiteRT threads of the landmark model; 0 = auto (mesh_threads_for). Alone it takes 4.6 ms with
+    # 2 threads vs 7.4 ms with 1 per 256 px face crop (with blendshapes) on the 2-core dev machine;
+    # beside the 3DMM, which runs at the same time on the other thread, one LiteRT thread leaves
+    # that core to the 3DMM and the encoder: the default pipeline ran 0.1-4.1 fps faster with one
+    # in six alternating pairs on two clips (docs/benchmarks.md section 10).
     mesh_threads: int = field(default=0, metadata=_flag(
         "LiteRT threads of the face landmark model, 0 = auto (1 beside the 3DMM on <= 2 cores, else 2)",
         "detection and tracking", metavar="N"))
