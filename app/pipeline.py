@@ -9,7 +9,8 @@ faces) or the face landmark model alone (app.facemesh.MeshBackend); in 3DMM mode
 model also runs, as the eyes backend, in a worker thread while the 3DMM runs (eyes, mouth, iris,
 blendshapes). Stages (``FrameResult.stage_ms``, milliseconds): detect (detector or landmark-crop
 tracking), crop / 3dmm / post (3DMM backend), mesh/eyes (the landmark model; its own duration,
-overlapped in 3DMM mode), mesh wait (the part the overlap did not hide), smoothing, gaze (eye gaze
+overlapped in 3DMM mode), mesh wait (the part the overlap did not hide), smoothing (the 3DMM's
+geometry is smoothed while the eyes still run), gaze (eye gaze
 from the iris points, app.core.gaze, all faces), monitor. overlay, decode and encode belong to the
 caller (drawing, source and writer) and are added there.
 """
