@@ -20,6 +20,20 @@ def shared(*parts: str) -> Path:
     return p
 
 
+def decoded_frames(path) -> int:
+    """Frames of a recording that decode, up to a torn end (what a player shows)."""
+    import av
+
+    n = 0
+    with av.open(str(path)) as c:
+        try:
+            for _ in c.decode(video=0):
+                n += 1
+        except av.error.InvalidDataError:
+            pass
+    return n
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     return shared()

@@ -15,25 +15,11 @@ from pathlib import Path
 import pytest
 
 from app.io.files import read_jsonl
-from tests.conftest import ROOT, shared
+from tests.conftest import ROOT, decoded_frames, shared
 from tests.test_capture import FlakyCamera
 from tests.test_headless import err_lines, run_main
 
 CLIP = ("media", "talking_head_720p.mp4")   # 25 fps
-
-
-def decoded_frames(path) -> int:
-    """Frames that decode, up to a torn end (what a player shows)."""
-    import av
-
-    n = 0
-    with av.open(str(path)) as c:
-        try:
-            for _ in c.decode(video=0):
-                n += 1
-        except av.error.InvalidDataError:
-            pass
-    return n
 
 
 def strict_lines(path) -> tuple[int, bool]:

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from app.core.types import FaceObservation
-from app.monitor import DriverMonitor, MonitorSettings
+from app.monitor import MonitorSettings
+from app.monitor.eye_eval import monitor_pass
 from conftest import shared
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -69,20 +69,12 @@ def mesh_openness(name):
 
 
 def monitor_eye_states(vals, fps):
-    """The monitor over a clip's openness: relative openness per frame, the monitor, the frames on
-    which a blink was counted (the first open frame after the closure) and all events."""
-    mon = DriverMonitor(MonitorSettings())
-    rel, blink_frames, closure_frames, events = [], [], [], []
-    for i, (l, r, mouth) in enumerate(vals):
-        f = FaceObservation(box=np.array([0, 0, 100, 100.]), landmarks=np.zeros((68, 3)), model="mesh",
-                            yaw=0.0, pitch=0.0, eye_open=(l, r), mouth_open=mouth)
-        before, closures = mon.blinks, mon.closures
-        st = mon.update(i / fps, i, f)
-        rel.append(st.signals["eye_open_rel"])
-        blink_frames += [i] * (mon.blinks - before)
-        closure_frames += [i] * (mon.closures - closures)
-        events += mon.last_events
-    return np.array(rel), mon, blink_frames, closure_frames, events
+    """The monitor (default settings) over a clip's openness, as app.monitor.eye_eval runs it:
+    relative openness per frame, the settings, the frames on which a blink / closure was counted
+    (the first open frame after it), all events and the clip's blink count."""
+    s = MonitorSettings()
+    r = monitor_pass(vals[:, :2], vals[:, 2], fps, s)
+    return r["rel"], s, r["blink_frames"], r["closure_frames"], r["events"], r["blinks"]
 
 
 @pytest.mark.parametrize("name", list(EYES))
@@ -90,8 +82,8 @@ def test_eye_closure_rule_on_labelled_frames(name):
     pytest.importorskip("mediapipe")
     lab = EYES[name]
     vals, fps = mesh_openness(name)
-    rel, mon, _, _, _ = monitor_eye_states(vals, fps)
-    ratio = mon.settings.eye_closed_ratio
+    rel, s, _, _, _, _ = monitor_eye_states(vals, fps)
+    ratio = s.eye_closed_ratio
     ready = np.isfinite(rel)                     # after the 2 s open-eye baseline
     closed_i = [i for i in idx(lab["closed"]) if ready[i]]
     open_i = [i for i in idx(lab["open"]) if ready[i]]
@@ -112,8 +104,7 @@ def test_blinks_and_eye_events_match_the_labelled_episodes(name):
     pytest.importorskip("mediapipe")
     lab = EYES[name]
     vals, fps = mesh_openness(name)
-    rel, mon, blink_frames, closure_frames, events = monitor_eye_states(vals, fps)
-    s = mon.settings
+    rel, s, blink_frames, closure_frames, events, blinks = monitor_eye_states(vals, fps)
     spans, episodes = lab["blinks"]["scored"], lab["blinks"]["episodes"]
     ready = int(np.argmax(np.isfinite(rel)))              # first frame with an open-eye baseline
     assert all(a >= ready for a, _ in spans), (ready, spans)  # the labels only score judged frames
@@ -141,9 +132,9 @@ def test_blinks_and_eye_events_match_the_labelled_episodes(name):
     assert [e for e in starts if e["kind"] == "eyes_closed"] == []
     assert [i for i in closure_frames if in_spans(i - 1)] == []
     assert starts == []                          # nor drowsy (PERCLOS needs 30 s), nor anything else
-    assert mon.blinks >= len(episodes)           # + those in the unscored stretches
+    assert blinks >= len(episodes)               # + those in the unscored stretches
     print(f"{name}: {len(episodes)} labelled blinks, counted on frames {matched}; "
-          f"{mon.blinks} blinks in the whole clip")
+          f"{blinks} blinks in the whole clip")
 
 
 @pytest.mark.parametrize("name", list(MOUTH))

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from app.io.files import atomic_write
+
 ROOT = Path(__file__).resolve().parents[2]
 LABELS = ROOT / "tests" / "data" / "eye_closure_labels.json"
 CLIPS = ROOT.parent / "shared" / "media" / "clips"
@@ -276,10 +278,8 @@ def main(argv=None) -> int:
         return 2
     print(format_table(res))
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
+        with atomic_write(args.json) as f:
             json.dump(res, f, indent=1, default=str)
-        Path(tmp).replace(args.json)
     return 0
 
 
