@@ -5,7 +5,7 @@ attention mesh with iris: 468 mesh points + 10 iris points) runs with LiteRT (``
 on one square crop per face (the same roi box the 3DMM uses, turned by the face's roll), resized to
 ``CROP_SIZE`` by one affine warp; its blendshape model (``face_blendshapes.tflite``) runs on 146 of
 the points. Running the bare models on the tracker's crops skips the Tasks FaceLandmarker's own
-detector and ROI steps (docs/benchmarks.md §9: 6.3 ms vs 10.8 ms per face, same crops, load 2-3).
+detector and ROI steps (docs/benchmarks.md section 10: 4.6 ms vs 9.9 ms per face, same crops, 2 threads).
 
 - The dense overlay draws the 468 points with mediapipe's FACEMESH_TESSELATION edges
   (app.render, from ``FaceObservation.mesh_points``).

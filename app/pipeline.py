@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -155,7 +155,7 @@ class Pipeline:
         # what needs only the backend's estimate is done while the eyes still run: which faces are
         # kept (the 3DMM's own landmarks decide), and the smoothing of their geometry
         t4 = time.perf_counter()
-        geometry = [self._smoothed_geometry(tr, est, frame.timestamp)
+        smoothed = [self._smoothed(tr, est, frame.timestamp)
                     if est is not None and plausible(est.landmarks, tr.roi, image.shape) else None
                     for tr, est in zip(tracks, ests)]
         t5 = time.perf_counter()
@@ -163,8 +163,8 @@ class Pipeline:
         st.update(est_eyes)
         t6 = time.perf_counter()
         st["mesh wait"] = (t6 - t5) * 1e3  # what the overlap did not hide
-        kept: list[tuple[Track, FaceEstimate, _Geometry]] = []
-        for tr, est, ey, geo in zip(tracks, ests, eyes, geometry):
+        kept: list[tuple[Track, FaceEstimate, FaceEstimate]] = []
+        for tr, est, ey, sm in zip(tracks, ests, eyes, smoothed):
             if est is None:              # no face in this crop: the track ends, detect next frame
                 self.tracker.lose(tr)
                 continue
@@ -175,7 +175,7 @@ class Pipeline:
                     self.tracker.request_detection()
                 else:
                     est = _with_eyes(est, ey)
-            if geo is None:              # implausible landmarks: the track ends
+            if sm is None:               # implausible landmarks: the track ends
                 self.tracker.lose(tr)
                 continue
             # the landmark model's next crop follows its own points; without them (lost in the
@@ -185,10 +185,10 @@ class Pipeline:
             else:
                 tr.state.pop("mesh_crop", None)
             self.tracker.update(tr, est.landmarks, True)
-            kept.append((tr, est, geo))
+            kept.append((tr, est, sm))
         t7 = time.perf_counter()
 
-        made = [self._observation(tr, est, geo, frame.timestamp) for tr, est, geo in kept]
+        made = [self._observation(tr, est, sm, frame.timestamp) for tr, est, sm in kept]
         observations = [o for o, _ in made]
         t8 = time.perf_counter()
         st["gaze"] = sum(g for _, g in made) * 1e3
@@ -214,9 +214,9 @@ class Pipeline:
         return FrameResult(frame=frame, observations=observations, driver=driver, state=state, events=events,
                            stage_ms=st, model=self.model_name, provider=self.provider, fps=self.fps)
 
-    def _smoothed_geometry(self, tr: Track, est: FaceEstimate, t: float) -> "_Geometry":
-        """The face's landmarks, vertices, rotation (and, in face-mesh mode, its points) through
-        the track's One Euro filters; the pose angles of the smoothed rotation."""
+    def _smoothed(self, tr: Track, est: FaceEstimate, t: float) -> FaceEstimate:
+        """The estimate with its landmarks, vertices, rotation (and, in face-mesh mode, its points)
+        through the track's One Euro filters, and the pose angles of the smoothed rotation."""
         lm, verts, R, mesh_pts = est.landmarks, est.vertices, est.rotation, est.mesh_points
         yaw, pitch, roll = est.yaw, est.pitch, est.roll
         s = self.settings
@@ -234,13 +234,15 @@ class Pipeline:
                 # smooth the 9 entries (rad-like units: x57 so beta acts on deg/s), re-orthonormalise
                 R = _orthonormal(f["R"](R * 57.29577951308232, t) / 57.29577951308232)
                 yaw, pitch, roll = pose_deg(R)
-        return _Geometry(lm, verts, R, mesh_pts if self.model is None else None, yaw, pitch, roll)
+        return replace(est, landmarks=lm, vertices=verts, rotation=R, mesh_points=mesh_pts,
+                       yaw=yaw, pitch=pitch, roll=roll)
 
-    def _observation(self, tr: Track, est: FaceEstimate, geo: "_Geometry", t: float) -> tuple[FaceObservation, float]:
-        """The smoothed observation of one face and the seconds its gaze stage took."""
-        lm, verts, R = geo.landmarks, geo.vertices, geo.rotation
+    def _observation(self, tr: Track, est: FaceEstimate, sm: FaceEstimate, t: float) -> tuple[FaceObservation, float]:
+        """The observation of one face from its estimate (with the eyes) and its smoothed geometry
+        (``_smoothed``), and the seconds its gaze stage took."""
+        lm, verts, R = sm.landmarks, sm.vertices, sm.rotation
         # face-mesh mode: the smoothed points; 3DMM mode: the eyes backend's points of this frame
-        mesh_pts = geo.mesh_points if self.model is None else est.mesh_points
+        mesh_pts = sm.mesh_points if self.model is None else est.mesh_points
         s = self.settings
         eye_open = tuple(est.eye_open)
         gaze, gaze_s = None, 0.0
@@ -249,7 +251,7 @@ class Pipeline:
             tg = time.perf_counter()
             # per-eye eye-in-head angles from this frame's mesh and the (smoothed) head rotation;
             # smoothed as angles (deg, so beta acts on deg/s), then turned into the camera frame
-            ang = eye_angles(raw_mesh, R, eye_open, geo.yaw)
+            ang = eye_angles(raw_mesh, R, eye_open, sm.yaw)
             if s.smoothing:
                 ang = tr.state["filters"]["gaze"](ang, t)
             gaze = gaze_from_angles(ang, R, mesh_pts)
@@ -259,19 +261,8 @@ class Pipeline:
             box=box, landmarks=np.asarray(lm, np.float32), model=self.model_name,
             vertices=verts, triangles=self.backend.triangles if verts is not None else None,
             rotation=R, translation=None, scale=float(est.scale),
-            yaw=float(geo.yaw), pitch=float(geo.pitch), roll=float(geo.roll),
+            yaw=float(sm.yaw), pitch=float(sm.pitch), roll=float(sm.roll),
             eye_open=eye_open, mouth_open=float(est.mouth_open),
             score=float(tr.score), roi_box=np.asarray(tr.roi, np.float64).copy(),
             mesh_points=mesh_pts, blendshapes=est.blendshapes, gaze=gaze), gaze_s
 
-
-@dataclass
-class _Geometry:
-    """A face's smoothed geometry (Pipeline._smoothed_geometry)."""
-    landmarks: np.ndarray
-    vertices: Optional[np.ndarray]
-    rotation: Optional[np.ndarray]
-    mesh_points: Optional[np.ndarray]   # face-mesh mode only (3DMM mode: the eyes' points, unsmoothed)
-    yaw: float
-    pitch: float
-    roll: float
