@@ -5,7 +5,7 @@
 field's metadata (app/settings.py) or, for the monitor, ``app.monitor.settings.HELP``.
 ``settings_from_args(args) -> Settings`` and ``run_options_from_args(args) -> RunOptions`` turn the
 parsed flags back into those dataclasses; a bad value is one line on stderr and exit 2.
-main.py (headless and GUI), ``python -m app.gui`` and ``python -m app.bench`` share this parser.
+main.py (headless and GUI), ``python -m app.gui`` and ``python -m app.eval.bench`` share this parser.
 """
 from __future__ import annotations
 

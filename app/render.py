@@ -4,7 +4,7 @@ Layers (each a switch in ``Layers``): face box; 68 landmarks with the iBUG conto
 mesh; head axes; yaw/pitch/roll text; fps; which model / provider runs; and the driver-monitoring
 HUD (alert banner, gauges, "calibrating").
 
-Dense mesh styles (``python -m app.render --bench``, this 2-core CPU, 1280x720 frame, BFM mean face
+Dense mesh styles (``python -m app.eval.render_bench``, this 2-core CPU, 1280x720 frame, BFM mean face
 350 px tall; docs/benchmarks.md section 6). The default ``mesh_style="shaded"`` (``draw_shaded``):
 the model's triangles as a lit grey surface (per-vertex Phong lighting from vertex normals,
 z-buffered at about the vertex spacing, blended over the video), 2.9 ms on 3DDFA-V2's neck-less
@@ -59,7 +59,7 @@ SHADE_LIGHT = (-0.4, -0.5, 1.0)
 SHADE_AMBIENT, SHADE_DIFFUSE, SHADE_SPECULAR, SHADE_SHININESS = 0.15, 0.75, 0.1, 5
 # z-buffer grid cell = this x the mean spacing of the visible vertices in the image (from their
 # bounding box): 22-25 % of the surface's cells get no vertex and are filled from their neighbours
-# (expressions_d13 and the bench's mean face; python -m app.render --bench prints it), while the
+# (expressions_d13 and the bench's mean face; python -m app.eval.render_bench prints it), while the
 # render stays as fine as the mesh (1.3 and 1.6 x were coarser to the eye, 1.0 x left 40 % empty)
 SHADE_CELL = 1.1
 WIRE_CELLS = 40              # decimation grid: cells across the face's larger extent
@@ -786,95 +786,6 @@ def annotate(image: np.ndarray, observations: Sequence[FaceObservation] | None, 
         draw_banner(img, state, s)
         draw_gauges(img, state, s)
     return img
-
-
-# ----------------------------------------------------------------------------- benchmark
-def _bench(argv=None) -> int:
-    """python -m app.render --bench [--bfm DIR]: mesh drawing cost at 1280x720."""
-    import argparse
-    import time
-
-    ap = argparse.ArgumentParser(prog="python -m app.render")
-    ap.add_argument("--bench", action="store_true", required=True)
-    ap.add_argument("--bfm", default=None, help="folder with u_shp.npy, u_exp.npy, tri.mat "
-                                                 "(default ../shared/bfm/3dmm_data)")
-    ap.add_argument("--repeat", type=int, default=30)
-    args = ap.parse_args(argv)
-    from pathlib import Path
-    import sys
-
-    bfm = Path(args.bfm) if args.bfm else Path(__file__).resolve().parents[2] / "shared" / "bfm" / "3dmm_data"
-    if not (bfm / "tri.mat").exists():
-        print(f"error: BFM not found in {bfm} (pass --bfm DIR with u_shp.npy, u_exp.npy, tri.mat)",
-              file=sys.stderr)
-        return 2
-    import scipy.io as sio
-
-    u = (np.load(bfm / "u_shp.npy") + np.load(bfm / "u_exp.npy")).reshape(-1, 3)
-    tri = sio.loadmat(str(bfm / "tri.mat"))["tri"].T.astype(np.int32) - 1
-    v = u.astype(np.float64)
-    v[:, 1] *= -1
-    v -= v.mean(0)
-    v *= 350.0 / np.ptp(v[:, 1])
-    v[:, 0] += 640
-    v[:, 1] += 360
-    v = v.astype(np.float32)
-    base = np.full((720, 1280, 3), 80, np.uint8)
-    obs = FaceObservation(box=np.array([640 - 180, 360 - 180, 640 + 180, 360 + 180], float),
-                          landmarks=np.full((68, 3), np.nan, np.float32), model="bench",
-                          vertices=v, triangles=tri)
-    t = time.perf_counter()
-    mesh_edges(tri, v)
-    print(f"edge list (once per mesh): {(time.perf_counter() - t) * 1e3:.1f} ms")
-    # the alternatives that were not chosen, for the record
-    all_e = _unique_edges(tri.astype(np.int64))
-    for name, e in (("every edge", all_e), ("every 8th edge", all_e[::8])):
-        ts = []
-        for _ in range(max(3, args.repeat // 5)):
-            img = base.copy()
-            t = time.perf_counter()
-            cv2.polylines(img, _clip_int(v[:, :2][e]), False, C_MESH, 1, cv2.LINE_8)
-            ts.append(time.perf_counter() - t)
-        print(f"(not used) one polylines call, {name} ({len(e)} edges): median {np.median(ts) * 1e3:.2f} ms")
-    meshes = [("full BFM", obs)]
-    noneck = bfm.parent / "noneck"
-    if (noneck / "indices.npy").exists():
-        keep = np.load(noneck / "indices.npy")
-        meshes.append(("neck-less BFM", FaceObservation(
-            box=obs.box, landmarks=obs.landmarks, model="bench", vertices=np.ascontiguousarray(v[keep]),
-            triangles=np.ascontiguousarray(np.load(noneck / "tri.npy").T.astype(np.int32)))))
-    for mesh_name, o in meshes:
-        for style in MESH_STYLES:
-            lay = Layers(box=False, landmarks=False, axes=False, text=False, fps=False, model=False,
-                         monitor=False, mesh_style=style)
-            t = time.perf_counter()
-            annotate(base, [o], layers=lay)
-            first = time.perf_counter() - t
-            ts = []
-            for _ in range(args.repeat):
-                img = base.copy()
-                t = time.perf_counter()
-                annotate(img, [o], layers=lay, inplace=True)
-                ts.append(time.perf_counter() - t)
-            extra = ""
-            if style == "shaded":
-                sl = shaded_layer(o.vertices, o.triangles, base.shape)
-                extra = f", grid cell {sl.cell:.2f} px, {sl.holes:.0%} of the cells filled (first call {first * 1e3:.0f} ms)"
-            print(f"mesh {style:<6} {mesh_name} ({len(o.vertices)} vertices, {len(o.triangles)} triangles), "
-                  f"1280x720: median {np.median(ts) * 1e3:.2f} ms, min {np.min(ts) * 1e3:.2f} ms{extra}")
-    img = base.copy()
-    ts = []
-    for _ in range(args.repeat):
-        t = time.perf_counter()
-        annotate(base, [obs], state=MonitorState(signals={"yaw_offset": 10, "perclos": 0.1}),
-                 info={"fps": 25, "model": "bench"})
-        ts.append(time.perf_counter() - t)
-    print(f"all layers (copy + mesh {Layers().mesh_style} + HUD): median {np.median(ts) * 1e3:.2f} ms")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_bench())
 
 
 def draw_result(result: FrameResult, layers: Optional[Layers] = None, *, inplace: bool = False) -> np.ndarray:

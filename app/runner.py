@@ -2,7 +2,7 @@
 
 ``Outputs`` owns the files of a run and what happens when one cannot be written; ``Runner`` drives
 a source through a Pipeline into them, with stage timing, the summary and finalizing. Headless
-(app/headless.py), the benchmark (app/bench.py) and the soak (app/soak.py) run a ``Runner``; the
+(app/headless.py), the benchmark (app/eval/bench.py) and the soak (app/eval/soak.py) run a ``Runner``; the
 window's worker (app/gui/worker.py) feeds its frames into ``Outputs``.
 
 - Logs are logs: the dump and the event log are JSON lines under their final names, every line

@@ -28,7 +28,7 @@ def _flag(help: str, group: str, **more) -> dict:
 
 
 # --record-quality: libx264 preset, crf and tune of the recording (app/io/writer.py), chosen by
-# measurement with python -m app.io.bench on the overlaid clips (docs/benchmarks.md sections 8 and
+# measurement with python -m app.eval.record_bench on the overlaid clips (docs/benchmarks.md sections 8 and
 # 10). What the overlay is made of sets the size: thin dense lines (the wire / points mesh, the
 # landmark model's wireframe) cost bits, a shaded surface (the default) costs no more than the
 # video under it (expressions_d13 720x1280 30 fps, ultrafast crf 23: 16.2 Mbit/s with the

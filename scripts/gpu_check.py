@@ -20,7 +20,7 @@ Steps, in one process, each reported in the JSON and the markdown table it write
    largest landmark difference from the fp32 CPU reference on the same (seeded random) crops;
    PyTorch eager rows for the same weights when torch is there. Time per row is shared out of the
    budget (at most ``--runs`` timed runs, at least one).
-5. Pipeline: ``python -m app.bench`` on the 720p clip, looping, offline as fast as possible
+5. Pipeline: ``python -m app.eval.bench`` on the 720p clip, looping, offline as fast as possible
    (no recording), 3DDFA-V2 x0.5 fp32 and fp16, with and without the face mesh and overlays, and
    once with the H.264 recording (the goal configuration). Needs mediapipe and PyAV; without them
    the step is skipped with that reason.
@@ -459,7 +459,7 @@ def bench_pipeline(models: dict, device: str, clip: Path, frames: int, out: Path
             continue
         share = left / (len(configs) - i)
         js = out / f"pipeline_{i}.json"
-        cmd = [sys.executable, "-m", "app.bench", "--video", str(clip), "--device", device,
+        cmd = [sys.executable, "-m", "app.eval.bench", "--video", str(clip), "--device", device,
                "--frames", str(frames), "--warmup", str(min(20, max(2, frames // 5))), "--json", str(js), *extra]
         log("pipeline: " + " ".join(cmd[1:]))
         t0 = time.monotonic()
@@ -527,7 +527,7 @@ def markdown(rep: dict) -> str:
         L += [f"- {n}" for n in b["notes"]] + ([""] if b["notes"] else [])
     p = rep.get("pipeline")
     if p:
-        L += ["## Pipeline (`python -m app.bench`, 720p clip looping, offline)", ""]
+        L += ["## Pipeline (`python -m app.eval.bench`, 720p clip looping, offline)", ""]
         if "skipped" in p:
             L += [f"Skipped: {p['skipped']}.", ""]
         else:

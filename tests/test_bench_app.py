@@ -1,11 +1,11 @@
-"""python -m app.bench: the pipeline benchmark runs the real path and reports every stage."""
+"""python -m app.eval.bench: the pipeline benchmark runs the real path and reports every stage."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from app import bench
+from app.eval import bench
 from tests.conftest import shared
 
 

@@ -1,6 +1,6 @@
 """MediaPipe's blendshapes against the app's own measures: eye openness (eyelids vs 1 - eyeBlink,
-app.monitor.eye_eval, on tests/data/eye_closure_labels.json) and eye-in-head gaze (iris vs the
-eyeLook* blendshapes, app.monitor.gaze_eval, on tests/data/gaze_labels.json). The slow tests hold
+app.eval.eye_eval, on tests/data/eye_closure_labels.json) and eye-in-head gaze (iris vs the
+eyeLook* blendshapes, app.eval.gaze_eval, on tests/data/gaze_labels.json). The slow tests hold
 the numbers of docs/driver-monitoring.md ("Eyelids or blendshapes", "Iris or eyeLook*
 blendshapes") with margins."""
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from app.core import gaze as G
-from app.monitor import eye_eval as EE
-from app.monitor import gaze_eval as GE
+from app.eval import eye_eval as EE
+from app.eval import gaze_eval as GE
 from conftest import shared
 
 DATA = Path(__file__).resolve().parent / "data"

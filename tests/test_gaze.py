@@ -113,13 +113,13 @@ def test_unknown_eyes_are_nan():
 # ----------------------------------------------------------------------------- labelled clips
 @functools.lru_cache(maxsize=None)
 def clip_series(name):
-    from app.monitor.gaze_eval import run_clip
+    from app.eval.gaze_eval import run_clip
 
     return run_clip(shared("media", "clips", name))
 
 
 def test_labels_match_the_clips():
-    from app.monitor.gaze_eval import frames_idx
+    from app.eval.gaze_eval import frames_idx
 
     for name, lab in LABELS.items():
         cap = cv2.VideoCapture(str(shared("media", "clips", name)))
@@ -137,7 +137,7 @@ def test_labels_match_the_clips():
 def test_fixation_gain():
     """Eyes held on the camera while the head moves: the eye-in-head angle counter-rotates the head
     one to one (the per-axis radii of app.core.gaze were set from this; measured -1.01 / -1.00)."""
-    from app.monitor.gaze_eval import frames_idx
+    from app.eval.gaze_eval import frames_idx
 
     for axis in ("yaw", "pitch"):
         pairs = []
@@ -155,7 +155,7 @@ def test_fixation_gain():
 @pytest.mark.slow
 def test_accuracy_on_the_labelled_clips():
     """The numbers of docs/driver-monitoring.md ("Eyes off road"), with margins."""
-    from app.monitor.gaze_eval import score_clip
+    from app.eval.gaze_eval import score_clip
 
     s = MonitorSettings()
     res = {name: score_clip(clip_series(name), lab, s) for name, lab in LABELS.items()}
@@ -372,7 +372,7 @@ def test_dump_line_has_the_gaze(tmp_path):
 def test_gaze_with_a_3dmm_head_pose(tddfa_onnx):
     """3DMM mode: the iris from the face mesh, the head rotation from 3DDFA-V2; d0's glances are
     found as with the face mesh's own pose (measured: 64/64 frames, 4/4 glances)."""
-    from app.monitor.gaze_eval import run_clip, score_clip
+    from app.eval.gaze_eval import run_clip, score_clip
 
     r = score_clip(run_clip(shared("media", "clips", "expressions_d0.mp4"), model=str(tddfa_onnx)),
                    LABELS["expressions_d0.mp4"], MonitorSettings())

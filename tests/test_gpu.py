@@ -194,12 +194,12 @@ def test_batches_agree(arch, fp16, models, crops):
 
 
 def test_pipeline_device_flag(models, tmp_path):
-    """``python -m app.bench --device D`` runs the pipeline on the provider asked for (read back
+    """``python -m app.eval.bench --device D`` runs the pipeline on the provider asked for (read back
     from the session) and finds the face on the 720p clip."""
     pytest.importorskip("mediapipe")
     pytest.importorskip("av")
     out = tmp_path / "p.json"
-    r = subprocess.run([sys.executable, "-m", "app.bench", "--video", str(shared("media", "talking_head_720p.mp4")),
+    r = subprocess.run([sys.executable, "-m", "app.eval.bench", "--video", str(shared("media", "talking_head_720p.mp4")),
                         "--model", str(models["3ddfa-v2", False]), "--device", DEVICE, "--frames", "6",
                         "--warmup", "2", "--no-record", "--json", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from app.monitor import MonitorSettings
-from app.monitor.eye_eval import monitor_pass
+from app.eval.eye_eval import monitor_pass
 from conftest import shared
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -69,7 +69,7 @@ def mesh_openness(name):
 
 
 def monitor_eye_states(vals, fps):
-    """The monitor (default settings) over a clip's openness, as app.monitor.eye_eval runs it:
+    """The monitor (default settings) over a clip's openness, as app.eval.eye_eval runs it:
     relative openness per frame, the settings, the frames on which a blink / closure was counted
     (the first open frame after it), all events and the clip's blink count."""
     s = MonitorSettings()

@@ -22,7 +22,7 @@ Two steps, so that the caller can smooth the per-eye angles in between:
   the head's yaw / pitch).
 
 :func:`blendshape_eye_angles` is a second eye-in-head source, from MediaPipe's eyeLook* blendshape
-scores (gain x signal per axis, the same openness and far-eye rules); app.monitor.gaze_eval scores
+scores (gain x signal per axis, the same openness and far-eye rules); app.eval.gaze_eval scores
 it against the iris source (docs/driver-monitoring.md, "Iris or eyeLook* blendshapes").
 
 Frames and signs (the ones of app.core.geometry): the camera frame of R is x right, y up, z

@@ -65,7 +65,7 @@ class MonitorSettings:
     use_gaze: int = 1
     # Road zone: |gaze yaw - neutral gaze yaw| above this (degrees) is eyes off road. The road gaze
     # spreads over ~20 deg horizontally [ROAD] (+-10 deg). On the labelled clips
-    # (tests/data/gaze_labels.json, app.monitor.gaze_eval) eyes on the camera read within 4.4 deg of
+    # (tests/data/gaze_labels.json, app.eval.gaze_eval) eyes on the camera read within 4.4 deg of
     # the neutral gaze with the head still and within 16.4 deg while the head turns 12 deg with the
     # eyes counter-rotated (d3); eyes-only glances to the side read 20-70 deg (median 38-70 per
     # glance). [ROAD, measured]

@@ -1,4 +1,4 @@
-"""Recording size vs cost: ``python -m app.io.bench [--video CLIP] [--presets ...] [--crfs ...]``.
+"""Recording size vs cost: ``python -m app.eval.record_bench [--video CLIP] [--presets ...] [--crfs ...]``.
 
 Runs the real pipeline once over CLIP (default ../shared/media/clips/expressions_d13.mp4, 720x1280
 at 30 fps; the clip loops up to ``--frames``) and keeps the annotated frames losslessly
@@ -132,7 +132,7 @@ def measure(ref: Path, masks, ts, fps: float, size, preset: str, crf: int, tmp: 
 def main(argv=None) -> int:
     from app import cli
 
-    parser = cli.build_parser(prog="python -m app.io.bench")
+    parser = cli.build_parser(prog="python -m app.eval.record_bench")
     g = parser.add_argument_group("recording benchmark")
     g.add_argument("--frames", type=int, default=300, help="frames of the clip (looped) (default %(default)s)")
     g.add_argument("--presets", default="ultrafast,superfast,veryfast,faster",

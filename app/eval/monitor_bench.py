@@ -1,4 +1,4 @@
-"""python -m app.monitor.bench [--fps 30] [--seconds 120] [--gaze]: cost of DriverMonitor.update per frame.
+"""python -m app.eval.monitor_bench [--fps 30] [--seconds 120] [--gaze]: cost of DriverMonitor.update per frame.
 
 Synthetic driver (pose noise, 5 % closed-eye frames) fed for ``--seconds`` of stream time; the
 timings of the last 30 s (full 60 s windows) are reported. ``--gaze``: the faces carry an eye gaze
@@ -17,7 +17,7 @@ from app.monitor.core import DriverMonitor
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m app.monitor.bench")
+    ap = argparse.ArgumentParser(prog="python -m app.eval.monitor_bench")
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--gaze", action="store_true", help="faces with an eye gaze (the gaze rule runs)")

@@ -1,6 +1,6 @@
 """GUI cost benchmark: processing fps with the window open vs headless, on the same clip, in one run.
 
-    python -m app.gui.bench --video FILE [--model M.onnx] [--frames N] [--rounds R] [--json OUT]
+    python -m app.eval.gui_bench --video FILE [--model M.onnx] [--frames N] [--rounds R] [--json OUT]
 
 1. headless: Source -> Pipeline.process for N frames (the clip loops), no window;
 2. GUI: the real MainWindow with its ProcessingWorker in benchmark mode (no pacing to the clip's
@@ -145,7 +145,7 @@ class _NoSound:
 def main(argv=None) -> int:
     from app import cli
 
-    ap = argparse.ArgumentParser(prog="python -m app.gui.bench", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m app.eval.gui_bench", description=__doc__.splitlines()[0])
     ap.add_argument("--video", required=True, help="clip to process (it loops)")
     ap.add_argument("--model", default=None,
                     help='ONNX model, or "mesh" for the built-in face mesh (default: the first models/*.onnx, '

@@ -1,4 +1,4 @@
-"""Eyes-off-road accuracy on hand-labelled clips: ``python -m app.monitor.gaze_eval``.
+"""Eyes-off-road accuracy on hand-labelled clips: ``python -m app.eval.gaze_eval``.
 
 Runs the real pipeline (the face mesh with its iris points, One Euro smoothing as in the app, no
 monitor) over each clip of the labels file (tests/data/gaze_labels.json), takes the neutral head
@@ -330,7 +330,7 @@ def _clip_table(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m app.monitor.gaze_eval", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m app.eval.gaze_eval", description=__doc__.split("\n")[0])
     p.add_argument("--labels", default=str(LABELS), help="labels file (default %(default)s)")
     p.add_argument("--clips", default=str(CLIPS), help="folder of the labelled clips (default %(default)s)")
     p.add_argument("--no-smoothing", action="store_true", help="measure the unsmoothed gaze")

@@ -1,4 +1,4 @@
-"""Pipeline benchmark: ``python -m app.bench --video FILE [--model M.onnx] [--frames N] [--json OUT]``.
+"""Pipeline benchmark: ``python -m app.eval.bench --video FILE [--model M.onnx] [--frames N] [--json OUT]``.
 
 Runs the real headless path (threaded source, looping the clip -> Pipeline.process -> H.264
 recording to a temp file unless --no-record) for N frames after a warm-up, and prints per-stage
@@ -103,7 +103,7 @@ def format_table(res: dict) -> str:
 def main(argv=None) -> int:
     from app import cli
 
-    parser = cli.build_parser(prog="python -m app.bench")
+    parser = cli.build_parser(prog="python -m app.eval.bench")
     g = parser.add_argument_group("benchmark")
     g.add_argument("--frames", type=int, default=300, help="measured frames (the clip loops) (default %(default)s)")
     g.add_argument("--warmup", type=int, default=20, help="frames run before measuring (default %(default)s)")

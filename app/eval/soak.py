@@ -1,4 +1,4 @@
-"""Soak: ``python -m app.soak --video CLIP --minutes N [--model M.onnx] [--tracemalloc]``.
+"""Soak: ``python -m app.eval.soak --video CLIP --minutes N [--model M.onnx] [--tracemalloc]``.
 
 Runs the real headless path (app.runner.Runner: the clip looped as fast as it goes -> Pipeline ->
 H.264 recording, per-frame dump and event log, all into a temp folder removed at the end unless
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     from app.runner import Outputs, Runner, overlay_kind_for
     from app.settings import RunOptions
 
-    parser = cli.build_parser(prog="python -m app.soak")
+    parser = cli.build_parser(prog="python -m app.eval.soak")
     g = parser.add_argument_group("soak")
     g.add_argument("--minutes", type=float, default=60.0, help="how long to run (default %(default)s)")
     g.add_argument("--tracemalloc", action="store_true", help="trace Python allocations (slower)")

@@ -1,4 +1,4 @@
-"""Eye openness on hand-labelled clips, two measures side by side: ``python -m app.monitor.eye_eval``.
+"""Eye openness on hand-labelled clips, two measures side by side: ``python -m app.eval.eye_eval``.
 
 Runs the app's landmark path (detector, tracked crops turned by the face's roll, the face landmark
 model and its blendshape model; no smoothing: neither measure is smoothed in the app) once over
@@ -262,7 +262,7 @@ def format_table(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m app.monitor.eye_eval", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m app.eval.eye_eval", description=__doc__.split("\n")[0])
     p.add_argument("--labels", default=str(LABELS), help="labels file (default %(default)s)")
     p.add_argument("--clips", default=str(CLIPS), help="folder of the labelled clips (default %(default)s)")
     p.add_argument("--json", metavar="OUT.json", help="also write the numbers as JSON")
