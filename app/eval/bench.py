@@ -12,8 +12,12 @@ on (its wall time there, GIL and core sharing included); ``mesh/eyes`` runs in a
 during the 3DMM in 3DMM mode ("mesh wait" = what that overlap did not hide); ``total`` is one
 frame from the decode wait to the encode hand-over.
 Every pipeline flag of main.py works (--detect-every, --layers, --threads, --no-smoothing ...).
-The JSON holds {"fps", "frames", "stage_ms": {stage: {"median", "p95"}}, "model", "provider",
-"settings", "machine"}.
+The CPU table splits that CPU time by thread (from /proc/self/task, the kernel's per-thread
+user + system time, read at the first and the last measured frame): the Python threads by name
+(the main loop, capture, the eyes worker, the encoder), the native ones (onnxruntime's, LiteRT's,
+x264's pools) by their kernel name, in ms per measured frame.
+The JSON holds {"fps", "frames", "cpu_ms_per_frame", "cpu_threads": {thread: ms per frame},
+"stage_ms": {stage: {"median", "p95"}}, "model", "provider", "settings", "machine"}.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 
 from app.io.files import atomic_write
 from app.io.writer import DEFAULT_QUALITY
@@ -40,6 +45,39 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}"
 
 
+_TICK_MS = 1000.0 / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_ms() -> dict[int, tuple[str, float]]:
+    """CPU time (user + system, ms) of every thread of this process now: tid -> (name, ms). Python
+    threads are named by their ``threading`` name, the others by the kernel's (``comm``)."""
+    names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:          # the thread ended between the listing and the read
+            continue
+        # fields after the ")" that closes comm: state is field 3, utime 14, stime 15
+        rest = stat.rsplit(")", 1)[1].split()
+        ms = (int(rest[11]) + int(rest[12])) * _TICK_MS
+        out[int(tid)] = (names.get(int(tid), f"{comm} (native)"), ms)
+    return out
+
+
+def cpu_by_thread(start: dict, end: dict, frames: int) -> dict[str, float]:
+    """ms of CPU per frame by thread name between two ``thread_cpu_ms`` snapshots (threads of the
+    same name summed; a thread that started in between counts from 0), largest first."""
+    per = {}
+    for tid, (name, ms) in end.items():
+        d = ms - start.get(tid, (name, 0.0))[1]
+        per[name] = per.get(name, 0.0) + d / frames
+    return dict(sorted(((k, v) for k, v in per.items() if v > 0), key=lambda kv: -kv[1]))
+
+
 def run_bench(settings, video: str, frames: int = 300, warmup: int = 20, record: bool = True,
               record_quality: str = DEFAULT_QUALITY) -> dict:
     from app.io.capture import open_source
@@ -53,8 +91,20 @@ def run_bench(settings, video: str, frames: int = 300, warmup: int = 20, record:
     rec = os.path.join(tmpdir, "bench.mp4")
     outputs = Outputs(RunOptions(record=rec if record else None, record_quality=record_quality),
                       fps=src.fps, size=src.size, live=False, overlay=overlay_kind_for(settings))
+    snaps = {}
+
+    def on_frame(_ms: float) -> None:
+        # per-thread CPU at the end of the warm-up and at the last measured frame (before the
+        # outputs close and their threads end)
+        on_frame.n += 1
+        if on_frame.n in (warmup, warmup + frames):
+            snaps[on_frame.n] = thread_cpu_ms()
+    on_frame.n = 0
+    if warmup == 0:
+        snaps[0] = thread_cpu_ms()
     try:
-        rep = Runner(src, pipe, outputs, max_frames=warmup + frames, warmup=warmup, quiet=True).run()
+        rep = Runner(src, pipe, outputs, max_frames=warmup + frames, warmup=warmup, quiet=True,
+                     on_frame=on_frame).run()
     finally:
         if os.path.exists(rec):
             os.unlink(rec)
@@ -69,6 +119,8 @@ def run_bench(settings, video: str, frames: int = 300, warmup: int = 20, record:
         "frames": frames,
         # CPU seconds of all threads of this process per frame: robust to other load on the machine
         "cpu_ms_per_frame": cpu * 1e3 / frames,
+        "cpu_threads": (cpu_by_thread(snaps[warmup], snaps[warmup + frames], frames)
+                        if warmup + frames in snaps else {}),
         "loadavg_1min": os.getloadavg()[0],
         "frames_with_face": faces,
         "stage_ms": rep.stage_ms,
@@ -95,6 +147,10 @@ def format_table(res: dict) -> str:
         if k in res["stage_ms"]:
             s = res["stage_ms"][k]
             lines.append(f"{k:<10} {s['median']:>10.2f} {s['p95']:>8.2f}")
+    if res.get("cpu_threads"):
+        lines.append(f"{'thread':<28} {'CPU ms/frame':>12}")
+        for name, ms in res["cpu_threads"].items():
+            lines.append(f"{name[:28]:<28} {ms:>12.2f}")
     lines.append(f"end-to-end {res['fps']:.1f} fps, CPU {res['cpu_ms_per_frame']:.1f} ms/frame (all threads), "
                  f"load average {res['loadavg_1min']:.1f} ({res['machine']})")
     return "\n".join(lines)
