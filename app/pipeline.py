@@ -87,7 +87,7 @@ class Pipeline:
         path = resolve_model_path(settings.model)
         self.eyes: Optional[MeshBackend] = None
         if path:
-            self.backend: FaceBackend = Model3DMM(path, settings.device, settings.threads)
+            self.backend: FaceBackend = Model3DMM(path, settings.device, settings.threads, settings.flip_average)
             if settings.eyes_from_mesh:
                 self.eyes = MeshBackend(threads=settings.mesh_threads_for(beside_3dmm=True))
         else:
