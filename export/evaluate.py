@@ -288,11 +288,18 @@ def _run_crops(sess, crops: np.ndarray, batch: int, flip: bool, model_path) -> t
     return np.concatenate(lms), np.concatenate(rots)
 
 
-def _protocol_predictions(model_path, samples, imgs, batch, providers, option):
+def scale_boxes(rois: np.ndarray, factor: float) -> np.ndarray:
+    """Square boxes (N,4) scaled by ``factor`` about their centres."""
+    c = (rois[:, :2] + rois[:, 2:]) / 2.0
+    h = (rois[:, 2:] - rois[:, :2]) / 2.0 * float(factor)
+    return np.concatenate([c - h, c + h], axis=1)
+
+
+def _protocol_predictions(model_path, samples, imgs, batch, providers, option, crop_scale=1.0):
     """(landmarks in image px (N,68,3), rotations (N,3,3), provider, model metadata)."""
     sess = ContractSession(model_path, providers)
     flip = option.endswith("flip")
-    rois = np.array([s.roi_box for s in samples], dtype=np.float64)
+    rois = scale_boxes(np.array([s.roi_box for s in samples], dtype=np.float64), crop_scale)
     lm, R = _run_crops(sess, np.stack([crop_official(im, r) for im, r in zip(imgs, rois)]), batch, flip, model_path)
     pred = np.stack([crop_to_image(p, r) for p, r in zip(lm, rois)])
     if option.startswith("landmark"):
@@ -346,12 +353,16 @@ def _pipeline_predictions(model_path, imgs, gts, device, flip: bool, tracked: bo
 
 
 def evaluate_aflw2000(model_path, data_dir, batch: int = 32, providers=("CPUExecutionProvider",),
-                      option: str = "single", crop: str = "protocol", split: str = "all") -> dict:
+                      option: str = "single", crop: str = "protocol", split: str = "all",
+                      crop_scale: float = 1.0) -> dict:
     """AFLW2000-3D results of a model. ``option``: one of OPTIONS (protocol crop). ``crop``:
     "protocol" (the official roi boxes), "pipeline" (the live pipeline's detector crop) or
     "pipeline-tracked" (its crop from its own landmarks, the next frame). ``split``: the
     summary at the top level is for all images, the even- or the odd-indexed ones of the official
-    list; ``splits`` holds all three."""
+    list; ``splits`` holds all three. ``crop_scale``: the protocol's roi boxes scaled about their
+    centres (1 = the protocol)."""
+    if not (0.5 <= crop_scale <= 2.0):
+        raise EvalInputError(f"--crop-scale must be within 0.5-2, got {crop_scale}")
     if option not in OPTIONS:
         raise EvalInputError(f"--option must be one of {', '.join(OPTIONS)}, got {option!r}")
     if crop not in ("protocol", "pipeline", "pipeline-tracked"):
@@ -362,8 +373,10 @@ def evaluate_aflw2000(model_path, data_dir, batch: int = 32, providers=("CPUExec
     imgs, gts, poses = _read_samples(samples)
     if crop == "protocol":
         pred, rots, provider, meta = _protocol_predictions(model_path, samples, imgs, max(1, int(batch)),
-                                                           providers, option)
+                                                           providers, option, crop_scale)
     else:
+        if crop_scale != 1.0:
+            raise EvalInputError("--crop-scale applies to --crop protocol only (the pipeline makes its own crops)")
         if option not in ("single", "flip"):
             raise EvalInputError(f"--crop {crop} takes --option single or flip (the pipeline makes its own crops)")
         meta = ContractSession(model_path, providers).meta   # the contract check: one clear line on a bad model
@@ -393,7 +406,7 @@ def evaluate_aflw2000(model_path, data_dir, batch: int = 32, providers=("CPUExec
         "model": str(model_path), "data": str(data_dir), "n_images": n,
         "arch": meta.get("arch", "unknown"),
         "landmark_convention": meta.get("landmark_convention", "unknown"),
-        "provider": provider, "option": option, "crop": crop, "split": split,
+        "provider": provider, "option": option, "crop": crop, "split": split, "crop_scale": crop_scale,
         **splits[split],
         "splits": splits,
         "per_image": per_image,
@@ -452,7 +465,8 @@ def format_table(res: dict) -> str:
     what = {"protocol": "official roi boxes", "pipeline": "live pipeline crop (BlazeFace -> tracker)",
             "pipeline-tracked": "live pipeline, tracked crop (from its own landmarks)"}[res["crop"]]
     lines = [f"AFLW2000-3D, {res['n_split']} of {res['n_images']} images (split {res['split']}), "
-             f"model {res['model']} ({res['arch']}, {res['provider']}), option {res['option']}, {what}"]
+             f"model {res['model']} ({res['arch']}, {res['provider']}), option {res['option']}, {what}"
+             + (f" scaled x{res['crop_scale']:g}" if res.get("crop_scale", 1.0) != 1.0 else "")]
     if res["n_scored"] != res["n_split"]:
         m = res["missed"]
         lines.append(f"no face found on {res['n_split'] - res['n_scored']} images ([0,30] {m['0-30']}, "
@@ -532,6 +546,8 @@ def main(argv=None) -> int:
                         "from its own landmarks")
     a.add_argument("--split", choices=SPLITS, default="all",
                    help="the images of the official list to report: all (default), even- or odd-indexed")
+    a.add_argument("--crop-scale", type=float, default=1.0,
+                   help="--crop protocol: scale the official roi boxes about their centres (default 1)")
     a.add_argument("--no-compare", action="store_true", help="leave out the table of published numbers")
     args = ap.parse_args(argv)
     try:
@@ -547,7 +563,7 @@ def main(argv=None) -> int:
             if jp.is_dir() or not jp.parent.is_dir():
                 raise EvalInputError(f"--json {jp}: not a writable file path (folder missing or is a folder)")
         res = evaluate_aflw2000(args.model, args.data, batch=args.batch, providers=providers,
-                                option=args.option, crop=args.crop, split=args.split)
+                                option=args.option, crop=args.crop, split=args.split, crop_scale=args.crop_scale)
         if res["provider"] != providers[0]:
             raise EvalInputError(f"asked for {providers[0]} but onnxruntime runs {res['provider']}")
         print(format_table(res))
