@@ -135,6 +135,15 @@ class Settings:
     # new face entering the view is picked up within 0.2 s at 25 fps.
     detect_every: int = field(default=5, metadata=_flag(
         "run the face detector every K frames and when a face is lost", "detection and tracking", metavar="K"))
+    # The 3DMM's crop between detections (3DDFA-V2's box from the previous frame's 68 points, the
+    # same rule that makes AFLW2000-3D's official boxes from the ground truth) scaled about its
+    # centre. 1 = that rule. On AFLW2000-3D's official boxes (python -m export.evaluate aflw2000
+    # --crop-scale S, docs/benchmarks.md section 11), 0.9 with --flip-average gave mean NME of the
+    # bins 3.638 % / pose MAE 3.70 deg on the even-indexed images (1.0: 3.658 / 3.80; 0.85: 3.659 /
+    # 3.71). Left at 1 until measured on the live clips (the eye, gaze and turn-away numbers).
+    landmark_crop_scale: float = field(default=1.0, metadata=_flag(
+        "scale of the 3DMM's crop from the previous landmarks (tracked frames)", "detection and tracking",
+        metavar="S"))
     # BlazeFace score threshold; 0.5 is mediapipe's default.
     min_detection_confidence: float = field(default=0.5, metadata=_flag(
         "detector score threshold", "detection and tracking", metavar="P"))
@@ -203,6 +212,8 @@ class Settings:
             raise ValueError(f"--device must be auto, cuda or cpu, got {self.device!r}")
         if self.mesh_threads < 0:
             raise ValueError(f"--mesh-threads must be >= 0 (0 = auto), got {self.mesh_threads}")
+        if not 0.5 <= self.landmark_crop_scale <= 2.0:
+            raise ValueError(f"--landmark-crop-scale must be within 0.5-2, got {self.landmark_crop_scale}")
         if self.detect_every < 1:
             raise ValueError(f"--detect-every must be >= 1, got {self.detect_every}")
         if self.max_faces < 1:

@@ -318,7 +318,7 @@ def _box_iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _pipeline_predictions(model_path, imgs, gts, device, flip: bool, tracked: bool):
+def _pipeline_predictions(model_path, imgs, gts, device, flip: bool, tracked: bool, crop_scale: float = 1.0):
     """The live pipeline (app.pipeline.Pipeline, as on a still image: BlazeFace -> the tracker's
     crop from the detector box -> the 3DMM; smoothing, eyes and monitor off since they do not
     change the 3DMM geometry of a first frame). ``tracked``: the same image again as the next
@@ -330,7 +330,7 @@ def _pipeline_predictions(model_path, imgs, gts, device, flip: bool, tracked: bo
     from app.settings import Settings
 
     st = Settings(model=str(model_path), device=device, smoothing=False, eyes_from_mesh=False, monitor=None,
-                  detect_every=1000, flip_average=flip)
+                  detect_every=1000, flip_average=flip, landmark_crop_scale=crop_scale)
     pipe = Pipeline(st)
     try:
         preds, rots = [], []
@@ -375,14 +375,15 @@ def evaluate_aflw2000(model_path, data_dir, batch: int = 32, providers=("CPUExec
         pred, rots, provider, meta = _protocol_predictions(model_path, samples, imgs, max(1, int(batch)),
                                                            providers, option, crop_scale)
     else:
-        if crop_scale != 1.0:
-            raise EvalInputError("--crop-scale applies to --crop protocol only (the pipeline makes its own crops)")
+        if crop_scale != 1.0 and crop != "pipeline-tracked":
+            raise EvalInputError("--crop-scale applies to --crop protocol and pipeline-tracked (the tracker's "
+                                 "crop from the landmarks, Settings.landmark_crop_scale)")
         if option not in ("single", "flip"):
             raise EvalInputError(f"--crop {crop} takes --option single or flip (the pipeline makes its own crops)")
         meta = ContractSession(model_path, providers).meta   # the contract check: one clear line on a bad model
         device = "cpu" if providers[0] == "CPUExecutionProvider" else "cuda"
         pred, rots, provider = _pipeline_predictions(model_path, imgs, gts, device, option == "flip",
-                                                     crop == "pipeline-tracked")
+                                                     crop == "pipeline-tracked", crop_scale)
         provider = provider if provider.endswith("ExecutionProvider") else provider + "ExecutionProvider"
 
     n = len(samples)
@@ -547,7 +548,8 @@ def main(argv=None) -> int:
     a.add_argument("--split", choices=SPLITS, default="all",
                    help="the images of the official list to report: all (default), even- or odd-indexed")
     a.add_argument("--crop-scale", type=float, default=1.0,
-                   help="--crop protocol: scale the official roi boxes about their centres (default 1)")
+                   help="scale the official roi boxes (--crop protocol) or the tracker's crop from the landmarks "
+                        "(--crop pipeline-tracked, Settings.landmark_crop_scale) about their centres (default 1)")
     a.add_argument("--no-compare", action="store_true", help="leave out the table of published numbers")
     args = ap.parse_args(argv)
     try:
