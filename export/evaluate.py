@@ -318,7 +318,8 @@ def _box_iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _pipeline_predictions(model_path, imgs, gts, device, flip: bool, tracked: bool, crop_scale: float = 1.0):
+def _pipeline_predictions(model_path, imgs, gts, device, flip: bool, tracked: bool,
+                          crop_scale: Optional[float] = None):
     """The live pipeline (app.pipeline.Pipeline, as on a still image: BlazeFace -> the tracker's
     crop from the detector box -> the 3DMM; smoothing, eyes and monitor off since they do not
     change the 3DMM geometry of a first frame). ``tracked``: the same image again as the next
@@ -330,7 +331,10 @@ def _pipeline_predictions(model_path, imgs, gts, device, flip: bool, tracked: bo
     from app.settings import Settings
 
     st = Settings(model=str(model_path), device=device, smoothing=False, eyes_from_mesh=False, monitor=None,
-                  detect_every=1000, flip_average=flip, landmark_crop_scale=crop_scale)
+                  detect_every=1000, flip_average=flip)
+    if crop_scale is not None:
+        st.landmark_crop_scale = crop_scale
+    scale = st.landmark_crop_scale
     pipe = Pipeline(st)
     try:
         preds, rots = [], []
@@ -347,21 +351,22 @@ def _pipeline_predictions(model_path, imgs, gts, device, flip: bool, tracked: bo
             else:
                 preds.append(np.asarray(best.landmarks, np.float64))
                 rots.append(np.asarray(best.rotation, np.float64))
-        return np.stack(preds), np.stack(rots), pipe.provider
+        return np.stack(preds), np.stack(rots), pipe.provider, scale
     finally:
         pipe.close()
 
 
 def evaluate_aflw2000(model_path, data_dir, batch: int = 32, providers=("CPUExecutionProvider",),
                       option: str = "single", crop: str = "protocol", split: str = "all",
-                      crop_scale: float = 1.0) -> dict:
+                      crop_scale: Optional[float] = None) -> dict:
     """AFLW2000-3D results of a model. ``option``: one of OPTIONS (protocol crop). ``crop``:
     "protocol" (the official roi boxes), "pipeline" (the live pipeline's detector crop) or
     "pipeline-tracked" (its crop from its own landmarks, the next frame). ``split``: the
     summary at the top level is for all images, the even- or the odd-indexed ones of the official
     list; ``splits`` holds all three. ``crop_scale``: the protocol's roi boxes scaled about their
-    centres (1 = the protocol)."""
-    if not (0.5 <= crop_scale <= 2.0):
+    centres (None = 1, the protocol), or with "pipeline-tracked" Settings.landmark_crop_scale (None =
+    the app's default)."""
+    if crop_scale is not None and not (0.5 <= crop_scale <= 2.0):
         raise EvalInputError(f"--crop-scale must be within 0.5-2, got {crop_scale}")
     if option not in OPTIONS:
         raise EvalInputError(f"--option must be one of {', '.join(OPTIONS)}, got {option!r}")
@@ -373,17 +378,18 @@ def evaluate_aflw2000(model_path, data_dir, batch: int = 32, providers=("CPUExec
     imgs, gts, poses = _read_samples(samples)
     if crop == "protocol":
         pred, rots, provider, meta = _protocol_predictions(model_path, samples, imgs, max(1, int(batch)),
-                                                           providers, option, crop_scale)
+                                                           providers, option, 1.0 if crop_scale is None else crop_scale)
     else:
-        if crop_scale != 1.0 and crop != "pipeline-tracked":
+        if crop_scale is not None and crop != "pipeline-tracked":
             raise EvalInputError("--crop-scale applies to --crop protocol and pipeline-tracked (the tracker's "
                                  "crop from the landmarks, Settings.landmark_crop_scale)")
         if option not in ("single", "flip"):
             raise EvalInputError(f"--crop {crop} takes --option single or flip (the pipeline makes its own crops)")
         meta = ContractSession(model_path, providers).meta   # the contract check: one clear line on a bad model
         device = "cpu" if providers[0] == "CPUExecutionProvider" else "cuda"
-        pred, rots, provider = _pipeline_predictions(model_path, imgs, gts, device, option == "flip",
-                                                     crop == "pipeline-tracked", crop_scale)
+        pred, rots, provider, scale = _pipeline_predictions(model_path, imgs, gts, device, option == "flip",
+                                                            crop == "pipeline-tracked", crop_scale)
+        crop_scale = scale if crop == "pipeline-tracked" else None
         provider = provider if provider.endswith("ExecutionProvider") else provider + "ExecutionProvider"
 
     n = len(samples)
@@ -407,7 +413,8 @@ def evaluate_aflw2000(model_path, data_dir, batch: int = 32, providers=("CPUExec
         "model": str(model_path), "data": str(data_dir), "n_images": n,
         "arch": meta.get("arch", "unknown"),
         "landmark_convention": meta.get("landmark_convention", "unknown"),
-        "provider": provider, "option": option, "crop": crop, "split": split, "crop_scale": crop_scale,
+        "provider": provider, "option": option, "crop": crop, "split": split,
+        "crop_scale": 1.0 if crop_scale is None else float(crop_scale),
         **splits[split],
         "splits": splits,
         "per_image": per_image,
@@ -547,9 +554,10 @@ def main(argv=None) -> int:
                         "from its own landmarks")
     a.add_argument("--split", choices=SPLITS, default="all",
                    help="the images of the official list to report: all (default), even- or odd-indexed")
-    a.add_argument("--crop-scale", type=float, default=1.0,
+    a.add_argument("--crop-scale", type=float, default=None,
                    help="scale the official roi boxes (--crop protocol) or the tracker's crop from the landmarks "
-                        "(--crop pipeline-tracked, Settings.landmark_crop_scale) about their centres (default 1)")
+                        "(--crop pipeline-tracked, Settings.landmark_crop_scale) about their centres (default: "
+                        "1 for the official boxes, the app's default for the tracker)")
     a.add_argument("--no-compare", action="store_true", help="leave out the table of published numbers")
     args = ap.parse_args(argv)
     try:

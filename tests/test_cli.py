@@ -100,8 +100,8 @@ def test_mesh_threads_auto_and_given():
     assert Settings(mesh_threads=3).mesh_threads_for(beside_3dmm=True, cpus=2) == 3
 
 
-def test_3dmm_accuracy_options_default_off():
-    """--flip-average and --landmark-crop-scale (issue 22): off / 1 by default, set by their flags."""
-    assert Settings().flip_average is False and Settings().landmark_crop_scale == 1.0
-    settings, _ = cli.parse(["--flip-average", "--landmark-crop-scale", "0.9"])
-    assert settings == Settings(flip_average=True, landmark_crop_scale=0.9)
+def test_3dmm_accuracy_options():
+    """--flip-average (off by default) and --landmark-crop-scale (0.9 by default; issue 22)."""
+    assert Settings().flip_average is False and Settings().landmark_crop_scale == 0.9
+    settings, _ = cli.parse(["--flip-average", "--landmark-crop-scale", "1"])
+    assert settings == Settings(flip_average=True, landmark_crop_scale=1.0)
