@@ -80,8 +80,7 @@ class Tracker:
             for t in self.tracks:
                 t.roi = geometry.roi_box_from_landmarks(t.landmarks)
                 if self.landmark_crop_scale != 1.0:
-                    c, h = (t.roi[:2] + t.roi[2:]) / 2.0, (t.roi[2:] - t.roi[:2]) / 2.0 * self.landmark_crop_scale
-                    t.roi = np.concatenate([c - h, c + h])
+                    t.roi = geometry.scale_roi(t.roi, self.landmark_crop_scale)
                 t.detected = False
         return list(self.tracks)
 

@@ -155,3 +155,9 @@ def test_flip_average_of_an_exact_mirror_returns_the_face():
     # and the mean of two different rotations is a rotation between them
     _, m = g.flip_average(lm, R, lm_f, g.rotation_from_pose_aflw(16.0, 40.0, -5.0))
     assert np.allclose(m @ m.T, np.eye(3)) and g.pose_aflw_deg(m)[0] == pytest.approx(14.0, abs=0.3)
+
+
+def test_scale_roi_keeps_the_centre():
+    r = g.scale_roi([10.0, 20.0, 110.0, 120.0], 0.9)
+    np.testing.assert_allclose(r, [15.0, 25.0, 105.0, 115.0])
+    np.testing.assert_allclose(g.scale_roi(r, 1 / 0.9), [10.0, 20.0, 110.0, 120.0])

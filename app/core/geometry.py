@@ -81,6 +81,13 @@ def roi_box_from_landmarks(pts) -> np.ndarray:
     return np.array([sx, sy, sx + llength, sy + llength], dtype=np.float64)
 
 
+def scale_roi(roi_box, factor: float) -> np.ndarray:
+    """A square box [sx, sy, ex, ey] scaled by ``factor`` about its centre."""
+    r = np.asarray(roi_box[:4], dtype=np.float64)
+    c, h = (r[:2] + r[2:]) / 2.0, (r[2:] - r[:2]) / 2.0 * float(factor)
+    return np.concatenate([c - h, c + h])
+
+
 # ---------------------------------------------------------------- crop transforms
 def crop_affine(roi_box, size: int = STD_SIZE) -> np.ndarray:
     """2x3 affine image -> crop for cv2.warpAffine.
