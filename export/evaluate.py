@@ -1,6 +1,15 @@
 """AFLW2000-3D evaluation of an exported ONNX model (the 3DDFA / SynergyNet benchmark protocol).
 
     python -m export.evaluate aflw2000 --model M.onnx --data DIR [--json OUT] [--batch 32]
+        [--split all|even|odd] [--option single|flip|landmark|landmark+flip]
+        [--crop protocol|pipeline|pipeline-tracked] [--crop-scale S] [--no-compare]
+
+Prints the yaw bins, mean of bins, plain mean, pose MAE on the images whose three Pose_Para angles
+are within +-99 deg (the head-pose papers' 1,969 of AFLW2000-3D) and on all, for the chosen split
+of the official list, then the published numbers (PUBLISHED) beside this run. ``--option`` and
+``--crop-scale`` are the generic test-time options of issue 22 (OPTIONS); ``--crop pipeline`` runs
+the app's own pipeline (detector, tracker crop) on each still image instead of the official boxes
+(images where the detector finds no face are counted and left out).
 
 Protocol, as the official 3DDFA benchmark code (benchmark_aflw2000.py / calc_nme_alfw2000):
 - each image is cropped by its official roi box (AFLW2000-3D_crop.roi_box.npy) exactly as the
