@@ -122,9 +122,10 @@ class Settings:
     # and the 68 points (mirror-renamed) and the rotation (yaw and roll mirrored) are averaged; the
     # dense mesh stays the unflipped crop's. AFLW2000-3D, shipped model, official crops (python -m
     # export.evaluate aflw2000 --option flip; docs/benchmarks.md section 11): mean NME of the yaw
-    # bins 3.806 -> 3.66 %, pose MAE 3.91 -> 3.78 deg (pitch 5.31 -> 5.12), for about 1.4x the 3DMM's
-    # CPU time per face. Off by default: below the 3.60 % / 3.50 deg goal of issue 22, and not yet
-    # shown to keep the frame rate within 5 %.
+    # bins 3.806 -> 3.654 %, pose MAE 3.91 -> 3.78 deg (pitch 5.31 -> 5.11), for 1.38x the 3DMM
+    # stage's CPU time per face (python -m app.eval.stage_cost). Off by default: the whole pipeline
+    # then costs 11.9 % more CPU per frame (python -m app.eval.ab_cpu --b=--flip-average on
+    # expressions_d13), over the 5 % a new default may cost.
     flip_average: bool = field(default=False, metadata=_flag(
         "3DMM: average each face with its mirror image (one batched run; ~1.4x the 3DMM's cost)", "model"))
 
