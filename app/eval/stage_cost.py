@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def main(argv=None) -> int:
     import cv2
-    import numpy as np
 
     from app import assets
     from app.core import geometry
