@@ -78,10 +78,11 @@ def _preload_cuda_libraries(ort) -> None:
 
 
 class Model3DMM:
-    def __init__(self, path: str, device: str = "auto", threads: int = 1):
+    def __init__(self, path: str, device: str = "auto", threads: int = 1, flip_average: bool = False):
         import onnxruntime as ort
 
         self.path = str(path)
+        self.flip_average = bool(flip_average)
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"model file {self.path} not found: give an .onnx made by `python -m export`")
         so = ort.SessionOptions()
@@ -198,6 +199,23 @@ class Model3DMM:
         res["yaw"], res["pitch"], res["roll"] = pose_deg(R)
         return res
 
+    @staticmethod
+    def merge_flipped(out: dict, n: int) -> dict:
+        """The outputs of a run on N crops followed by their N mirror images as N faces
+        (geometry.flip_average: 68 points and rotation averaged, scale averaged; the dense mesh
+        and the translation are the unflipped crop's, the BFM vertices having no mirror map here)."""
+        lm, R = [], []
+        for k in range(n):
+            a, b = geometry.flip_average(out["landmarks"][k], out["rotation"][k],
+                                         out["landmarks"][n + k], out["rotation"][n + k])
+            lm.append(a)
+            R.append(b)
+        merged = {name: v[:n] for name, v in out.items()}
+        merged["landmarks"] = np.stack(lm).astype(np.float32)
+        merged["rotation"] = np.stack(R)
+        merged["scale"] = (np.asarray(out["scale"][:n], np.float64) + np.asarray(out["scale"][n:2 * n], np.float64)) / 2
+        return merged
+
     def estimate(self, image_bgr: np.ndarray, crops) -> tuple[list[Optional[FaceEstimate]], dict]:
         """The FaceBackend step: all faces of a frame in one run, on the tracker's roi boxes (the
         3DDFA-V2 crop policies the model was trained with; upright, roll ignored)."""
@@ -206,8 +224,13 @@ class Model3DMM:
             return [], {"crop": 0.0, "3dmm": 0.0, "post": 0.0}
         t0 = time.perf_counter()
         batch = self.crops(image_bgr, rois)
+        if self.flip_average:
+            # the mirror images in the same run: one session call for 2N crops
+            batch = np.concatenate([batch, batch[:, :, ::-1]])
         t1 = time.perf_counter()
         out = self.infer(batch)
+        if self.flip_average:
+            out = self.merge_flipped(out, len(rois))
         t2 = time.perf_counter()
         ests = [FaceEstimate(**self.to_image(out, k, roi)) for k, roi in enumerate(rois)]
         t3 = time.perf_counter()

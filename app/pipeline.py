@@ -87,7 +87,7 @@ class Pipeline:
         path = resolve_model_path(settings.model)
         self.eyes: Optional[MeshBackend] = None
         if path:
-            self.backend: FaceBackend = Model3DMM(path, settings.device, settings.threads)
+            self.backend: FaceBackend = Model3DMM(path, settings.device, settings.threads, settings.flip_average)
             if settings.eyes_from_mesh:
                 self.eyes = MeshBackend(threads=settings.mesh_threads_for(beside_3dmm=True))
         else:
@@ -98,7 +98,8 @@ class Pipeline:
         self.provider = self.backend.provider
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="facemesh") if self.eyes is not None else None
         self.detector = FaceDetector(settings.min_detection_confidence)
-        self.tracker = Tracker(settings.detect_every, settings.max_faces, settings.iou_match)
+        self.tracker = Tracker(settings.detect_every, settings.max_faces, settings.iou_match,
+                               landmark_crop_scale=settings.landmark_crop_scale)
         self.monitor = monitor if monitor is not None else self._make_monitor(settings)
         self._last_driver_box = None
         self.fps = float("nan")

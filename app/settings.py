@@ -118,6 +118,16 @@ class Settings:
     # busy 2-core dev machine (docs/benchmarks.md).
     threads: int = field(default=1, metadata=_flag(
         "onnxruntime intra-op threads, 0 = its default", "model", metavar="N"))
+    # Horizontal-flip averaging: each face crop and its mirror image go through one onnxruntime run
+    # and the 68 points (mirror-renamed) and the rotation (yaw and roll mirrored) are averaged; the
+    # dense mesh stays the unflipped crop's. AFLW2000-3D, shipped model, official crops (python -m
+    # export.evaluate aflw2000 --option flip; docs/benchmarks.md section 11): mean NME of the yaw
+    # bins 3.806 -> 3.654 %, pose MAE 3.91 -> 3.78 deg (pitch 5.31 -> 5.11), for 1.38x the 3DMM
+    # stage's CPU time per face (python -m app.eval.stage_cost). Off by default: the whole pipeline
+    # then costs 11.9 % more CPU per frame (python -m app.eval.ab_cpu --b=--flip-average on
+    # expressions_d13), over the 5 % a new default may cost.
+    flip_average: bool = field(default=False, metadata=_flag(
+        "3DMM: average each face with its mirror image (one batched run; ~1.4x the 3DMM's cost)", "model"))
 
     # ---- detection and tracking
     # Run the face detector every K frames (and whenever a face is lost); in between, each face is
@@ -126,6 +136,17 @@ class Settings:
     # new face entering the view is picked up within 0.2 s at 25 fps.
     detect_every: int = field(default=5, metadata=_flag(
         "run the face detector every K frames and when a face is lost", "detection and tracking", metavar="K"))
+    # The 3DMM's crop between detections (3DDFA-V2's box from the previous frame's 68 points, the
+    # same rule that makes AFLW2000-3D's official boxes from the ground truth) scaled about its
+    # centre; 1 = that rule. 0.9, chosen on the even-indexed AFLW2000-3D images through the app's own
+    # tracked crop (python -m export.evaluate aflw2000 --crop pipeline-tracked --crop-scale S;
+    # docs/benchmarks.md section 11): mean NME of the yaw bins 4.262 -> 4.245 %, pose MAE 3.98 ->
+    # 3.90 deg (even); 4.148 -> 4.094 %, 3.92 -> 3.82 deg on all 2,000 (on the official boxes too:
+    # 0.85-0.95 all beat 1, 0.9 best with --flip-average). Same work per frame; gaze_eval with the
+    # 3DMM head pose keeps every agreement / glance / head-rule / turned count (noise within 0.3 deg).
+    landmark_crop_scale: float = field(default=0.9, metadata=_flag(
+        "scale of the 3DMM's crop from the previous landmarks (tracked frames)", "detection and tracking",
+        metavar="S"))
     # BlazeFace score threshold; 0.5 is mediapipe's default.
     min_detection_confidence: float = field(default=0.5, metadata=_flag(
         "detector score threshold", "detection and tracking", metavar="P"))
@@ -194,6 +215,8 @@ class Settings:
             raise ValueError(f"--device must be auto, cuda or cpu, got {self.device!r}")
         if self.mesh_threads < 0:
             raise ValueError(f"--mesh-threads must be >= 0 (0 = auto), got {self.mesh_threads}")
+        if not 0.5 <= self.landmark_crop_scale <= 2.0:
+            raise ValueError(f"--landmark-crop-scale must be within 0.5-2, got {self.landmark_crop_scale}")
         if self.detect_every < 1:
             raise ValueError(f"--detect-every must be >= 1, got {self.detect_every}")
         if self.max_faces < 1:

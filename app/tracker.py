@@ -50,8 +50,10 @@ def plausible(lm: np.ndarray, roi, image_shape) -> bool:
 
 class Tracker:
     def __init__(self, detect_every: int = 5, max_faces: int = 4, iou_match: float = 0.3,
-                 on_end: Optional[Callable[[Track], Any]] = None):
+                 on_end: Optional[Callable[[Track], Any]] = None, landmark_crop_scale: float = 1.0):
         self.detect_every = max(1, int(detect_every))
+        # the crop from the previous landmarks scaled about its centre (Settings.landmark_crop_scale)
+        self.landmark_crop_scale = float(landmark_crop_scale)
         self.max_faces = max(1, int(max_faces))
         self.iou_match = float(iou_match)
         self.on_end = on_end
@@ -77,6 +79,8 @@ class Tracker:
             self._since_detect += 1
             for t in self.tracks:
                 t.roi = geometry.roi_box_from_landmarks(t.landmarks)
+                if self.landmark_crop_scale != 1.0:
+                    t.roi = geometry.scale_roi(t.roi, self.landmark_crop_scale)
                 t.detected = False
         return list(self.tracks)
 

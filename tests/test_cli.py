@@ -62,6 +62,7 @@ def test_flags_set_their_fields():
     (["--layers", "meshes"], "error: --layers: unknown overlay layer 'meshes'"),
     (["--alert-yaw", "95"], "error: --alert-yaw 95.0: must be < 90 degrees"),
     (["--mesh-threads", "-1"], "error: --mesh-threads must be >= 0 (0 = auto), got -1"),
+    (["--landmark-crop-scale", "3"], "error: --landmark-crop-scale must be within 0.5-2, got 3.0"),
 ])
 def test_bad_value_is_one_line_and_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as ei:
@@ -97,3 +98,10 @@ def test_mesh_threads_auto_and_given():
     assert auto.mesh_threads_for(beside_3dmm=False, cpus=2) == 2    # the only model
     assert auto.mesh_threads_for(beside_3dmm=True, cpus=8) == 2
     assert Settings(mesh_threads=3).mesh_threads_for(beside_3dmm=True, cpus=2) == 3
+
+
+def test_3dmm_accuracy_options():
+    """--flip-average (off by default) and --landmark-crop-scale (0.9 by default; issue 22)."""
+    assert Settings().flip_average is False and Settings().landmark_crop_scale == 0.9
+    settings, _ = cli.parse(["--flip-average", "--landmark-crop-scale", "1"])
+    assert settings == Settings(flip_average=True, landmark_crop_scale=1.0)

@@ -125,3 +125,39 @@ def test_pose_aflw_signs_on_real_images(tddfa_onnx):
     for r, a in zip(R, gt):
         Rm = g.rotation_from_pose_aflw(*a)
         assert np.linalg.norm(r - Rm) < np.linalg.norm(r - Rm.T) or abs(a).max() < 10
+
+
+def test_mirror_68_is_the_ibug_left_right_map():
+    M = g.MIRROR_68
+    assert sorted(M) == list(range(68)) and (M[M] == np.arange(68)).all()   # a permutation, its own inverse
+    # the midline points map to themselves: nose bridge and tip, chin, lip centres
+    assert {int(i) for i in np.flatnonzero(M == np.arange(68))} == {8, 27, 28, 29, 30, 33, 51, 57, 62, 66}
+    assert M[36] == 45 and M[39] == 42 and M[48] == 54 and M[0] == 16 and M[17] == 26
+
+
+def test_unflip_rotation_mirrors_yaw_and_roll():
+    for p, y, r in ((10.0, 35.0, -7.0), (-25.0, -60.0, 15.0), (3.0, 80.0, 2.0)):
+        R = g.rotation_from_pose_aflw(p, y, r)
+        np.testing.assert_allclose(g.unflip_rotation(R), g.rotation_from_pose_aflw(p, -y, -r), atol=1e-12)
+
+
+def test_flip_average_of_an_exact_mirror_returns_the_face():
+    rng = np.random.default_rng(3)
+    lm = rng.uniform(20, 100, size=(68, 3))
+    R = g.rotation_from_pose_aflw(12.0, -40.0, 5.0)
+    # what a perfectly mirror-consistent model gives for the flipped crop
+    lm_f = lm[g.MIRROR_68].copy()
+    lm_f[:, 0] = g.STD_SIZE - lm_f[:, 0]
+    R_f = g.rotation_from_pose_aflw(12.0, 40.0, -5.0)
+    a, b = g.flip_average(lm, R, lm_f, R_f)
+    np.testing.assert_allclose(a, lm, atol=1e-9)
+    np.testing.assert_allclose(b, R, atol=1e-9)
+    # and the mean of two different rotations is a rotation between them
+    _, m = g.flip_average(lm, R, lm_f, g.rotation_from_pose_aflw(16.0, 40.0, -5.0))
+    assert np.allclose(m @ m.T, np.eye(3)) and g.pose_aflw_deg(m)[0] == pytest.approx(14.0, abs=0.3)
+
+
+def test_scale_roi_keeps_the_centre():
+    r = g.scale_roi([10.0, 20.0, 110.0, 120.0], 0.9)
+    np.testing.assert_allclose(r, [15.0, 25.0, 105.0, 115.0])
+    np.testing.assert_allclose(g.scale_roi(r, 1 / 0.9), [10.0, 20.0, 110.0, 120.0])

@@ -69,7 +69,8 @@ def test_face_found_and_tracked(onnx_run):
 @pytest.mark.slow
 def test_matches_official_crop(onnx_run, tddfa_onnx):
     """Every frame: the pipeline's landmarks = the ONNX model run directly on the official crop of
-    the roi the crop policy gives (detector box on detection frames, the previous landmarks between)."""
+    the roi the crop policy gives (detector box on detection frames, the previous landmarks between,
+    scaled by the default Settings.landmark_crop_scale)."""
     from app.detect import FaceDetector
 
     frames, results, _ = onnx_run
@@ -83,7 +84,8 @@ def test_matches_official_crop(onnx_run, tddfa_onnx):
         if detected:
             roi = geometry.roi_box_from_bbox(det(f.image, 1)[0].box)
         else:
-            roi = geometry.roi_box_from_landmarks(prev)
+            # 3DDFA-V2's landmark box scaled by Settings.landmark_crop_scale (0.9 by default)
+            roi = geometry.scale_roi(geometry.roi_box_from_landmarks(prev), Settings().landmark_crop_scale)
         np.testing.assert_allclose(o.roi_box, roi, atol=1e-6)
         lm = sess.run(["landmarks"], {"image": official_crop(f.image, roi)[None]})[0][0]
         lm = geometry.crop_to_image(lm, roi)

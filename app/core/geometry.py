@@ -81,6 +81,13 @@ def roi_box_from_landmarks(pts) -> np.ndarray:
     return np.array([sx, sy, sx + llength, sy + llength], dtype=np.float64)
 
 
+def scale_roi(roi_box, factor: float) -> np.ndarray:
+    """A square box [sx, sy, ex, ey] scaled by ``factor`` about its centre."""
+    r = np.asarray(roi_box[:4], dtype=np.float64)
+    c, h = (r[:2] + r[2:]) / 2.0, (r[2:] - r[:2]) / 2.0 * float(factor)
+    return np.concatenate([c - h, c + h])
+
+
 # ---------------------------------------------------------------- crop transforms
 def crop_affine(roi_box, size: int = STD_SIZE) -> np.ndarray:
     """2x3 affine image -> crop for cv2.warpAffine.
@@ -160,3 +167,52 @@ def pose_aflw_deg(R: np.ndarray) -> np.ndarray:
         pitch = math.atan2(R[1, 2], R[2, 2])
         roll = math.atan2(R[0, 1], R[0, 0])
     return np.degrees([pitch, yaw, roll])
+
+
+# ---------------------------------------------------------------- horizontal-flip averaging
+# iBUG 68-point layout: the index of each point's mirror image (the face's left <-> right): jaw
+# 0-16 reversed, brows 17-21 <-> 26-22, nose bridge 27-30 kept, nostrils 31-35 reversed, eyes
+# 36-41 <-> 45,44,43,42,47,46, outer lips 48-54 reversed and 55-59 reversed, inner lips 60-64
+# reversed and 65-67 reversed.
+MIRROR_68 = np.array(list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30]
+                     + [35, 34, 33, 32, 31] + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]
+                     + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65])
+
+# x -> -x in the model frame (the image's x axis): the rotation of a mirrored face is F R F
+_FLIP_X = np.diag([-1.0, 1.0, 1.0])
+
+
+def orthonormal(M: np.ndarray) -> np.ndarray:
+    """The rotation nearest to M (Frobenius; SVD, determinant +1)."""
+    u, _, vt = np.linalg.svd(np.asarray(M, dtype=np.float64))
+    R = u @ vt
+    if np.linalg.det(R) < 0:
+        u[:, -1] *= -1
+        R = u @ vt
+    return R
+
+
+def unflip_landmarks(lm_flipped: np.ndarray, size: int = STD_SIZE) -> np.ndarray:
+    """68 points (68, 3) a model gave for a horizontally flipped crop, as points of the unflipped
+    crop: x -> size - x (the official crop -> image mapping x * k + sx counts crop x from the
+    crop's left edge, 0, to its right edge, size; 119 - x instead measured 0.04 % worse NME on the
+    even-indexed AFLW2000-3D images) and each point renamed to its mirror (MIRROR_68)."""
+    out = np.array(lm_flipped, dtype=np.float64)[MIRROR_68]
+    out[:, 0] = size - out[:, 0]
+    return out
+
+
+def unflip_rotation(R_flipped: np.ndarray) -> np.ndarray:
+    """The rotation of the unflipped face from the one a model gave for the flipped crop (F R F:
+    yaw and roll change sign, pitch stays)."""
+    return _FLIP_X @ np.asarray(R_flipped, dtype=np.float64) @ _FLIP_X
+
+
+def flip_average(lm: np.ndarray, R: np.ndarray, lm_flipped: np.ndarray, R_flipped: np.ndarray,
+                 size: int = STD_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Horizontal-flip test-time averaging of one face: the mean of the 68 points (crop pixels) of
+    the crop and of its mirror image mapped back, and the rotation nearest to the mean of the two
+    rotations. The model sees each face twice, as it was trained to see faces of either side."""
+    lm_avg = (np.asarray(lm, dtype=np.float64) + unflip_landmarks(lm_flipped, size)) / 2.0
+    R_avg = orthonormal(np.asarray(R, dtype=np.float64) + unflip_rotation(R_flipped))
+    return lm_avg, R_avg

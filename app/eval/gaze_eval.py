@@ -61,10 +61,11 @@ def frames_idx(ranges) -> np.ndarray:
     return np.concatenate([np.arange(a, b + 1) for a, b in ranges])
 
 
-def run_clip(path: Path, smoothing: bool = True, model: str | None = None) -> dict:
+def run_clip(path: Path, smoothing: bool = True, model: str | None = None, flip_average: bool = False,
+             landmark_crop_scale: float = 1.0) -> dict:
     """Per frame: head yaw / pitch, gaze yaw / pitch and eye-in-head yaw / pitch (NaN = no face /
     unknown) of the largest face. ``model``: an ONNX 3DMM (its head pose, the face mesh's iris),
-    None = the face mesh alone."""
+    None = the face mesh alone; ``flip_average``, ``landmark_crop_scale``: those Settings of the 3DMM."""
     import cv2
 
     from app.core.gaze import blendshape_eye_angles
@@ -76,7 +77,8 @@ def run_clip(path: Path, smoothing: bool = True, model: str | None = None) -> di
     if not cap.isOpened():
         raise FileNotFoundError(f"cannot open {path}")
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    pipe = Pipeline(Settings(model=model or MESH_MODEL, monitor=None, smoothing=smoothing))
+    pipe = Pipeline(Settings(model=model or MESH_MODEL, monitor=None, smoothing=smoothing, flip_average=flip_average,
+                             landmark_crop_scale=landmark_crop_scale))
     rows, extra = [], []
     i = 0
     try:
@@ -255,7 +257,8 @@ SOURCES = ("iris", "blendshape", "mixed")
 
 
 def evaluate(labels_path: Path = LABELS, clips_dir: Path = CLIPS, settings=None, smoothing: bool = True,
-             model: str | None = None, sources=SOURCES, holdout: bool = False, series=None) -> dict:
+             model: str | None = None, sources=SOURCES, holdout: bool = False, series=None,
+             flip_average: bool = False, landmark_crop_scale: float = 1.0) -> dict:
     """{source: {clip: score_clip(...)}} for each of ``sources``, plus ``gains`` (the blendshape
     gains: ``all`` fitted on every clip, and per clip the ones it was scored with). ``series``:
     {clip: run_clip(...)} already computed (else run here)."""
@@ -265,7 +268,8 @@ def evaluate(labels_path: Path = LABELS, clips_dir: Path = CLIPS, settings=None,
     settings = settings or MonitorSettings()
     clips = json.loads(Path(labels_path).read_text())["clips"]
     if series is None:
-        series = {name: run_clip(Path(clips_dir) / name, smoothing, model) for name in clips}
+        series = {name: run_clip(Path(clips_dir) / name, smoothing, model, flip_average, landmark_crop_scale)
+                  for name in clips}
     res: dict = {}
     if "iris" in sources:
         res["iris"] = {name: score_clip(series[name], lab, settings) for name, lab in clips.items()}
@@ -335,6 +339,10 @@ def main(argv=None) -> int:
     p.add_argument("--clips", default=str(CLIPS), help="folder of the labelled clips (default %(default)s)")
     p.add_argument("--no-smoothing", action="store_true", help="measure the unsmoothed gaze")
     p.add_argument("--model", metavar="M.onnx", help="a 3DMM model for the head pose (default: the face mesh's own)")
+    p.add_argument("--flip-average", action="store_true",
+                   help="with --model: the 3DMM averaged with its mirror image (Settings.flip_average)")
+    p.add_argument("--landmark-crop-scale", type=float, default=1.0,
+                   help="with --model: Settings.landmark_crop_scale (default 1)")
     p.add_argument("--source", choices=("both",) + SOURCES, default="both",
                    help="eye-in-head source(s) to score (default %(default)s)")
     p.add_argument("--holdout", action="store_true",
@@ -351,7 +359,8 @@ def main(argv=None) -> int:
     sources = SOURCES if args.source == "both" else (args.source,)
     try:
         res = evaluate(Path(args.labels), Path(args.clips), smoothing=not args.no_smoothing, model=args.model,
-                       sources=sources, holdout=args.holdout)
+                       sources=sources, holdout=args.holdout, flip_average=args.flip_average,
+                       landmark_crop_scale=args.landmark_crop_scale)
     except FileNotFoundError as e:
         print(f"error: {e} (a clip of {args.labels} is missing from --clips)", file=sys.stderr)
         return 2
