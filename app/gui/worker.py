@@ -199,6 +199,7 @@ class ProcessingWorker(QThread, RunHooks):
         self.runner: Optional[Runner] = None       # the Runner of the source now running
         self._next_source = None                   # opened, waiting for the running one to end
         self._end_run = False                      # the running source is to end (switched, stopped)
+        self._record_at_start: Optional[str] = None   # asked for before the source's first frame
         self.recording: Optional[Path] = None      # the path being recorded
         self.record_quality = DEFAULT_QUALITY
         self.paused = False
@@ -279,6 +280,9 @@ class ProcessingWorker(QThread, RunHooks):
         nothing = Outputs(RunOptions(), fps=src.fps, size=tuple(src.size), live=True)
         self.runner = Runner(src, self.pipeline, nothing, quiet=True, say=log.info, hooks=self, draw=True,
                              close_pipeline=False)
+        if self._record_at_start is not None:
+            path, self._record_at_start = self._record_at_start, None
+            self._start_recording(path)
         try:
             rep = self.runner.run()
         finally:
@@ -460,6 +464,9 @@ class ProcessingWorker(QThread, RunHooks):
 
     def _start_recording(self, path: str) -> None:
         self._stop_recording()
+        if self.runner is None and self._next_source is not None:
+            self._record_at_start = path     # the source opened, its run starts once the model is loaded
+            return
         if self.runner is None:
             self.error.emit("recording: no source is running (open a camera or a video first)")
             self.recording_changed.emit("")
@@ -480,6 +487,7 @@ class ProcessingWorker(QThread, RunHooks):
         self.recording_changed.emit(str(path))
 
     def _stop_recording(self) -> None:
+        self._record_at_start = None
         if self.recording is None or self.runner is None:
             return
         src = self.runner.source
