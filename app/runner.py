@@ -137,11 +137,11 @@ class Outputs:
             if options.dump:
                 self.dump = JsonLinesWriter(options.dump, "the per-frame dump")
             if options.events:
-                from app.monitor import EventLog
+                from app.monitor.events import EventLog
 
                 self.events = EventLog(options.events)
             if options.sound:
-                from app.monitor import AlertSound
+                from app.io.sound import AlertSound
 
                 self.sound = AlertSound(str(ALERT_WAV))
         except BaseException:
@@ -433,8 +433,9 @@ class Runner:
                     break
                 if not self.hooks.between_frames(self):
                     break
+                self._source_events(rep)   # a camera lost meanwhile is said before waiting for a frame
                 t0, c0 = time.perf_counter(), time.process_time()
-                frame = self.source.read(timeout=0.25)
+                frame = self.source.read(timeout=0.1)
                 t1 = time.perf_counter()
                 self._source_events(rep)
                 if frame is None:

@@ -190,7 +190,7 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ construction
     def _make_sound(self):
-        from app.monitor import AlertSound
+        from app.io.sound import AlertSound
 
         try:
             return AlertSound(str(ALERT_WAV))
