@@ -8,13 +8,15 @@ the end.
 - Live sources (cameras) always hand over the newest frame: ``read`` returns the latest frame
   captured and drops the older ones still queued, and a full queue drops its oldest frame (both
   counted in ``frames_dropped``), so processing never lags behind the camera.
-  Timestamps are ``time.monotonic()`` seconds since ``start()``.
+  Timestamps are ``time.monotonic()`` seconds since ``start()``; ``Frame.captured`` is the
+  ``time.perf_counter()`` when a frame was queued (latency measured by the window).
 - A camera that stops delivering (unplugged, driver error) is reopened with back-off
   (``RETRY_DELAYS_S``, then every ``RETRY_DELAYS_S[-1]`` seconds, until ``stop()``) and resumes when
   the device is back; ``pop_events()`` hands over a ``SourceEvent`` "lost" and, later, "back".
 - Files (and stills / playlists) deliver every frame in order; the reader blocks while the queue
   is full. With ``realtime=True`` they are paced to their timestamps instead and, like a camera,
-  hand over the newest frame (a file played "as a camera", e.g. in the GUI). Timestamps come from the container pts (PyAV), relative to the first frame, else
+  hand over the newest frame (a file played "as a camera", e.g. in the GUI); ``set_paused`` stops
+  a file where it is (its pacing resumes from there). Timestamps come from the container pts (PyAV), relative to the first frame, else
   ``index / fps``.
 - A file that breaks off midway stops cleanly: the frames decoded so far are delivered and
   ``Source.error`` says what happened (decoder error, or the video ending well before the duration
