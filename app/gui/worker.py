@@ -464,10 +464,11 @@ class ProcessingWorker(QThread, RunHooks):
 
     def _start_recording(self, path: str) -> None:
         self._stop_recording()
-        if self.runner is None and self._next_source is not None:
-            self._record_at_start = path     # the source opened, its run starts once the model is loaded
+        running = self.runner is not None and not self._end_run
+        if not running and self._next_source is not None:
+            self._record_at_start = path     # the source opened: its run starts with the recording
             return
-        if self.runner is None:
+        if not running:
             self.error.emit("recording: no source is running (open a camera or a video first)")
             self.recording_changed.emit("")
             return
