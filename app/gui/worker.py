@@ -149,7 +149,9 @@ def _default_pipeline_factory(settings):
 def _default_source_factory(spec, *, loop: bool = False, realtime: bool = True):
     from app.io.capture import open_source
 
-    return open_source(spec, loop=loop, realtime=realtime)
+    # one frame waits for the window: the newest (a camera, a file in real time), or in the
+    # benchmark mode the next one, decoded while the current one is processed
+    return open_source(spec, loop=loop, realtime=realtime, queue_size=1)
 
 
 class _Rate:
