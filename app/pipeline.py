@@ -116,7 +116,7 @@ class Pipeline:
     def _make_monitor(settings: Settings):
         if settings.monitor is None:
             return None
-        from app.monitor import DriverMonitor
+        from app.monitor.core import DriverMonitor
 
         return DriverMonitor(settings.monitor)
 

@@ -2,8 +2,9 @@
 
 ``Outputs`` owns the files of a run and what happens when one cannot be written; ``Runner`` drives
 a source through a Pipeline into them, with stage timing, the summary and finalizing. Headless
-(app/headless.py), the benchmark (app/eval/bench.py) and the soak (app/eval/soak.py) run a ``Runner``; the
-window's worker (app/gui/worker.py) feeds its frames into ``Outputs``.
+(app/headless.py), the benchmark (app/eval/bench.py), the soak (app/eval/soak.py) and the window's
+worker (app/gui/worker.py) run a ``Runner``; the window plugs into its loop through ``RunHooks``
+(commands in between frames, each result and its drawn image out).
 
 - Logs are logs: the dump and the event log are JSON lines under their final names, every line
   complete in the file when ``write`` returns (app.io.files.JsonLinesWriter); the recording is
@@ -31,7 +32,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from app.core.types import FaceObservation, FrameResult, SourceEvent
+from app.core.types import FaceObservation, Frame, FrameResult, SourceEvent
 from app.core.errors import one_line
 from app.io.files import JsonLinesWriter, OutputError
 from app.io.writer import BackgroundWriter, VideoWriter
@@ -123,6 +124,8 @@ class Outputs:
         self._kept: list[str] = []     # "KIND PATH" of failed outputs closed during the run
         self.stop = False
         self.encode_ms = 0.0           # time the last write waited for the encoder
+        self.recording_handed = 0      # frames handed to the recording (some may be left out: drop)
+        self._dropped_closed = 0       # frames the recording left out, once it is closed
         if options.events and not monitor_on:
             raise OutputError("--events needs driver monitoring (remove --no-monitor)")
         try:
@@ -134,11 +137,11 @@ class Outputs:
             if options.dump:
                 self.dump = JsonLinesWriter(options.dump, "the per-frame dump")
             if options.events:
-                from app.monitor import EventLog
+                from app.monitor.events import EventLog
 
                 self.events = EventLog(options.events)
             if options.sound:
-                from app.monitor import AlertSound
+                from app.io.sound import AlertSound
 
                 self.sound = AlertSound(str(ALERT_WAV))
         except BaseException:
@@ -157,6 +160,7 @@ class Outputs:
             image = annotated if annotated is not None else functools.partial(draw_result, result, layers)
             try:
                 self.recording.write(image, frame.timestamp)
+                self.recording_handed += 1
             except OutputError as e:
                 self._failed("recording", e)
         self.encode_ms = (time.perf_counter() - t) * 1e3
@@ -198,6 +202,7 @@ class Outputs:
         self.say(f"error: {msg}; monitoring goes on without it")
         if which == "recording":
             out, self.recording = self.recording, None
+            self._dropped_closed = out.frames_dropped
         elif which == "dump":
             out, self.dump = self.dump, None
         else:
@@ -217,7 +222,12 @@ class Outputs:
 
     @property
     def recording_dropped(self) -> int:
-        return self.recording.frames_dropped if self.recording is not None else 0
+        return self.recording.frames_dropped if self.recording is not None else self._dropped_closed
+
+    @property
+    def recording_frames(self) -> int:
+        """Frames in the recording so far: handed over minus those the busy encoder left out."""
+        return self.recording_handed - self.recording_dropped
 
     def close(self, summary: Optional[dict] = None) -> list[str]:
         """Finalize every output ("summary" goes last into the event log); the "KIND PATH" of each
@@ -226,6 +236,8 @@ class Outputs:
         for name, out in (("recording", self.recording), ("dump", self.dump), ("events", self.events)):
             if out is None:
                 continue
+            if name == "recording":
+                self._dropped_closed = out.frames_dropped
             if name == "recording" and out.frames_dropped:
                 self.say(f"warning: {out.frames_dropped} frames left out of the recording "
                          f"(the encoder could not keep up with the live source)")
@@ -307,25 +319,81 @@ class RunReport:
     rc: int = 0
 
 
+class RunHooks:
+    """What a caller plugs into ``Runner``'s loop (the window's worker does; headless, the bench and
+    the soak run without). Every method runs on the Runner's thread; each default does nothing.
+
+    - ``between_frames(runner)`` before each read of the source: apply commands (pause by blocking
+      here, recalibrate, new thresholds, ``runner.replace_pipeline`` for another model,
+      ``runner.replace_outputs`` to start or stop a recording). False ends the run, finalized as
+      at the end of the source.
+    - ``on_result(runner, result, annotated, stage_ms)`` after the frame's outputs were written:
+      ``annotated`` is the drawn frame (``Runner(draw=True)``, else None); ``stage_ms`` the
+      pipeline's stages plus decode, overlay, encode and total (ms).
+    - ``on_source_event(runner, event)`` a live camera lost / back (already in the event log).
+    - ``on_frame_error(runner, frame, error)`` processing or drawing a frame raised: True skips that
+      frame and goes on (a window must not end on one bad frame); False (the default) ends the
+      run with the error, as without hooks.
+    """
+
+    def between_frames(self, runner: "Runner") -> bool:
+        return True
+
+    def on_result(self, runner: "Runner", result: FrameResult, annotated: Optional[np.ndarray],
+                  stage_ms: dict) -> None:
+        pass
+
+    def on_source_event(self, runner: "Runner", event: SourceEvent) -> None:
+        pass
+
+    def on_frame_error(self, runner: "Runner", frame: Frame, error: Exception) -> bool:
+        return False
+
+
 class Runner:
     """``Runner(source, pipeline, outputs).run() -> RunReport``: every frame of ``source`` through
     ``pipeline.process`` into ``outputs`` until the end, ``max_frames``, ``duration_s``, Ctrl-C
     (the current frame is finished first; a second Ctrl-C interrupts at once) or an output
     failure (file sources); then everything is finalized. ``warmup`` frames run before the stage timing starts;
-    ``on_frame(frame_ms)`` is called after each frame (the soak's per-minute table)."""
+    ``on_frame(frame_ms)`` is called after each frame (the soak's per-minute table).
+
+    ``hooks`` (RunHooks) lets a caller steer the loop between frames and see every result; ``draw``
+    draws each result on this thread (for a window that shows every frame; the recording then
+    gets that image) instead of only for a recording, on the encoder's thread;
+    ``close_pipeline=False`` leaves the pipeline open at the end (the window runs one per source)."""
 
     def __init__(self, source, pipeline, outputs: Outputs, *, max_frames: Optional[int] = None,
                  duration_s: Optional[float] = None, warmup: int = 0, quiet: bool = False,
-                 on_frame: Optional[Callable[[float], None]] = None, say: Callable[[str], None] = _say):
+                 on_frame: Optional[Callable[[float], None]] = None, say: Callable[[str], None] = _say,
+                 hooks: Optional[RunHooks] = None, draw: bool = False, close_pipeline: bool = True):
         self.source, self.pipe, self.outputs = source, pipeline, outputs
         self.max_frames, self.duration_s, self.warmup, self.quiet = max_frames, duration_s, warmup, quiet
         self.on_frame, self.say = on_frame, say
+        self.hooks = hooks if hooks is not None else RunHooks()
+        self.draw, self.close_pipeline = bool(draw), bool(close_pipeline)
         self._stop_requested = False
         self._t_origin: Optional[float] = None
         self._last_index = -1
         self._n_lost = 0
         self._lost_wall: Optional[float] = None    # perf_counter() when the source was lost
         self._lost_s = 0.0
+
+    def replace_pipeline(self, pipeline):
+        """Run ``pipeline`` from the next frame on (between frames only); the old one is returned,
+        open: the caller closes it."""
+        old, self.pipe = self.pipe, pipeline
+        return old
+
+    def replace_outputs(self, outputs: Outputs) -> Outputs:
+        """Write into ``outputs`` from the next frame on (between frames only); the old ones are
+        returned, open: the caller closes them."""
+        old, self.outputs = self.outputs, outputs
+        return old
+
+    @property
+    def t_origin(self) -> Optional[float]:
+        """Timestamp of the run's first frame (None before it): event times count from it."""
+        return self._t_origin
 
     def _on_sigint(self, signum, frame_) -> None:
         if self._stop_requested:
@@ -342,6 +410,7 @@ class Runner:
                 self._lost_s += ev.lost_s
                 self._lost_wall = None
             self.outputs.source_event(source_event_record(ev, self._t_origin, self._last_index, self.source.name))
+            self.hooks.on_source_event(self, ev)
 
     def run(self) -> RunReport:
         rep = RunReport()
@@ -362,8 +431,11 @@ class Runner:
                     break
                 if self.duration_s is not None and time.perf_counter() - t_begin >= self.duration_s:
                     break
+                if not self.hooks.between_frames(self):
+                    break
+                self._source_events(rep)   # a camera lost meanwhile is said before waiting for a frame
                 t0, c0 = time.perf_counter(), time.process_time()
-                frame = self.source.read(timeout=0.25)
+                frame = self.source.read(timeout=0.1)
                 t1 = time.perf_counter()
                 self._source_events(rep)
                 if frame is None:
@@ -372,10 +444,10 @@ class Runner:
                     continue
                 if self._t_origin is None:
                     self._t_origin = frame.timestamp
-                res = self.pipe.process(frame)
-                # drawn only for a recording (a run without one does not pay the overlay), on the
-                # encoder's thread while this one goes on with the next frame
-                self.outputs.write(res, layers=self.pipe.layers)
+                done = self._process(frame)
+                if done is None:
+                    continue               # a bad frame the hooks chose to skip
+                res, annotated, draw_ms = done
                 t3 = time.perf_counter()
                 obs = res.observations
                 self._last_index = frame.index
@@ -383,12 +455,14 @@ class Runner:
                 if rep.frames == self.warmup + 1:
                     t_start = t0           # the measured part starts with this frame
                     c_start = c0
+                st = dict(res.stage_ms, decode=(t1 - t0) * 1e3,
+                          overlay=draw_ms if annotated is not None else self.outputs.render_ms,
+                          encode=self.outputs.encode_ms, total=(t3 - t0) * 1e3)
                 if rep.frames > self.warmup:
                     counted += 1
                     rep.with_face += bool(obs)
-                    st = dict(res.stage_ms, decode=(t1 - t0) * 1e3, overlay=self.outputs.render_ms,
-                              encode=self.outputs.encode_ms, total=(t3 - t0) * 1e3)
                     times.add(st)
+                self.hooks.on_result(self, res, annotated, st)
                 if self.on_frame is not None:
                     self.on_frame((t3 - t0) * 1e3)
                 now = time.perf_counter()
@@ -416,13 +490,37 @@ class Runner:
                 self.outputs.discard()     # no frame, no files (the caller says why)
             else:
                 rep.written = self.outputs.close(rep.summary)
-            self.pipe.close()
+            if self.close_pipeline:
+                self.pipe.close()
         if rep.error or self.outputs.failures:
             rep.rc = 1
         elif self.source.error and not rep.interrupted:
             self.say(f"warning: {self.source.error}")
             rep.rc = 1
         return rep
+
+    def _process(self, frame: Frame) -> Optional[tuple[FrameResult, Optional[np.ndarray], float]]:
+        """(result, drawn image or None, drawing ms) of one frame, its outputs written; None for a
+        frame that failed and that the hooks skip (a failure they do not skip is raised)."""
+        try:
+            res = self.pipe.process(frame)
+            annotated, draw_ms = None, 0.0
+            if self.draw:
+                t = time.perf_counter()
+                annotated = draw_result(res, self.pipe.layers)
+                draw_ms = (time.perf_counter() - t) * 1e3
+        except Exception as e:   # the hooks decide: skip this frame (the window), or end the run
+            if self.hooks.on_frame_error(self, frame, e):
+                return None
+            raise
+        # without ``draw`` the overlay is drawn only for a recording (a run without one does not
+        # pay it), on the encoder's thread while this one goes on with the next frame
+        self.outputs.write(res, annotated, layers=self.pipe.layers)
+        return res, annotated, draw_ms
+
+    def summary(self) -> Optional[dict]:
+        """The monitor's summary of the run so far (the event log's last line)."""
+        return self._summary()
 
     def _summary(self) -> Optional[dict]:
         mon = self.pipe.monitor

@@ -30,6 +30,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -441,12 +442,9 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run(args, model=None, log: Callable[[str], None] = _log) -> dict:
-    """Train as the CLI does; ``model`` replaces the architecture's network (tests: any nn.Module)."""
+def _check_args(args) -> None:
+    """Combinations of flags that cannot train: one line each (UsageError)."""
     import torch
-
-    from export import datasets as D
-    from export.losses import BFMArrays, FRNetLoss, load_param_stats
 
     if bool(args.data) == bool(args.distill_from):
         raise UsageError("give either --data DIR (supervised) or --distill-from TEACHER.onnx --frames ... (distillation)")
@@ -465,13 +463,30 @@ def run(args, model=None, log: Callable[[str], None] = _log) -> dict:
     if synergy and args.param_stats and not args.data:
         raise UsageError("--param-stats: synergynet whitens with its checkpoint's param_mean/param_std; in "
                          "distillation there is no parameter file to de-whiten")
-    lr = args.lr if args.lr is not None else DEFAULT_LR[args.arch]
-    convention = ARCH_CONVENTION[args.arch]
-    torch.manual_seed(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+
+
+@dataclass
+class _Whitening:
+    """The BFM and the parameter whitening: ``mean``/``std`` of the target file (supervised) and
+    ``net_mean``/``net_std`` the network's own (its checkpoint's buffers for synergynet)."""
+    bfm: object
+    bfm_dir: Path
+    stats_path: Optional[Path]
+    mean: np.ndarray
+    std: np.ndarray
+    net_mean: np.ndarray
+    net_std: np.ndarray
+
+
+def _load_whitening(args, model):
+    """(_Whitening, model): the BFM, the whitening stats, and for synergynet the network to
+    fine-tune (loaded from --checkpoint unless given)."""
+    from export import datasets as D
+    from export.losses import BFMArrays, load_param_stats
+
+    synergy = args.arch == "synergynet"
     bfm_dir = Path(args.bfm_dir)
-    stats_path = None
+    stats_path = mean = std = None
     try:
         bfm = BFMArrays.from_dir(bfm_dir)
         if args.data or not synergy:   # the whitening of the target file (supervised) / of the network (mobilefrnet)
@@ -493,7 +508,11 @@ def run(args, model=None, log: Callable[[str], None] = _log) -> dict:
             mean, std = net_mean, net_std
     else:
         net_mean, net_std = mean, std
-    out = Path(args.out)
+    return _Whitening(bfm, bfm_dir, stats_path, mean, std, net_mean, net_std), model
+
+
+def _writable_out(folder: str) -> Path:
+    out = Path(folder)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write_test.tmp"
@@ -501,101 +520,126 @@ def run(args, model=None, log: Callable[[str], None] = _log) -> dict:
         probe.unlink()
     except OSError as e:
         raise UsageError(f"--out {out}: cannot write there ({e.strerror})") from None
+    return out
 
-    aflw = AFLWSet(args.aflw) if args.aflw else None
-    rng = np.random.default_rng(args.seed)
+
+@dataclass
+class _Data:
+    """What one training run reads: batches per epoch, steps, the held-out set (distillation) and
+    the mean training target in the network's whitening (the output layer's initial bias)."""
+    make_batches: Callable[[int], object]
+    steps: int
+    n_train: int
+    val: object
+    target_mean: Callable[[], np.ndarray]
+
+
+def _supervised_data(args, w: _Whitening, rng, log) -> _Data:
+    """Crops and 3DMM parameters from a 300W-LP-style folder (--data)."""
+    import torch
+
+    from export import datasets as D
+
     augment = not args.no_augment
-    if args.data:
-        flipper = None if (args.no_flip or not augment) else D.ParamFlipper(bfm)
-        ds = D.SupervisedDataset(args.data, list_file=args.list, param_file=args.params, param_mean=mean,
-                                 param_std=std, augment=augment, flipper=flipper, seed=args.seed,
-                                 target_mean=net_mean, target_std=net_std)
-        if args.no_check_images:
-            for i in (0, len(ds) - 1):   # fail early on undecodable images at both ends of the list
-                ds[i]
-        else:                            # every listed image exists and decodes, before any training
-            secs = ds.check_images(threads=args.threads or min(8, os.cpu_count() or 1))
-            log(f"checked {len(ds)} images in {secs:.1f} s (skip with --no-check-images)")
-            if ds.decoder_warnings:
-                log(f"image decoder warnings during the check (the images still decode): "
-                    f"{'; '.join(ds.decoder_warnings[:3])}")
-        n_train = len(ds)
-        log(f"supervised: {n_train} crops from {ds.image_dir} ({ds.list_file.name}, {ds.param_file.name})")
-        val = None
+    flipper = None if (args.no_flip or not augment) else D.ParamFlipper(w.bfm)
+    ds = D.SupervisedDataset(args.data, list_file=args.list, param_file=args.params, param_mean=w.mean,
+                             param_std=w.std, augment=augment, flipper=flipper, seed=args.seed,
+                             target_mean=w.net_mean, target_std=w.net_std)
+    if args.no_check_images:
+        for i in (0, len(ds) - 1):   # fail early on undecodable images at both ends of the list
+            ds[i]
+    else:                            # every listed image exists and decodes, before any training
+        secs = ds.check_images(threads=args.threads or min(8, os.cpu_count() or 1))
+        log(f"checked {len(ds)} images in {secs:.1f} s (skip with --no-check-images)")
+        if ds.decoder_warnings:
+            log(f"image decoder warnings during the check (the images still decode): "
+                f"{'; '.join(ds.decoder_warnings[:3])}")
+    n_train = len(ds)
+    log(f"supervised: {n_train} crops from {ds.image_dir} ({ds.list_file.name}, {ds.param_file.name})")
 
-        def make_batches(epoch):
-            if args.workers > 0:
-                dl = torch.utils.data.DataLoader(
-                    ds, batch_size=args.batch, shuffle=True, num_workers=args.workers, drop_last=True,
-                    worker_init_fn=lambda w: setattr(ds, "rng", np.random.default_rng(args.seed * 1000 + epoch * 97 + w)),
-                    collate_fn=lambda b: (np.stack([x[0] for x in b]), np.stack([x[1] for x in b])))
-                yield from dl
-                return
-            order = rng.permutation(n_train)
-            for k in range(0, n_train - args.batch + 1 if n_train >= args.batch else 1, args.batch):
-                items = [ds[i] for i in order[k:k + args.batch]]
-                yield np.stack([x[0] for x in items]), np.stack([x[1] for x in items])
-        steps = args.steps_per_epoch or max(1, n_train // args.batch)
-    else:
-        teacher = D.TeacherONNX(args.distill_from, device=args.device, threads=args.threads)
-        log(f"teacher {args.distill_from} ({teacher.arch or 'unknown arch'}, landmark convention "
-            f"{teacher.convention or 'unknown'}) on {teacher.provider}")
-        shift = np.zeros(62)
-        if args.target_frame == "pixels" and teacher.convention and teacher.convention != convention:
-            shift = frame_shift(teacher.convention, convention)
-            log(f"targets: teacher params moved from the {teacher.convention} into the {convention} landmark "
-                f"convention (translation {shift[3]:+g}, {shift[7]:+g}, {shift[11]:+g}; --target-frame params keeps them)")
-        sources = D.expand_sources(args.frames)
-        key = D.cache_key(sources, args.distill_from, args.stride)
+    def make_batches(epoch):
+        if args.workers > 0:
+            dl = torch.utils.data.DataLoader(
+                ds, batch_size=args.batch, shuffle=True, num_workers=args.workers, drop_last=True,
+                worker_init_fn=lambda k: setattr(ds, "rng", np.random.default_rng(args.seed * 1000 + epoch * 97 + k)),
+                collate_fn=lambda b: (np.stack([x[0] for x in b]), np.stack([x[1] for x in b])))
+            yield from dl
+            return
+        order = rng.permutation(n_train)
+        for k in range(0, n_train - args.batch + 1 if n_train >= args.batch else 1, args.batch):
+            items = [ds[i] for i in order[k:k + args.batch]]
+            yield np.stack([x[0] for x in items]), np.stack([x[1] for x in items])
+    steps = args.steps_per_epoch or max(1, n_train // args.batch)
+    return _Data(make_batches, steps, n_train, None, lambda: ds.params_w.mean(axis=0))
 
-        def build():
-            log(f"detecting faces in {len(sources)} sources (every {args.stride} frames) ...")
-            return D.build_face_cache(sources, teacher, stride=args.stride, log=log)
-        cache = D.load_or_build_cache(out / "face_cache.npz", key, build, log=log)
-        holdout = args.holdout
-        if holdout is None:
-            vids = [s for s in cache.sources if Path(s).suffix.lower() in D.VIDEO_EXTS]
-            holdout = [Path(vids[-1]).name] if len(vids) >= 2 else []
-        tr_cache, va_cache = D.split_holdout(cache, holdout)
-        if len(tr_cache.group) == 0:
-            raise UsageError("--holdout leaves no training faces")
-        ds = D.DistillDataset(tr_cache, teacher, net_mean, net_std, augment=augment, seed=args.seed,
-                              target_shift=shift)
-        val = (D.DistillDataset(va_cache, teacher, net_mean, net_std, augment=False, target_shift=shift)
-               if len(va_cache.group) else None)
-        n_train = len(ds)
-        log(f"distillation: {n_train} training faces, {len(va_cache.group)} held-out faces "
-            f"({', '.join(holdout) or 'none held out'})")
 
-        def make_batches(epoch):
-            order = rng.permutation(n_train)
-            total = steps * args.batch
-            order = np.resize(order, total) if total > n_train else order[:total]
-            for k in range(0, len(order), args.batch):
-                yield ds.batch(order[k:k + args.batch])
-        steps = args.steps_per_epoch or max(1, math.ceil(n_train / args.batch))
+def _distill_data(args, w: _Whitening, out: Path, convention: str, rng, log) -> _Data:
+    """Faces found in unlabelled videos / images (--frames), the teacher's parameters as targets,
+    the last video held out for validation unless --holdout says otherwise."""
+    from export import datasets as D
 
+    teacher = D.TeacherONNX(args.distill_from, device=args.device, threads=args.threads)
+    log(f"teacher {args.distill_from} ({teacher.arch or 'unknown arch'}, landmark convention "
+        f"{teacher.convention or 'unknown'}) on {teacher.provider}")
+    shift = np.zeros(62)
+    if args.target_frame == "pixels" and teacher.convention and teacher.convention != convention:
+        shift = frame_shift(teacher.convention, convention)
+        log(f"targets: teacher params moved from the {teacher.convention} into the {convention} landmark "
+            f"convention (translation {shift[3]:+g}, {shift[7]:+g}, {shift[11]:+g}; --target-frame params keeps them)")
+    sources = D.expand_sources(args.frames)
+    key = D.cache_key(sources, args.distill_from, args.stride)
+
+    def build():
+        log(f"detecting faces in {len(sources)} sources (every {args.stride} frames) ...")
+        return D.build_face_cache(sources, teacher, stride=args.stride, log=log)
+    cache = D.load_or_build_cache(out / "face_cache.npz", key, build, log=log)
+    holdout = args.holdout
+    if holdout is None:
+        vids = [s for s in cache.sources if Path(s).suffix.lower() in D.VIDEO_EXTS]
+        holdout = [Path(vids[-1]).name] if len(vids) >= 2 else []
+    tr_cache, va_cache = D.split_holdout(cache, holdout)
+    if len(tr_cache.group) == 0:
+        raise UsageError("--holdout leaves no training faces")
+    augment = not args.no_augment
+    ds = D.DistillDataset(tr_cache, teacher, w.net_mean, w.net_std, augment=augment, seed=args.seed,
+                          target_shift=shift)
+    val = (D.DistillDataset(va_cache, teacher, w.net_mean, w.net_std, augment=False, target_shift=shift)
+           if len(va_cache.group) else None)
+    n_train = len(ds)
+    log(f"distillation: {n_train} training faces, {len(va_cache.group)} held-out faces "
+        f"({', '.join(holdout) or 'none held out'})")
+    steps = args.steps_per_epoch or max(1, math.ceil(n_train / args.batch))
+
+    def make_batches(epoch):
+        order = rng.permutation(n_train)
+        total = steps * args.batch
+        order = np.resize(order, total) if total > n_train else order[:total]
+        for k in range(0, len(order), args.batch):
+            yield ds.batch(order[k:k + args.batch])
+
+    def target_mean():
+        return D.DistillDataset(tr_cache, teacher, w.mean, w.std, augment=False,
+                                target_shift=shift).batch(range(n_train))[1].mean(0)
+    return _Data(make_batches, steps, n_train, val, target_mean)
+
+
+def _prepare_model(args, model, data: _Data, log):
+    """The network to train: synergynet as loaded (its refinement frozen by the Trainer), any other
+    built fresh with its output layer started at the mean target (unless --no-head-init)."""
     if model is None:
         model = build_model(args.arch)
-    if synergy:
+    if args.arch == "synergynet":
         log(f"fine-tuning synergynet from {args.checkpoint}: I2P backbone + heads train, refinement MLPs frozen, "
             "whitening = the checkpoint's param_mean/param_std")
     elif not args.no_head_init:
-        if args.data:
-            target_mean = ds.params_w.mean(axis=0)
-        else:
-            target_mean = D.DistillDataset(tr_cache, teacher, mean, std, augment=False,
-                                           target_shift=shift).batch(range(n_train))[1].mean(0)
-        head = init_head(model, target_mean)
+        head = init_head(model, data.target_mean())
         log(f"output layer {head}: bias = mean training target, weights x0.1")
-    crit = FRNetLoss(bfm, net_mean, net_std, l_wpdc=args.l_wpdc, l_wing=args.l_wing)
-    trainer = Trainer(model, crit, out, arch=args.arch, epochs=args.epochs, lr=lr, optimizer=args.optimizer,
-                      weight_decay=args.weight_decay, schedule=args.schedule, warmup_steps=args.warmup,
-                      device=args.device, steps_per_epoch=steps, log=log, max_minutes=args.max_minutes,
-                      convention=convention, weights_suffix=WEIGHTS_SUFFIX[args.arch],
-                      weights_state=synergynet_state if synergy else None)
-    if args.resume:
-        trainer.resume(Path(args.resume))
+    return model
+
+
+def _validator(val, aflw: Optional[AFLWSet]) -> Callable[[Trainer], dict]:
+    """The per-epoch validation: NME against the teacher on the held-out faces, and on AFLW2000."""
+    import torch
 
     def validate(tr: Trainer) -> dict:
         rec = {}
@@ -607,22 +651,52 @@ def run(args, model=None, log: Callable[[str], None] = _log) -> dict:
             per = aflw.nme(tr.predict_landmarks(aflw.crops))
             rec["val_nme_aflw"] = float(per.mean() * 100)
         return rec
+    return validate
 
+
+def run(args, model=None, log: Callable[[str], None] = _log) -> dict:
+    """Train as the CLI does; ``model`` replaces the architecture's network (tests: any nn.Module)."""
+    import torch
+
+    from export.losses import FRNetLoss
+
+    _check_args(args)
+    synergy = args.arch == "synergynet"
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.arch]
+    convention = ARCH_CONVENTION[args.arch]
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    w, model = _load_whitening(args, model)
+    out = _writable_out(args.out)
+    aflw = AFLWSet(args.aflw) if args.aflw else None
+    rng = np.random.default_rng(args.seed)
+    data = (_supervised_data(args, w, rng, log) if args.data
+            else _distill_data(args, w, out, convention, rng, log))
+    model = _prepare_model(args, model, data, log)
+    crit = FRNetLoss(w.bfm, w.net_mean, w.net_std, l_wpdc=args.l_wpdc, l_wing=args.l_wing)
+    trainer = Trainer(model, crit, out, arch=args.arch, epochs=args.epochs, lr=lr, optimizer=args.optimizer,
+                      weight_decay=args.weight_decay, schedule=args.schedule, warmup_steps=args.warmup,
+                      device=args.device, steps_per_epoch=data.steps, log=log, max_minutes=args.max_minutes,
+                      convention=convention, weights_suffix=WEIGHTS_SUFFIX[args.arch],
+                      weights_state=synergynet_state if synergy else None)
+    if args.resume:
+        trainer.resume(Path(args.resume))
     config = {k: v for k, v in vars(args).items()} | {
-        "param_stats_used": str(stats_path) if stats_path else None, "lr_used": lr, "n_train": n_train,
-        "steps_per_epoch": steps, "landmark_convention": convention,
-        "network_whitening": "checkpoint buffers param_mean/param_std" if synergy else str(stats_path)}
+        "param_stats_used": str(w.stats_path) if w.stats_path else None, "lr_used": lr, "n_train": data.n_train,
+        "steps_per_epoch": data.steps, "landmark_convention": convention,
+        "network_whitening": "checkpoint buffers param_mean/param_std" if synergy else str(w.stats_path)}
     atomic_write_text(out / "train_config.json", json.dumps(config, indent=1))
     log(f"training {args.arch}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, "
-        f"{args.epochs} epochs x {steps} steps x batch {args.batch}, {args.optimizer} lr {lr} {args.schedule}, "
+        f"{args.epochs} epochs x {data.steps} steps x batch {args.batch}, {args.optimizer} lr {lr} {args.schedule}, "
         f"device {args.device} ({torch.get_num_threads()} threads)")
     t0 = time.time()
-    last = trainer.fit(make_batches, steps, validate, args.batch)
+    last = trainer.fit(data.make_batches, data.steps, _validator(data.val, aflw), args.batch)
     last["total_seconds"] = round(time.time() - t0, 1)
-    stats_opt = "" if (synergy or not args.param_stats) else f" --param-stats {stats_path}"
+    stats_opt = "" if (synergy or not args.param_stats) else f" --param-stats {w.stats_path}"
     suf = WEIGHTS_SUFFIX[args.arch]
     log(f"done in {last['total_seconds']:.0f} s: {out / ('last' + suf)}, {out / ('best' + suf)}; export with\n"
-        f"  python -m export {args.arch} --checkpoint {out / ('best' + suf)} --bfm-dir {bfm_dir}{stats_opt} "
+        f"  python -m export {args.arch} --checkpoint {out / ('best' + suf)} --bfm-dir {w.bfm_dir}{stats_opt} "
         f"--out models/{args.arch}.onnx")
     return last
 

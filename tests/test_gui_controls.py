@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -35,6 +36,9 @@ class _FakeMonitor:
     def update_settings(self, settings):
         self.settings = settings
 
+    def summary(self):
+        return {"event": "summary", "alerts": 0}
+
 
 class _FakePipeline:
     """What the worker and the window use of app.pipeline.Pipeline, without a model."""
@@ -48,6 +52,7 @@ class _FakePipeline:
         self.model_name = "default" if m is None else ("mesh" if m == binding.MESH_MODEL else Path(m).stem)
         self.provider = "CPU"
         self.monitor = _FakeMonitor(settings.monitor) if settings.monitor is not None else None
+        self.backend = SimpleNamespace(triangles=None)
         self.closed = False
 
     def process(self, frame):
@@ -372,3 +377,28 @@ def test_headless_only_flags_log_one_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="app.gui"):
         assert warn_headless_only(cli.run_options_from_args(args)) is None
     assert not caplog.records
+
+
+# ------------------------------------------------------------------------------------ recording
+def test_recording_asked_with_the_source_starts_with_its_run_and_a_new_source_ends_it(window, qtbot, tmp_path):
+    """What ``--record`` at start does: the source and the recording asked for at once, before the
+    source's run (the worker's Runner) begins; the recording starts with the run and records the
+    drawn frames; opening another source ends it (the file and its events, summary last) while the
+    new source runs on."""
+    from app.monitor.events import read_events
+    from tests.conftest import decoded_frames, shared
+
+    out = tmp_path / "take.mp4"
+    win = window(source=str(shared("media", "talking_head_720p.mp4")))
+    win.start_recording(str(out))                 # queued right behind the source, as --record does
+    qtbot.waitUntil(lambda: win.recording_path == str(out), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: win.latest is not None and win.latest.stats.recording_frames >= 10, timeout=WAIT_MS)
+    assert win.latest.stats.recording == str(out) and win.latest.stats.source == "talking_head_720p.mp4"
+    win.open_source(str(shared("media", "clips", "expressions_d18.mp4")))
+    qtbot.waitUntil(lambda: win.recording_path is None, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: win.latest.stats.source == "expressions_d18.mp4", timeout=WAIT_MS)
+    assert win.latest.stats.recording is None
+    done = [m for m in win.messages if m.startswith("recorded ")]
+    assert len(done) == 1 and done[0].endswith(f"frames to {out}")
+    assert decoded_frames(out) == int(done[0].split()[1]) >= 10
+    assert read_events(out.with_name("take.events.jsonl"))[-1]["event"] == "summary"

@@ -1,5 +1,6 @@
-"""GUI plumbing without the full window: frame grabber drop policy on a real clip, the video view's
-pixels, the plot buffers, atomic PNG snapshots."""
+"""GUI plumbing without the full window: the Runner in the window's mode (hooks, drawing, a pipeline
+swapped mid-run, newest frame wins on a real clip, a paused file), the video view's pixels, the plot
+buffers, atomic PNG snapshots."""
 from __future__ import annotations
 
 import math
@@ -24,49 +25,121 @@ def _qimage_to_bgr(img):
     return a[:, :, ::-1].copy()
 
 
-def test_grabber_every_frame_when_not_dropping():
-    """Benchmark mode: no pacing, no dropping -> all 55 frames of the clip, in order."""
-    from app.gui.worker import FrameGrabber
+class _StubPipeline:
+    """What the Runner uses of a Pipeline, without a model: no faces, a name, nothing drawn."""
+
+    def __init__(self, name="stub", delay_s=0.0, fail_on=()):
+        from app.settings import Layers
+
+        self.model_name, self.provider, self.monitor = name, "CPU", None
+        self.layers = Layers(mesh=False, landmarks=False, axes=False, box=False, text=False)
+        self.delay_s, self.fail_on, self.closed = delay_s, set(fail_on), False
+
+    def process(self, frame):
+        from app.core.types import FrameResult
+
+        if frame.index in self.fail_on:
+            raise ValueError(f"bad frame {frame.index}")
+        time.sleep(self.delay_s)
+        return FrameResult(frame=frame, observations=[], model=self.model_name, provider="CPU")
+
+    def close(self):
+        self.closed = True
+
+
+def _run_with_hooks(hooks, source, pipe, **kw):
+    from app.runner import Outputs, Runner
+    from app.settings import RunOptions
+
+    out = Outputs(RunOptions(), fps=source.fps, size=source.size, live=True)
+    return Runner(source, pipe, out, quiet=True, say=lambda m: None, hooks=hooks, **kw).run()
+
+
+def test_runner_hooks_see_every_frame_drawn_swap_the_pipeline_and_skip_a_bad_frame():
+    """The window's mode of Runner on the real clip, not paced (the benchmark mode): every frame in
+    order to on_result with its drawn image; a pipeline swapped in between frames runs from the next
+    frame on and is left open with close_pipeline=False; a frame that fails is skipped when the
+    hooks say so; between_frames returning False ends the run."""
     from app.io.capture import open_source
+    from app.runner import RunHooks
 
-    g = FrameGrabber(open_source(shared("media", "talking_head_720p.mp4")), realtime=False, drop=False).start()
-    idx = []
-    t0 = time.monotonic()
-    while not g.ended and time.monotonic() - t0 < 60:
-        item = g.take(timeout=0.2)
-        if item is not None:
-            idx.append(item[0].index)
-    g.stop()
-    assert idx == list(range(55))
-    assert g.dropped == 0
+    first, second = _StubPipeline("first", fail_on={7}), _StubPipeline("second")
+
+    class Hooks(RunHooks):
+        def __init__(self):
+            self.seen, self.errors, self.calls = [], [], 0
+
+        def between_frames(self, runner):
+            self.calls += 1
+            if len(self.seen) == 20 and runner.pipe is first:
+                assert runner.replace_pipeline(second) is first
+            return len(self.seen) < 40
+
+        def on_result(self, runner, result, annotated, stage_ms):
+            assert annotated.shape == result.frame.image.shape and annotated is not result.frame.image
+            assert stage_ms["total"] >= stage_ms["decode"] >= 0.0 and "overlay" in stage_ms
+            self.seen.append((result.frame.index, result.model))
+
+        def on_frame_error(self, runner, frame, error):
+            self.errors.append((frame.index, str(error)))
+            return True
+
+    h = Hooks()
+    rep = _run_with_hooks(h, open_source(shared("media", "talking_head_720p.mp4")), first,
+                          draw=True, close_pipeline=False)
+    assert [i for i, _ in h.seen] == [i for i in range(41) if i != 7]      # 40 results, frame 7 skipped
+    assert {m for i, m in h.seen if i <= 20} == {"first"} and {m for i, m in h.seen if i > 21} == {"second"}
+    assert h.errors == [(7, "bad frame 7")]
+    assert rep.frames == 40 and rep.error is None and rep.rc == 0
+    assert not first.closed and not second.closed
+    # without hooks that skip it, a failing frame ends the run with the error (headless behaviour)
+    rep = _run_with_hooks(None, open_source(shared("media", "talking_head_720p.mp4")), _StubPipeline(fail_on={3}))
+    assert rep.frames == 3 and rep.error.startswith("processing stopped at frame 3") and rep.rc == 1
 
 
-def test_grabber_drops_stale_frames_for_a_slow_consumer():
-    """Realtime pacing at the clip's 25 fps with a consumer that needs 100 ms per frame: the
-    consumer always gets the newest frame, older ones are dropped (counted), never queued."""
-    from app.gui.worker import FrameGrabber
+def test_realtime_source_hands_a_slow_runner_the_newest_frame():
+    """The clip paced at its 25 fps (Source(realtime=True), what the window runs) through a Runner
+    whose pipeline needs 100 ms per frame: each frame processed is the newest, older ones are
+    dropped (counted), never queued, and the latency from the source to the result stays about
+    one processing period."""
     from app.io.capture import open_source
+    from app.runner import RunHooks
 
-    g = FrameGrabber(open_source(shared("media", "talking_head_720p.mp4")), realtime=True, drop=True).start()
-    got, lags = [], []
-    t0 = time.monotonic()
-    while not g.ended and time.monotonic() - t0 < 30:
-        item = g.take(timeout=0.2)
-        if item is None:
-            continue
-        frame, wall = item
-        lags.append(time.perf_counter() - wall)
-        got.append(frame.index)
-        time.sleep(0.1)   # "processing" 2.5x slower than the source
-    g.stop()
+    class Hooks(RunHooks):
+        got, lags = [], []
+
+        def on_result(self, runner, result, annotated, stage_ms):
+            self.got.append(result.frame.index)
+            self.lags.append(time.perf_counter() - result.frame.captured)
+
+    src = open_source(shared("media", "talking_head_720p.mp4"), realtime=True)
+    h = Hooks()
+    rep = _run_with_hooks(h, src, _StubPipeline(delay_s=0.1))
+    got = h.got
     # 55 frames at 25 fps = 2.2 s; a 10 fps consumer sees about a quarter to a half of them
     assert 10 <= len(got) <= 35, got
-    assert got == sorted(got) and len(set(got)) == len(got)
-    assert g.dropped == 55 - len(got)
+    assert got == sorted(got) and len(set(got)) == len(got) and rep.frames == len(got)
+    assert src.frames_dropped == 55 - len(got)
     assert max(np.diff(got)) >= 2            # frames were skipped, not queued
     assert got[-1] >= 50                     # the end of the clip is reached in real time
-    assert np.median(lags) < 0.1             # a frame waits at most ~one consumer period
-    assert 15 < g.capture_fps < 30           # paced at the clip's 25 fps (not as fast as decoding)
+    assert np.median(h.lags) < 0.25          # a frame waits about one consumer period
+
+
+def test_paused_file_keeps_its_position():
+    """A paused real-time file stops reading where it is: after 1.5 s of pause (37 frames of the
+    clip at 25 fps) the next frame handed over is at most the few already queued further."""
+    from app.io.capture import open_source
+
+    src = open_source(shared("media", "talking_head_720p.mp4"), realtime=True, queue_size=2)
+    last = None
+    while last is None or last.index < 5:
+        last = src.read(timeout=1.0) or last
+    src.set_paused(True)
+    time.sleep(1.5)
+    src.set_paused(False)
+    nxt = src.read(timeout=1.0)
+    src.stop()
+    assert nxt is not None and last.index < nxt.index <= last.index + 4
 
 
 def test_video_view_shows_the_frame_scaled_with_aspect(qtbot):

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.monitor import AlertSound, DriverMonitor, EventLog, read_events
+from app.io.sound import AlertSound
+from app.monitor import DriverMonitor, EventLog, read_events
 from app.core.types import FaceObservation
 from app.io.files import OutputError
 
@@ -172,7 +173,7 @@ def test_make_alert_sound_reproduces_the_committed_file(tmp_path):
 def test_alert_sound_without_audio_output_logs_once_and_never_raises(caplog):
     snd = AlertSound(str(WAV), min_interval=0.0, backend="none")
     assert snd.duration == pytest.approx(0.4, abs=1e-3)
-    with caplog.at_level(logging.WARNING, logger="app.monitor.sound"):
+    with caplog.at_level(logging.WARNING, logger="app.io.sound"):
         assert snd.play() is False
         assert snd.play() is False
     msgs = [r.getMessage() for r in caplog.records if "no audio output available" in r.getMessage()]

@@ -18,6 +18,7 @@ class Frame:
     image: np.ndarray          # H x W x 3, uint8, BGR (OpenCV order)
     timestamp: float           # seconds since the source started (source clock for files)
     index: int                 # 0-based frame number as delivered by the source
+    captured: float = float("nan")  # time.perf_counter() when the source handed it over (latency)
 
 
 @dataclass

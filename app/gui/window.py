@@ -1,6 +1,7 @@
 """The main window: video with overlays, live plots, alert banner, controls and status bar.
 
-All capture / inference / recording runs in ``ProcessingWorker`` (app/gui/worker.py). The window
+All capture / inference / recording runs in ``ProcessingWorker`` (app/gui/worker.py: the app's
+``Runner`` with hooks for the window, off the UI thread). The window
 receives every ``Result`` through a queued signal (``_on_result`` only stores it and appends the
 plot numbers) and repaints at a fixed rate from a QTimer (``REDRAW_HZ``), showing only the latest
 result.
@@ -189,7 +190,7 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ construction
     def _make_sound(self):
-        from app.monitor import AlertSound
+        from app.io.sound import AlertSound
 
         try:
             return AlertSound(str(ALERT_WAV))
@@ -198,7 +199,19 @@ class MainWindow(QMainWindow):
             return None
 
     def _build_ui(self) -> None:
-        # --- toolbar: source, model, start/pause, record, snapshot
+        """The window: a toolbar, the video column and the side column side by side, a status bar."""
+        self._build_toolbar()
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self._build_video_column())
+        split.addWidget(self._build_side_column())
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        split.setChildrenCollapsible(False)
+        self.setCentralWidget(split)
+        self._build_status_bar()
+
+    def _build_toolbar(self) -> None:
+        """Source, model, start/pause, record, snapshot."""
         tb = QToolBar("controls", self)
         tb.setMovable(False)
         self.addToolBar(tb)
@@ -237,7 +250,8 @@ class MainWindow(QMainWindow):
         self._fill_model_combo()
         self._fill_source_combo([])
 
-        # --- left: banner + video
+    def _build_video_column(self) -> QWidget:
+        """The alert banner over the video, the message line under it."""
         left = QWidget()
         lv = QVBoxLayout(left)
         lv.setContentsMargins(0, 0, 0, 0)
@@ -254,12 +268,32 @@ class MainWindow(QMainWindow):
         self.message.setWordWrap(True)
         self.message.setStyleSheet("padding:3px;")
         lv.addWidget(self.message)
+        return left
 
-        # --- right: numbers, calibration, plots, settings; scrolls when the screen is too short
+    def _build_side_column(self) -> QScrollArea:
+        """Numbers, calibration, plots and the settings, in a column that scrolls when the screen
+        is too short."""
         right = QWidget()
         right.setMinimumWidth(SIDE_MIN_WIDTH)
         rv = QVBoxLayout(right)
         rv.setContentsMargins(4, 0, 4, 0)
+        rv.addLayout(self._build_angle_numbers())
+        rv.addLayout(self._build_calibration_row())
+        self.plots = SignalPlots()
+        self.plots.setMinimumHeight(PLOTS_MIN_HEIGHT)
+        rv.addWidget(self.plots, 1)
+        rv.addWidget(self._build_settings_box())
+        self.side = QScrollArea()
+        self.side.setWidget(right)
+        self.side.setWidgetResizable(True)       # the plots take the height the screen has
+        self.side.setFrameShape(QFrame.Shape.NoFrame)
+        self.side.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.side.setMinimumWidth(right.minimumSizeHint().width()
+                                  + self.side.verticalScrollBar().sizeHint().width())
+        return self.side
+
+    def _build_angle_numbers(self) -> QGridLayout:
+        """Yaw, pitch and roll of the driver in large digits."""
         nums = QGridLayout()
         self.lbl_angles = {}
         for i, k in enumerate(("yaw", "pitch", "roll")):
@@ -272,7 +306,10 @@ class MainWindow(QMainWindow):
             nums.addWidget(cap, 0, i)
             nums.addWidget(val, 1, i)
             self.lbl_angles[k] = val
-        rv.addLayout(nums)
+        return nums
+
+    def _build_calibration_row(self) -> QHBoxLayout:
+        """The calibration indicator and the Recalibrate button."""
         cal = QHBoxLayout()
         self.lbl_calib = QLabel("calibration: –")
         cal.addWidget(self.lbl_calib, 1)
@@ -280,11 +317,10 @@ class MainWindow(QMainWindow):
         self.btn_recal.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.btn_recal.clicked.connect(self.recalibrate)
         cal.addWidget(self.btn_recal)
-        rv.addLayout(cal)
-        self.plots = SignalPlots()
-        self.plots.setMinimumHeight(PLOTS_MIN_HEIGHT)
-        rv.addWidget(self.plots, 1)
+        return cal
 
+    def _build_settings_box(self) -> QGroupBox:
+        """Thresholds, smoothing, layers and mesh style, each bound to its settings field."""
         box = QGroupBox("Settings")
         form = QGridLayout(box)
         form.setVerticalSpacing(2)
@@ -332,24 +368,10 @@ class MainWindow(QMainWindow):
         self.mesh_style_combo.activated.connect(
             lambda i: self.set_mesh_style(self.mesh_style_combo.itemData(i)))
         form.addWidget(self.mesh_style_combo, row, 1)
-        rv.addWidget(box)
-        self.side = QScrollArea()
-        self.side.setWidget(right)
-        self.side.setWidgetResizable(True)       # the plots take the height the screen has
-        self.side.setFrameShape(QFrame.Shape.NoFrame)
-        self.side.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.side.setMinimumWidth(right.minimumSizeHint().width()
-                                  + self.side.verticalScrollBar().sizeHint().width())
+        return box
 
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(left)
-        split.addWidget(self.side)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 1)
-        split.setChildrenCollapsible(False)
-        self.setCentralWidget(split)
-
-        # --- status bar
+    def _build_status_bar(self) -> None:
+        """Model, provider, capture / processing rates, latency, faces, recording."""
         sb = QStatusBar()
         self.setStatusBar(sb)
         self.st = {}

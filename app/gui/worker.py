@@ -1,22 +1,25 @@
-"""The GUI's processing thread: it owns the Source, the Pipeline and the recording.
+"""The window's processing thread: the same ``Runner`` (app/runner.py) as headless, the bench and
+the soak, with ``RunHooks`` for the UI. Nothing here runs on the UI thread.
 
-Nothing here runs on the UI thread. Two threads per running source:
-
-- ``FrameGrabber`` (a plain thread) iterates the ``Source`` and keeps only the NEWEST frame in a
-  one-slot mailbox. When processing is slower than the source, older frames are overwritten and
-  counted as dropped, never queued. Video files are paced to their own frame rate (``realtime``),
-  so a file behaves like a camera; ``realtime=False, drop=False`` hands over every frame as fast
-  as the consumer takes them (the benchmark mode). Each frame is stamped with the wall clock
-  (``time.perf_counter()``) when it left the source: the UI measures latency from that stamp to
-  the moment the result is painted.
-- ``ProcessingWorker`` (a ``QThread``) takes the newest frame, runs ``Pipeline.process``, writes the
-  annotated frame when recording, and emits a ``Result`` through the ``result`` signal. The UI
-  talks to it only through a thread-safe command queue (``set_source``, ``set_model``, ``pause``,
-  ``start_recording`` ...), handled between frames.
+- ``ProcessingWorker`` (a ``QThread``) loads the Pipeline, then runs one ``Runner`` per source the
+  UI opens (``Runner(draw=True, close_pipeline=False)``: every frame is drawn for the view, the
+  pipeline outlives the source). The source is an ``app.io.capture.Source``: cameras always hand
+  over the newest frame; files play at their own frame rate and hand over the newest frame too
+  (``realtime``), so a file behaves like a camera. Stale frames are dropped (counted), never
+  queued. ``realtime=False, drop=False`` hands over every frame as fast as it is processed (the
+  benchmark mode). Each frame carries the wall clock when it left the source (``Frame.captured``):
+  the UI measures latency from it to the moment the result is painted.
+- The UI talks to the worker only through a thread-safe command queue (``set_source``,
+  ``set_model``, ``pause``, ``start_recording`` ...), drained by ``between_frames`` (RunHooks)
+  before each frame: a new model is swapped into the running Runner, a recording is a second
+  ``Outputs`` swapped in and out, pausing blocks there (a paused file keeps its position).
+  Each result goes out through the ``result`` signal (``on_result``), at most ``MAX_PENDING``
+  waiting for the UI.
 
 Errors (a source that does not open or breaks off, a model that fails to load, an unwritable
-recording path) are emitted as one-line messages on the ``error`` signal; the worker keeps running
-and accepts a new source or model.
+recording path, a frame that fails) are emitted as one-line messages on the ``error`` signal; the
+worker keeps running and accepts a new source or model. A recording that cannot be written stops
+with its error; monitoring goes on.
 """
 from __future__ import annotations
 
@@ -36,10 +39,10 @@ from app.core.errors import one_line
 from app.core.types import FaceObservation, Frame, FrameResult, MonitorState, SourceEvent
 from app.io.files import OutputError
 from app.io.writer import DEFAULT_QUALITY
-from app.runner import Outputs, source_event_record
+from app.render import overlay_kind
+from app.runner import Outputs, RunHooks, Runner
 from app.settings import RunOptions
 from app.gui import binding
-from app.render import draw_result, overlay_kind
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,8 @@ class Stats:
     process_fps: float = 0.0        # results/s produced by the worker
     frames_captured: int = 0
     frames_processed: int = 0
-    frames_dropped: int = 0         # dropped by the grabber (processing slower than the source)
-    process_ms: float = 0.0         # Pipeline.process time of this frame
+    frames_dropped: int = 0         # dropped by the source (processing slower than the source)
+    process_ms: float = 0.0         # Pipeline.process + drawing time of this frame
     stage_ms: dict = field(default_factory=dict)
     model: str = ""
     provider: str = ""
@@ -72,115 +75,6 @@ class Result:
     wall_t: float                       # perf_counter() when the frame left the source
     stats: Stats
     events: list = field(default_factory=list)  # monitor events (start/end dicts) of this frame
-
-
-# --------------------------------------------------------------------------- grabber
-class FrameGrabber:
-    """Reads a started ``Source`` on its own thread; ``take()`` returns the newest frame."""
-
-    def __init__(self, source, *, realtime: bool = True, drop: bool = True):
-        self.source = source
-        self.realtime = bool(realtime) and not source.is_live
-        self.drop = bool(drop)
-        self._cv = threading.Condition()
-        self._slot: Optional[tuple[Frame, float]] = None
-        self._ended = False
-        self._stop = threading.Event()
-        self._running = threading.Event()   # cleared = paused (files stop reading; cameras drop)
-        self._running.set()
-        self.captured = 0
-        self.dropped = 0
-        self._times: list[float] = []
-        self._thread = threading.Thread(target=self._run, name=f"grab:{source.name}", daemon=True)
-
-    def start(self) -> "FrameGrabber":
-        self.source.start()
-        self._thread.start()
-        return self
-
-    @property
-    def capture_fps(self) -> float:
-        with self._cv:
-            ts = list(self._times)
-        if len(ts) < 2 or ts[-1] <= ts[0]:
-            return 0.0
-        return (len(ts) - 1) / (ts[-1] - ts[0])
-
-    def _run(self) -> None:
-        t_wall0 = None
-        t_src0 = None
-        try:
-            while not self._stop.is_set():
-                if not self._running.is_set() and not self.source.is_live:
-                    self._running.wait(0.1)      # a paused file keeps its position
-                    t_wall0 = None               # re-base the pacing clock on resume
-                    continue
-                f = self.source.read(timeout=0.1)
-                if f is None:
-                    if self.source.finished:
-                        break
-                    continue
-                if self.realtime:
-                    now = time.perf_counter()
-                    if t_wall0 is None:
-                        t_wall0, t_src0 = now, f.timestamp
-                    due = t_wall0 + (f.timestamp - t_src0)
-                    if due > now:
-                        if self._stop.wait(due - now):
-                            break
-                wall = time.perf_counter()
-                with self._cv:
-                    self.captured += 1
-                    self._times.append(wall)
-                    if len(self._times) > 60:
-                        del self._times[:-60]
-                    if self._slot is not None:
-                        if self.drop:
-                            self.dropped += 1
-                        else:
-                            while self._slot is not None and not self._stop.is_set():
-                                self._cv.wait(0.1)
-                    self._slot = (f, wall)
-                    self._cv.notify_all()
-        finally:
-            with self._cv:
-                self._ended = True
-                self._cv.notify_all()
-
-    def set_paused(self, paused: bool) -> None:
-        if paused:
-            self._running.clear()
-        else:
-            self._running.set()
-
-    def take(self, timeout: float = 0.1) -> Optional[tuple[Frame, float]]:
-        """The newest frame and its wall-clock stamp, or None (nothing new within ``timeout``)."""
-        with self._cv:
-            if self._slot is None and not self._ended:
-                self._cv.wait(timeout)
-            item, self._slot = self._slot, None
-            self._cv.notify_all()
-            return item
-
-    @property
-    def ended(self) -> bool:
-        """True once the source is exhausted (or broke off) and the last frame was taken."""
-        with self._cv:
-            return self._ended and self._slot is None
-
-    @property
-    def error(self) -> Optional[str]:
-        return self.source.error
-
-    def stop(self) -> None:
-        self._stop.set()
-        with self._cv:
-            self._cv.notify_all()
-        try:
-            self.source.stop()
-        finally:
-            if self._thread.is_alive() and self._thread is not threading.current_thread():
-                self._thread.join(timeout=5.0)
 
 
 # --------------------------------------------------------------------------- recording
@@ -220,55 +114,30 @@ def events_path_for(video_path: str | os.PathLike) -> Path:
     return p.with_name(p.stem + ".events.jsonl")
 
 
-class Recorder:
-    """Annotated frames to an mp4 plus the monitor events beside it (NAME.events.jsonl), through
-    app.runner.Outputs as a live run: the worker never waits for the encoder (with ``drop``), and a
-    file that cannot be written is reported through ``say`` while monitoring goes on."""
-
-    def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int], *, events: bool = True,
-                 quality: str = DEFAULT_QUALITY, overlay: str = "surface", drop: bool = True,
-                 say: Callable[[str], None] = log.error):
-        self.path = Path(path)
-        if not self.path.parent.exists() and _parent_creatable(self.path.parent):
-            self.path.parent.mkdir(exist_ok=True)   # e.g. recordings/ on first use
-        opts = RunOptions(record=str(self.path), events=str(events_path_for(self.path)) if events else None,
-                          record_quality=quality)
-        # OutputError (one line) when not writable
-        self.outputs = Outputs(opts, fps=fps, size=size, live=True, drop=drop, overlay=overlay, say=say)
-        self._handed = 0
-        self._dropped = 0
-        self.started_wall = time.monotonic()
-
-    @property
-    def frames(self) -> int:
-        """Frames in the recording (handed over minus those the busy encoder left out)."""
-        return self._handed - max(self._dropped, self.outputs.recording_dropped)
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.outputs.failures)
-
-    def write(self, result: FrameResult, annotated: np.ndarray) -> None:
-        self.outputs.write(result, annotated)
-        self._handed += 1
-
-    def source_event(self, record: dict) -> None:
-        self.outputs.source_event(record)
-
-    def close(self, summary: Optional[dict] = None) -> list[str]:
-        self._dropped = self.outputs.recording_dropped
-        return self.outputs.close(summary)
-
 
 def _parent_creatable(folder: Path) -> bool:
     # create only a missing leaf folder (recordings/), never a deep tree under a bad path
     return folder.parent.exists() and os.access(folder.parent, os.W_OK)
 
 
+def recording_outputs(path: str | os.PathLike, fps: float, size: tuple[int, int], *,
+                      quality: str = DEFAULT_QUALITY, overlay: str = "surface", drop: bool = True,
+                      say: Callable[[str], None] = log.error) -> Outputs:
+    """The ``Outputs`` of a recording started in the window: the annotated frames to an mp4 and the
+    monitor events beside it (NAME.events.jsonl), as a live run: the worker never waits for the
+    encoder (with ``drop``), and a file that cannot be written is reported through ``say`` while
+    monitoring goes on. ``OutputError`` (one line) when the path is not writable."""
+    path = Path(path)
+    if not path.parent.exists() and _parent_creatable(path.parent):
+        path.parent.mkdir(exist_ok=True)   # e.g. recordings/ on first use
+    opts = RunOptions(record=str(path), events=str(events_path_for(path)), record_quality=quality)
+    return Outputs(opts, fps=fps, size=size, live=True, drop=drop, overlay=overlay, say=say)
+
+
 # --------------------------------------------------------------------------- worker
 MAX_PENDING = 3                          # results in flight to the UI before the worker skips some
 PipelineFactory = Callable[[Any], Any]   # settings -> Pipeline
-SourceFactory = Callable[..., Any]       # (spec, loop=...) -> Source
+SourceFactory = Callable[..., Any]       # (spec, loop=..., realtime=...) -> Source
 
 
 def _default_pipeline_factory(settings):
@@ -277,14 +146,30 @@ def _default_pipeline_factory(settings):
     return Pipeline(settings)
 
 
-def _default_source_factory(spec, *, loop: bool = False):
+def _default_source_factory(spec, *, loop: bool = False, realtime: bool = True):
     from app.io.capture import open_source
 
-    return open_source(spec, loop=loop)
+    # one frame waits for the window: the newest (a camera, a file in real time), or in the
+    # benchmark mode the next one, decoded while the current one is processed
+    return open_source(spec, loop=loop, realtime=realtime, queue_size=1)
 
 
-class ProcessingWorker(QThread):
-    """Capture + inference + recording off the UI thread. Communicate through the methods below."""
+class _Rate:
+    """Events per second over the last ``n`` marks of a running count."""
+
+    def __init__(self, n: int = 60):
+        self.n, self.marks = n, []
+
+    def mark(self, count: int) -> float:
+        self.marks.append((time.perf_counter(), count))
+        del self.marks[:-self.n]
+        (t0, c0), (t1, c1) = self.marks[0], self.marks[-1]
+        return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+class ProcessingWorker(QThread, RunHooks):
+    """Capture + inference + recording off the UI thread, as ``Runner`` hooks. Communicate through
+    the methods below."""
 
     result = pyqtSignal(object)            # Result
     error = pyqtSignal(str)                # one-line message for the user
@@ -313,14 +198,15 @@ class ProcessingWorker(QThread):
         self._cmds: "queue.Queue[tuple]" = queue.Queue()
         self._quit = threading.Event()
         self.pipeline = None
-        self.grabber: Optional[FrameGrabber] = None
-        self.recorder: Optional[Recorder] = None
+        self.runner: Optional[Runner] = None       # the Runner of the source now running
+        self._next_source = None                   # opened, waiting for the running one to end
+        self._end_run = False                      # the running source is to end (switched, stopped)
+        self._record_at_start: Optional[str] = None   # asked for before the source's first frame
+        self.recording: Optional[Path] = None      # the path being recorded
         self.record_quality = DEFAULT_QUALITY
-        self._t_origin: Optional[float] = None     # first frame timestamp of the running source
-        self._last_index = -1
         self.paused = False
-        self._proc_times: list[float] = []
         self.frames_processed = 0
+        self._capture_rate, self._process_rate = _Rate(), _Rate()
         self._last_process_error: Optional[str] = None
         # results emitted but not yet taken by the UI: above MAX_PENDING the worker skips emitting
         # (the UI is busy, e.g. a modal dialog): nothing piles up in the Qt event queue
@@ -372,30 +258,47 @@ class ProcessingWorker(QThread):
     # ---- thread body --------------------------------------------------------------------
     def run(self) -> None:
         try:
-            self._build_pipeline(self.settings, announce=True)
+            self._build_pipeline(self.settings)
             while not self._quit.is_set():
-                idle = self.paused or self.grabber is None or self.pipeline is None
-                self._handle_commands(block=idle)
-                if self._quit.is_set():
-                    break
-                if self.paused or self.grabber is None or self.pipeline is None:
+                if self._next_source is None or self.pipeline is None:
+                    self._handle_commands(block=True)     # idle: no source, or no model loaded
                     continue
-                item = self.grabber.take(timeout=0.05)
-                for ev in self.grabber.source.pop_events():
-                    self._source_event(ev)
-                if item is None:
-                    if self.grabber.ended:
-                        self._end_source()
-                    continue
-                self._process(*item)
-        except Exception as e:  # never die silently: tell the UI
+                src, self._next_source = self._next_source, None
+                self._run_source(src)
+        except Exception as e:  # the thread's error boundary: never die silently, tell the UI
             log.exception("GUI worker failed")
             self.error.emit(f"processing stopped: {one_line(e)}")
         finally:
-            self._stop_recording()
-            if self.grabber is not None:
-                self.grabber.stop()
-                self.grabber = None
+            if self._next_source is not None:
+                self._next_source.stop()
+            if self.pipeline is not None:
+                self.pipeline.close()
+
+    def _run_source(self, src) -> None:
+        """One Runner over ``src`` until it ends or a command ends it; then say why it ended."""
+        src.set_paused(self.paused)
+        self._end_run = False
+        self._capture_rate, self._process_rate = _Rate(), _Rate()
+        nothing = Outputs(RunOptions(), fps=src.fps, size=tuple(src.size), live=True)
+        self.runner = Runner(src, self.pipeline, nothing, quiet=True, say=log.info, hooks=self, draw=True,
+                             close_pipeline=False)
+        if self._record_at_start is not None:
+            path, self._record_at_start = self._record_at_start, None
+            self._start_recording(path)
+        try:
+            rep = self.runner.run()
+        finally:
+            runner, self.runner = self.runner, None
+        if self.recording is not None:          # finalized by the Runner (the source ended)
+            self._recording_closed(runner.outputs, rep.written)
+        if rep.error:
+            self.error.emit(rep.error)
+        if self._end_run or self._quit.is_set():
+            return
+        err = src.error
+        msg = err or f"end of {src.name}"
+        (self.error if err else self.info).emit(msg)
+        self.source_ended.emit(msg)
 
     def _handle_commands(self, block: bool) -> None:
         try:
@@ -416,87 +319,129 @@ class ProcessingWorker(QThread):
         elif kind == "source":
             self._open_source(cmd[1])
         elif kind == "stop_source":
-            self._stop_recording()
-            if self.grabber is not None:
-                self.grabber.stop()
-                self.grabber = None
+            self._end_source()
             self.source_changed.emit("", 0.0)
         elif kind == "model":
-            new = binding.with_model(self.settings, cmd[1])
-            self._build_pipeline(new, announce=True)
+            self._build_pipeline(binding.with_model(self.settings, cmd[1]))
         elif kind == "settings":
             self._apply_settings(cmd[1])
         elif kind == "pause":
-            self.paused = cmd[1]
-            if self.grabber is not None:
-                self.grabber.set_paused(self.paused)
-            self.paused_changed.emit(self.paused)
+            self._pause(cmd[1])
         elif kind == "recalibrate":
-            mon = self.pipeline.monitor if self.pipeline is not None else None
-            if mon is not None:
-                mon.recalibrate()
-                self.info.emit("recalibrating: look straight ahead")
-            else:
-                self.error.emit("recalibrate: the driver monitor is not active in this pipeline")
+            self._recalibrate()
         elif kind == "record":
             self._start_recording(cmd[1])
         elif kind == "stop_record":
             self._stop_recording()
 
+    # ---- RunHooks: called by the Runner on this thread ----------------------------------
+    def between_frames(self, runner: Runner) -> bool:
+        self._handle_commands(block=False)
+        while self.paused and not (self._end_run or self._quit.is_set()):
+            self._handle_commands(block=True)
+        return not (self._end_run or self._quit.is_set())
+
+    def on_result(self, runner: Runner, res: FrameResult, annotated: Optional[np.ndarray],
+                  stage_ms: dict) -> None:
+        self._last_process_error = None
+        outputs = runner.outputs
+        if self.recording is not None and outputs.failures:   # said on the error signal
+            self._stop_recording()                             # the monitor goes on
+        self.frames_processed += 1
+        src = runner.source
+        stats = Stats(
+            capture_fps=self._capture_rate.mark(src.frames_read),
+            process_fps=self._process_rate.mark(self.frames_processed),
+            frames_captured=src.frames_read, frames_processed=self.frames_processed,
+            frames_dropped=src.frames_dropped, process_ms=stage_ms["total"] - stage_ms["decode"],
+            stage_ms={k: v for k, v in stage_ms.items() if k not in ("decode", "total")},
+            model=res.model, provider=res.provider, source=src.name,
+            recording=str(self.recording) if self.recording is not None else None,
+            recording_frames=runner.outputs.recording_frames if self.recording is not None else 0)
+        with self._pending_lock:
+            if self._pending >= MAX_PENDING:
+                self.results_skipped += 1
+                return
+            self._pending += 1
+        frame = res.frame
+        lite = Frame(image=None, timestamp=frame.timestamp, index=frame.index, captured=frame.captured)
+        self.result.emit(Result(image=annotated, raw=frame.image if self.keep_raw else None,
+                                observations=res.observations, driver=res.driver, state=res.state,
+                                frame=lite, wall_t=frame.captured, stats=stats, events=res.events))
+
+    def on_source_event(self, runner: Runner, ev: SourceEvent) -> None:
+        """A live camera lost / back: said in the window (the Runner logged it beside a recording)."""
+        if ev.kind == "lost":
+            self.error.emit(f"camera lost: {ev.message}")
+        else:
+            self.info.emit(ev.message)
+        self.source_status.emit(ev.kind, ev.message)
+
+    def on_frame_error(self, runner: Runner, frame: Frame, error: Exception) -> bool:
+        """One bad frame must not end the session: report it (once while it repeats), skip it."""
+        why = one_line(error)
+        if why != self._last_process_error:
+            log.error("processing failed on frame %d", frame.index, exc_info=error)
+            self.error.emit(f"processing failed on frame {frame.index}: {why}")
+        self._last_process_error = why
+        return True
+
+    # ---- commands, applied on this thread ------------------------------------------------
     def _open_source(self, spec) -> None:
-        name = str(spec)
         try:
-            src = self._source_factory(spec, loop=self.loop)
-        except Exception as e:  # SourceError: one line already
+            src = self._source_factory(spec, loop=self.loop, realtime=self.realtime)
+        except Exception as e:  # SourceError (one line already), or a factory's own error
             msg = one_line(e)
             self.error.emit(msg)
             self.source_failed.emit(msg)
             return  # the previous source (if any) keeps running
-        self._stop_recording()
-        if self.grabber is not None:
-            self.grabber.stop()
-        self.grabber = FrameGrabber(src, realtime=self.realtime, drop=self.drop)
-        self.grabber.set_paused(self.paused)
-        self.grabber.start()
-        self._proc_times.clear()
-        self._t_origin, self._last_index = None, -1
-        name = src.name
+        self._end_source()
+        self._next_source = src
         w, h = src.size
-        fps = src.fps
-        msg = f"source: {name} ({w}x{h} @ {fps:.1f} fps{', live' if src.is_live else ''})"
-        self.info.emit(msg)
-        self.source_changed.emit(name, float(fps or 0.0))
+        self.info.emit(f"source: {src.name} ({w}x{h} @ {src.fps:.1f} fps{', live' if src.is_live else ''})")
+        self.source_changed.emit(src.name, float(src.fps or 0.0))
 
     def _end_source(self) -> None:
-        g = self.grabber
-        self.grabber = None
-        err = g.error if g is not None else None
-        g.stop()
+        """Stop the recording and end the running source's Runner (and drop one waiting to run)."""
         self._stop_recording()
-        if err:
-            self.error.emit(err)
-            self.source_ended.emit(err)
-        else:
-            msg = f"end of {g.source.name}"
-            self.info.emit(msg)
-            self.source_ended.emit(msg)
+        if self.runner is not None:
+            self._end_run = True
+        if self._next_source is not None:
+            self._next_source.stop()
+            self._next_source = None
 
-    def _build_pipeline(self, settings, announce: bool) -> bool:
+    def _pause(self, paused: bool) -> None:
+        self.paused = paused
+        for src in (self.runner.source if self.runner is not None else None, self._next_source):
+            if src is not None:
+                src.set_paused(paused)
+        self.paused_changed.emit(paused)
+
+    def _recalibrate(self) -> None:
+        mon = self.pipeline.monitor if self.pipeline is not None else None
+        if mon is not None:
+            mon.recalibrate()
+            self.info.emit("recalibrating: look straight ahead")
+        else:
+            self.error.emit("recalibrate: the driver monitor is not active in this pipeline")
+
+    def _build_pipeline(self, settings) -> bool:
         try:
             p = self._pipeline_factory(settings)
-        except Exception as e:
+        except Exception as e:  # any load failure: one line, the previous model runs on
             msg = f"model failed to load: {one_line(e)}"
             log.debug("pipeline factory failed", exc_info=True)
             self.error.emit(msg)
             self.model_failed.emit(msg)
-            return False   # keep the previous pipeline
+            return False
         old, self.pipeline = self.pipeline, p
+        if self.runner is not None:
+            self.runner.replace_pipeline(p)
         self.settings = settings
         if old is not None:
             old.close()
         name, prov = str(p.model_name), str(p.provider)
-        if announce:
-            self.info.emit(f"model: {name} on {prov}")
+        self.info.emit(f"model: {name} on {prov}")
         self.model_changed.emit(name, prov, binding.get_model(settings) or "")
         return True
 
@@ -517,106 +462,48 @@ class ProcessingWorker(QThread):
                 p.layers = settings.layers     # and draws with .layers
                 self.settings = settings
                 return
-        self._build_pipeline(settings, announce=True)
+        self._build_pipeline(settings)
 
     def _start_recording(self, path: str) -> None:
-        if self.recorder is not None:
-            self._stop_recording()
-        if self.grabber is None:
+        self._stop_recording()
+        running = self.runner is not None and not self._end_run
+        if not running and self._next_source is not None:
+            self._record_at_start = path     # the source opened: its run starts with the recording
+            return
+        if not running:
             self.error.emit("recording: no source is running (open a camera or a video first)")
             self.recording_changed.emit("")
             return
-        src = self.grabber.source
+        src = self.runner.source
+        # the encoder settings follow what the overlay is made of when the recording starts
+        overlay = overlay_kind(self.pipeline.layers, triangles=self.pipeline.backend.triangles is not None)
         try:
-            # the encoder settings follow what the overlay is made of when the recording starts
-            overlay = overlay_kind(self.pipeline.layers, triangles=self.pipeline.backend.triangles is not None) \
-                if self.pipeline is not None else "surface"
-            self.recorder = Recorder(path, src.fps, tuple(src.size), quality=self.record_quality,
-                                     overlay=overlay, drop=self.drop, say=self.error.emit)
+            out = recording_outputs(path, src.fps, tuple(src.size), quality=self.record_quality,
+                                    overlay=overlay, drop=self.drop, say=self.error.emit)
         except OutputError as e:
-            msg = f"recording: {one_line(e)}"
-            self.error.emit(msg)
-            self.recorder = None
+            self.error.emit(f"recording: {one_line(e)}")
             self.recording_changed.emit("")
             return
+        self.runner.replace_outputs(out).close()       # the run's empty outputs
+        self.recording = Path(path)
         self.info.emit(f"recording to {path}")
         self.recording_changed.emit(str(path))
 
     def _stop_recording(self) -> None:
-        rec, self.recorder = self.recorder, None
-        if rec is None:
+        self._record_at_start = None
+        if self.recording is None or self.runner is None:
             return
-        mon = self.pipeline.monitor if self.pipeline is not None else None
-        summary = mon.summary() if mon is not None else None   # {"event": "summary", ...}
-        written = rec.close(summary)
-        if rec.failed:      # the window keeps showing why the recording stopped
-            self.error.emit(f"recording stopped: {rec.outputs.failures[0]}")
+        src = self.runner.source
+        out = self.runner.replace_outputs(Outputs(RunOptions(), fps=src.fps, size=tuple(src.size), live=True))
+        self._recording_closed(out, out.close(self.runner.summary()))
+
+    def _recording_closed(self, out: Outputs, written: list) -> None:
+        path, self.recording = self.recording, None
+        if out.failures:      # the window keeps showing why the recording stopped
+            self.error.emit(f"recording stopped: {out.failures[0]}")
         elif written:
-            self.info.emit(f"recorded {rec.frames} frames to {rec.path}")
+            self.info.emit(f"recorded {out.recording_frames} frames to {path}")
         self.recording_changed.emit("")
-
-    def _source_event(self, ev: SourceEvent) -> None:
-        """A live camera lost / back: said in the window, logged beside a recording."""
-        if ev.kind == "lost":
-            self.error.emit(f"camera lost: {ev.message}")
-        else:
-            self.info.emit(ev.message)
-        self.source_status.emit(ev.kind, ev.message)
-        if self.recorder is not None:
-            name = self.grabber.source.name if self.grabber is not None else ""
-            self.recorder.source_event(source_event_record(ev, self._t_origin, self._last_index, name))
-
-    def _process(self, frame: Frame, wall_t: float) -> None:
-        raw = frame.image.copy() if self.keep_raw else None
-        t = time.perf_counter()
-        try:
-            res = self.pipeline.process(frame)
-            t_proc = time.perf_counter()
-            annotated = draw_result(res, self.pipeline.layers)   # shown in the window (and recorded)
-            t_drawn = time.perf_counter()
-        except Exception as e:   # one bad frame must not end the session: report, skip it
-            msg = f"processing failed on frame {frame.index}: {one_line(e)}"
-            if msg.split(":", 1)[1] != self._last_process_error:
-                log.exception(msg)
-                self.error.emit(msg)
-            self._last_process_error = msg.split(":", 1)[1]
-            return
-        self._last_process_error = None
-        dt = time.perf_counter() - t
-        observations, driver, state, events = res.observations, res.driver, res.state, res.events
-        if self._t_origin is None:
-            self._t_origin = frame.timestamp
-        self._last_index = frame.index
-        if self.recorder is not None:
-            self.recorder.write(res, annotated)
-            if self.recorder.failed:       # said on the error signal; the monitor goes on
-                self._stop_recording()
-        now = time.perf_counter()
-        self._proc_times.append(now)
-        if len(self._proc_times) > 60:
-            del self._proc_times[:-60]
-        self.frames_processed += 1
-        pt = self._proc_times
-        pfps = (len(pt) - 1) / (pt[-1] - pt[0]) if len(pt) > 1 and pt[-1] > pt[0] else 0.0
-        g = self.grabber
-        stats = Stats(
-            capture_fps=g.capture_fps, process_fps=pfps, frames_captured=g.captured,
-            frames_processed=self.frames_processed,
-            frames_dropped=g.dropped + g.source.frames_dropped,
-            process_ms=dt * 1000.0, stage_ms=dict(res.stage_ms, overlay=(t_drawn - t_proc) * 1e3),
-            model=res.model, provider=res.provider,
-            source=g.source.name,
-            recording=str(self.recorder.path) if self.recorder is not None else None,
-            recording_frames=self.recorder.frames if self.recorder is not None else 0,
-        )
-        with self._pending_lock:
-            if self._pending >= MAX_PENDING:
-                self.results_skipped += 1
-                return
-            self._pending += 1
-        lite = Frame(image=None, timestamp=frame.timestamp, index=frame.index)
-        self.result.emit(Result(image=annotated, raw=raw, observations=observations, driver=driver,
-                                state=state, frame=lite, wall_t=wall_t, stats=stats, events=events))
 
 
 # --------------------------------------------------------------------------- pipeline / monitor helpers

@@ -8,13 +8,15 @@ the end.
 - Live sources (cameras) always hand over the newest frame: ``read`` returns the latest frame
   captured and drops the older ones still queued, and a full queue drops its oldest frame (both
   counted in ``frames_dropped``), so processing never lags behind the camera.
-  Timestamps are ``time.monotonic()`` seconds since ``start()``.
+  Timestamps are ``time.monotonic()`` seconds since ``start()``; ``Frame.captured`` is the
+  ``time.perf_counter()`` when a frame was queued (latency measured by the window).
 - A camera that stops delivering (unplugged, driver error) is reopened with back-off
   (``RETRY_DELAYS_S``, then every ``RETRY_DELAYS_S[-1]`` seconds, until ``stop()``) and resumes when
   the device is back; ``pop_events()`` hands over a ``SourceEvent`` "lost" and, later, "back".
 - Files (and stills / playlists) deliver every frame in order; the reader blocks while the queue
   is full. With ``realtime=True`` they are paced to their timestamps instead and, like a camera,
-  hand over the newest frame (a file played "as a camera", e.g. in the GUI). Timestamps come from the container pts (PyAV), relative to the first frame, else
+  hand over the newest frame (a file played "as a camera", e.g. in the GUI); ``set_paused`` stops
+  a file where it is (its pacing resumes from there). Timestamps come from the container pts (PyAV), relative to the first frame, else
   ``index / fps``.
 - A file that breaks off midway stops cleanly: the frames decoded so far are delivered and
   ``Source.error`` says what happened (decoder error, or the video ending well before the duration
@@ -369,6 +371,8 @@ class Source:
         self.lost = False                       # a live source between "lost" and "back"
         self._q: queue.Queue = queue.Queue(maxsize=max(1, int(queue_size)))
         self._stop = threading.Event()
+        self._resume = threading.Event()  # cleared = paused (a file stops reading where it is)
+        self._resume.set()
         self._thread: Optional[threading.Thread] = None
         self._finished = False
         self._end_seen = False           # the end marker was taken while draining stale frames
@@ -398,6 +402,23 @@ class Source:
                 self._thread = threading.Thread(target=self._run, name=f"capture:{self.name}", daemon=True)
                 self._thread.start()
         return self
+
+    def set_paused(self, paused: bool) -> None:
+        """A paused file / still clip stops reading where it is and, played in real time, resumes
+        its pacing from there; a camera goes on capturing (``read`` hands over the newest frame)."""
+        if paused:
+            self._resume.clear()
+        else:
+            self._resume.set()
+
+    def _wait_while_paused(self, state: dict) -> bool:
+        """Block the capture thread of a paused file; False when stopped meanwhile."""
+        t_pause = time.monotonic()
+        while not self._resume.wait(0.1):
+            if self._stop.is_set():
+                return False
+        state["t0"] += time.monotonic() - t_pause   # the pause does not count as played time
+        return not self._stop.is_set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -450,12 +471,15 @@ class Source:
                     img, ts, idx = item
                     if ts is None:
                         ts = idx / self.fps
+                    if not self._resume.is_set() and not self._wait_while_paused(state):
+                        break
                     if self.realtime:
                         wait = state["t0"] + ts - time.monotonic()
                         if wait > 0 and self._stop.wait(wait):
                             break
                 self.frames_read += 1
-                if not self._put(Frame(image=img, timestamp=float(ts), index=int(idx))):
+                if not self._put(Frame(image=img, timestamp=float(ts), index=int(idx),
+                                       captured=time.perf_counter())):
                     break
         except Exception as e:  # unexpected reader failure: report, never hang the consumer
             state["error"] = f"{self.name}: capture failed ({one_line(e)})"
