@@ -58,8 +58,12 @@ RULES: list[tuple[list[str], list[str], str]] = [
     (["app.gui.*"], CORE + ["app.settings", "app.monitor.*", "app.cli", "app.io.*", "app.render", "app.runner",
                             "app.pipeline", "app.gui.*"],
      "the window sits on top of the runner; never headless, app/eval or export"),
-    (["app.eval.*"], ["app.*"],
-     "measurement commands: leaves that may import any of the app (and nothing imports them)"),
+    (["app.eval.*"], ["app.*", "export.*"],
+     "measurement commands: leaves that may import any of the app and the exporter's evaluation "
+     "(and nothing imports them)"),
+    (["export.evaluate"], ["export.*", "app", "app.core.*", "app.detect", "app.io.capture", "app.pipeline",
+                           "app.settings"],
+     "the AFLW2000-3D evaluation's --crop pipeline rows run the app's own Pipeline (the number users get)"),
     (["export.*"], ["export.*", "app", "app.core.*", "app.detect", "app.io.capture"],
      "the exporter: app's version, geometry, the detector and the decoder (distillation); never the "
      "pipeline, runner, GUI or app/eval"),
