@@ -202,7 +202,10 @@ class Pipeline:
             self._last_driver_box = driver.box
         state, events = None, []
         if self.monitor is not None:
-            state = self.monitor.update(frame.timestamp, frame.index, driver)
+            # without a driver, how dark the frame is tells "too dark" from "no face" (every 8th
+            # pixel's mean over the channels: ~0.03 ms at 720p)
+            bright = float(image[::8, ::8].mean()) if driver is None else float("nan")
+            state = self.monitor.update(frame.timestamp, frame.index, driver, bright)
             events = list(state.events)
         st["monitor"] = (time.perf_counter() - t8) * 1e3
 

@@ -123,6 +123,7 @@ class Rule:
         self.unknown_frames = 0
         self.starts = {"emergency": 0} if kind == "unresponsive" else {"warning": 0, "critical": 0}
         self.critical_since: Optional[float] = None   # when the active alert reached critical
+        self.answered: Optional[float] = None         # last frame of the active alert its condition was false
 
     def _event(self, what: str, level: str, values: dict) -> dict:
         return {"event": what, "kind": self.kind, "level": level, **values}
@@ -138,6 +139,7 @@ class Rule:
                 self.unknown_frames = 0
                 self.starts[level] += 1
                 self.critical_since = t if level == "critical" else None
+                self.answered = None
                 return [self._event("start", level, values)]
             return []
         out = []
@@ -155,6 +157,7 @@ class Rule:
             self.unknown_frames += 1
             self.clear_since = None      # "back for 1 s" must be 1 s of known, good frames
         else:
+            self.answered = t
             if self.clear_since is None:
                 self.clear_since = t
             if t - self.clear_since >= s.clear_seconds - EPS:
@@ -444,13 +447,18 @@ class DriverMonitor:
     def _unresponsive(self, t: float, st: _Step) -> list[dict]:
         """The emergency escalation: an eyes_closed or looking_around alert at the critical level
         that the driver has not answered (no frame with the eyes open again / back on the road
-        since it became critical) for unresponsive_seconds."""
+        since it became critical, or since the last such frame) for unresponsive_seconds. Its
+        events are "unresponsive" (level "emergency", ``cause`` "sleep" or "eyes_off_road") and
+        "unresponsive_end" once the driver has responded for clear_seconds."""
         s = self.settings
         cause, crit = None, None
         for k in ("eyes_closed", "looking_around"):
             ru = self.rules[k]
-            if (ru.active is not None and ru.critical_since is not None and ru.clear_since is None
-                    and t - ru.critical_since >= s.unresponsive_seconds - EPS):
+            if ru.active is None or ru.critical_since is None or ru.clear_since is not None:
+                continue
+            # a response (the eyes open / back on the road on a frame) restarts the wait
+            since = max(ru.critical_since, ru.answered if ru.answered is not None else -math.inf)
+            if t - since >= s.unresponsive_seconds - EPS:
                 cause, crit = k, ru
                 break
         rule = self.rules["unresponsive"]
@@ -462,7 +470,7 @@ class DriverMonitor:
         a = crit.active
         vals = {"cause": "sleep" if cause == "eyes_closed" else "eyes_off_road",
                 "alert": cause, "critical_since_t": round(crit.critical_since - self.t0, 6),
-                "unanswered_s": _r(t - crit.critical_since, 3),
+                "unanswered_s": _r(t - max(crit.critical_since, crit.answered or -math.inf), 3),
                 "closed_s": _r(st.eyes.closed_s, 3) if cause == "eyes_closed" else None,
                 "away_s": _r(st.away_s, 3) if cause == "looking_around" else None,
                 "by": a.values.get("by") if cause == "looking_around" else None,
