@@ -156,12 +156,24 @@ def eye_patch_stats(gray: np.ndarray, pts: np.ndarray) -> np.ndarray:
         s0, s1 = int(max(0, cy + 0.6 * ew)), int(min(h, cy + 1.0 * ew + 1))
         if x1 - x0 < 2 or y1 - y0 < 2 or s1 - s0 < 2:
             continue
-        eye = gray[y0:y1, x0:x1].astype(np.float32)
-        cheek = gray[s0:s1, x0:x1].astype(np.float32)
-        pe = np.percentile(eye, (5, 95))
-        pc = np.percentile(cheek, (5, 95))
-        out[e] = (eye.mean(), pe[1] - pe[0], cheek.mean(), pc[1] - pc[0])
+        eye = np.sort(gray[y0:y1, x0:x1], axis=None)
+        cheek = np.sort(gray[s0:s1, x0:x1], axis=None)
+        out[e] = (eye.mean(), _spread(eye), cheek.mean(), _spread(cheek))
     return out
+
+
+def _spread(v: np.ndarray) -> float:
+    """95th - 5th percentile of sorted values (numpy's default linear interpolation, as
+    np.percentile, without its overhead: 4 of them cost 0.28 ms per face)."""
+    out = []
+    n = len(v)
+    for q in (0.05, 0.95):
+        pos = (n - 1) * q
+        i = int(pos)
+        f = pos - i
+        lo = float(v[i])
+        out.append(lo + (float(v[min(i + 1, n - 1)]) - lo) * f)
+    return out[1] - out[0]
 
 
 # An eye is visible when its patch's grey-level spread (95th - 5th percentile) is at least this
