@@ -156,24 +156,32 @@ def eye_patch_stats(gray: np.ndarray, pts: np.ndarray) -> np.ndarray:
         s0, s1 = int(max(0, cy + 0.6 * ew)), int(min(h, cy + 1.0 * ew + 1))
         if x1 - x0 < 2 or y1 - y0 < 2 or s1 - s0 < 2:
             continue
-        eye = np.sort(gray[y0:y1, x0:x1], axis=None)
-        cheek = np.sort(gray[s0:s1, x0:x1], axis=None)
-        out[e] = (eye.mean(), _spread(eye), cheek.mean(), _spread(cheek))
+        out[e, :2] = _mean_spread(gray[y0:y1, x0:x1])
+        out[e, 2:] = _mean_spread(gray[s0:s1, x0:x1])
     return out
 
 
-def _spread(v: np.ndarray) -> float:
-    """95th - 5th percentile of sorted values (numpy's default linear interpolation, as
-    np.percentile, without its overhead: 4 of them cost 0.28 ms per face)."""
-    out = []
-    n = len(v)
+_LEVELS = np.arange(256, dtype=np.float64)
+
+
+def _mean_spread(patch: np.ndarray) -> tuple[float, float]:
+    """(mean, 95th - 5th percentile) of a uint8 patch, from its histogram: the percentiles with
+    numpy's default linear interpolation (the k-th sorted value is the first level whose
+    cumulative count exceeds k), exactly np.percentile's, at a fraction of its cost (4 calls of
+    np.percentile took 0.28 ms per face)."""
+    h = np.bincount(patch.ravel(), minlength=256)
+    n = patch.size
+    c = np.cumsum(h)
+    ks = []
     for q in (0.05, 0.95):
         pos = (n - 1) * q
         i = int(pos)
-        f = pos - i
-        lo = float(v[i])
-        out.append(lo + (float(v[min(i + 1, n - 1)]) - lo) * f)
-    return out[1] - out[0]
+        ks += [i, min(i + 1, n - 1)]
+    v = np.searchsorted(c, np.array(ks), side="right").astype(np.float64)
+    f5, f95 = (n - 1) * 0.05 % 1.0, (n - 1) * 0.95 % 1.0
+    p5 = v[0] + (v[1] - v[0]) * f5
+    p95 = v[2] + (v[3] - v[2]) * f95
+    return float(h @ _LEVELS) / n, p95 - p5
 
 
 # An eye is visible when its patch's grey-level spread (95th - 5th percentile) is at least this
