@@ -143,17 +143,18 @@ def eye_patch_stats(gray: np.ndarray, pts: np.ndarray) -> np.ndarray:
     95th - 5th percentile."""
     out = np.full((2, 4), np.nan)
     h, w = gray.shape[:2]
+    c = pts[_CONTOUR_IDX, :2]                       # (2, 16, 2), both eyes at once
+    d = pts[_CORNER_IDX[:, 1], :2] - pts[_CORNER_IDX[:, 0], :2]
+    ew = np.sqrt((d * d).sum(axis=1)).tolist()
+    lo, hi, mid = c.min(axis=1).tolist(), c.max(axis=1).tolist(), c.mean(axis=1).tolist()
     for e in (0, 1):
-        c = pts[list(EYE_CONTOUR[e]), :2]
-        a, b = pts[EYE_CORNER_PAIRS[e][0], :2], pts[EYE_CORNER_PAIRS[e][1], :2]
-        ew = float(np.hypot(*(b - a)))
-        if not ew > 2:
+        if not ew[e] > 2:
             continue
-        cx, cy = c.mean(axis=0)
-        x0, x1 = int(max(0, c[:, 0].min())), int(min(w, c[:, 0].max() + 1))
-        half = max(0.25 * ew, 0.5 * float(c[:, 1].max() - c[:, 1].min()))
+        cy = mid[e][1]
+        x0, x1 = int(max(0, lo[e][0])), int(min(w, hi[e][0] + 1))
+        half = max(0.25 * ew[e], 0.5 * (hi[e][1] - lo[e][1]))
         y0, y1 = int(max(0, cy - half)), int(min(h, cy + half + 1))
-        s0, s1 = int(max(0, cy + 0.6 * ew)), int(min(h, cy + 1.0 * ew + 1))
+        s0, s1 = int(max(0, cy + 0.6 * ew[e])), int(min(h, cy + 1.0 * ew[e] + 1))
         if x1 - x0 < 2 or y1 - y0 < 2 or s1 - s0 < 2:
             continue
         out[e, :2] = _mean_spread(gray[y0:y1, x0:x1])
@@ -161,6 +162,8 @@ def eye_patch_stats(gray: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return out
 
 
+_CONTOUR_IDX = np.array(EYE_CONTOUR)
+_CORNER_IDX = np.array(EYE_CORNER_PAIRS)
 _LEVELS = np.arange(256, dtype=np.float64)
 
 
