@@ -650,7 +650,11 @@ def banner_text(state: MonitorState) -> Optional[tuple[str, str]]:
     ("limited"); None when there is nothing to say. The window shows the same text."""
     limited = limited_text(state)
     if state.emergency is not None:
-        why = "eyes closed (sleep)" if state.emergency.values.get("cause") == "sleep" else "eyes off the road"
+        # which critical alert went unanswered
+        kind = state.emergency.values.get("alert", "")
+        why = ALERT_TITLES.get(kind, kind.replace("_", " ").upper())
+        if state.emergency.values.get("cause") == "sleep":
+            why += " (sleep)"
         return f"{EMERGENCY_TEXT} — {why}", "emergency"
     alert = state.top_alert
     if alert is not None:
