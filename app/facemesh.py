@@ -197,7 +197,7 @@ def _mean_spread(patch: np.ndarray) -> tuple[float, float]:
 EYE_MIN_SPREAD = 0.15
 # Below this mean grey level (0-255) of the cheek patch the crop is too dark to tell an eye from
 # a shadow: the eye is unavailable, "too_dark". The darkest cheek of the shared clips reads 75
-# (d3); a dark, noisy night-time version of d13 (x0.3, noise sd 4) 41-50. [MINE, measured]
+# (d3); a dark, noisy night-time version of d13 (x0.3, noise sd 4) ~41-51 (its cheeks 138-171 x 0.3). [MINE, measured]
 EYE_DARK_LEVEL = 15.0
 
 

@@ -149,7 +149,7 @@ class MonitorSettings:
     # ---- monitoring unavailable [NCAP26]
     # What the monitor cannot see (the eyes behind dark lenses, a cap brim or a hand; no face; a
     # frame too dark) for this long, continuously, is an "unavailable_start" event (what: eyes /
-    # head / driver; why: occluded / too_dark / no_face), "unavailable_end" once it is seen again
+    # driver; why: occluded / too_dark / no_face), "unavailable_end" once it is seen again
     # for --clear-seconds. Euro NCAP 2026 (euroncap_rating_2026, safe_driving/driver_monitoring.py,
     # noise variables): "Inform of non functional system within 10 seconds after the driver wears
     # dark sunglasses" (the same for a cap, a hat and a hand on the wheel at 12 o'clock blocking
@@ -308,7 +308,7 @@ HELP = {
     "nod_count": "nods within --nod-window -> nodding warning",
     "nod_window": "nod counting window (s)",
     "no_driver_seconds": "no face this long -> no_driver warning",
-    "unavailable_seconds": "eyes / head / driver not seen this long -> unavailable_start event "
+    "unavailable_seconds": "eyes / driver not seen this long -> unavailable_start event "
                            "(Euro NCAP 2026: within 10 s)",
     "too_dark_level": "mean frame grey level (0-255) below which a missing face is too_dark",
     "unresponsive_seconds": "a critical eyes_closed / looking_around alert not answered this long -> "
