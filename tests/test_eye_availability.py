@@ -116,3 +116,20 @@ def test_eyes_closed_7_s_clip_sleep_then_unresponsive(tmp_path):
     assert ue["t"] == pytest.approx(t1 + 1, abs=tol)
     assert [e for e in ev if e["event"].startswith("unavailable")] == []
     assert (r["avail"] == 1).all()
+
+
+def test_histogram_percentiles_are_numpys():
+    rng = np.random.default_rng(1)
+    for shape in [(1, 1), (2, 3), (9, 40), (30, 64)]:
+        x = rng.integers(0, 256, shape).astype(np.uint8)
+        p5, p95 = np.percentile(x, (5, 95))
+        m, sp = fm._mean_spread(x)
+        assert m == pytest.approx(x.mean(), abs=1e-9) and sp == pytest.approx(p95 - p5, abs=1e-9)
+
+
+def test_occlude_script_bad_input(tmp_path, capsys):
+    occ = occlude_module()
+    assert occ.main([str(tmp_path / "missing.mp4"), str(tmp_path / "out.mp4")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no such video")
+    assert not (tmp_path / "out.mp4").exists()
