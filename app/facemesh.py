@@ -195,6 +195,13 @@ def _mean_spread(patch: np.ndarray) -> tuple[float, float]:
 # d0 / d14: 0.49-0.68), painted sunglasses (93 % opaque) 0.04-0.08, a cap brim 0.00-0.01 (p95).
 # 0.15 sits between. [measured]
 EYE_MIN_SPREAD = 0.15
+# An eye patch brighter on average than the cheek below it is washed out (glare on glasses, a
+# reflection): unavailable too. Its structure can stay high (a white blob edged by lashes and
+# the frame: spread 0.45-0.80 on painted glare), and the landmark model reads such an eye as
+# closed (painted glare on d13 gave a false eyes_closed critical and an unresponsive event).
+# Eye mean / cheek mean: visible eyes of the shared clips 0.26-0.83 (labelled closed frames
+# 0.66-0.83), painted glare 1.16-1.64. [measured]
+EYE_MAX_BRIGHTNESS = 1.0
 # Below this mean grey level (0-255) of the cheek patch the crop is too dark to tell an eye from
 # a shadow: the eye is unavailable, "too_dark". The darkest cheek of the shared clips reads 75
 # (d3); a dark, noisy night-time version of d13 (x0.3, noise sd 4) ~41-51 (its cheeks 138-171 x 0.3). [MINE, measured]
@@ -203,7 +210,9 @@ EYE_DARK_LEVEL = 15.0
 
 def eye_visibility(stats: np.ndarray) -> tuple[tuple[float, float], tuple, Optional[str]]:
     """From eye_patch_stats: (spread / cheek mean per eye, available per eye (True / False / None
-    when not measured), why ("occluded" / "too_dark" / None))."""
+    when not measured), why ("occluded" / "too_dark" / None)). Unavailable: the cheek darker
+    than EYE_DARK_LEVEL ("too_dark"), the spread below EYE_MIN_SPREAD (a lens, a brim, a hand) or
+    the eye patch brighter than EYE_MAX_BRIGHTNESS x the cheek (glare) ("occluded")."""
     vis, avail, why = [], [], None
     for e in (0, 1):
         m, sp, cm, _ = (float(v) for v in stats[e])
@@ -216,7 +225,7 @@ def eye_visibility(stats: np.ndarray) -> tuple[tuple[float, float], tuple, Optio
         if cm < EYE_DARK_LEVEL:
             avail.append(False)
             why = "too_dark"
-        elif v < EYE_MIN_SPREAD:
+        elif v < EYE_MIN_SPREAD or m > EYE_MAX_BRIGHTNESS * cm:
             avail.append(False)
             why = why or "occluded"
         else:

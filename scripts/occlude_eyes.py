@@ -13,6 +13,8 @@ Variants (each from the clean frame's landmarks of the subject's eye contours an
   widths below the eye centres (what a peaked cap pulled low hides from a camera below the eyes);
 - ``hand``: a flat hand across the eyes: the cheek's own skin colour (median below the eyes),
   from the brows to 0.5 eye widths below the eye centres, with four darker finger creases;
+- ``glare``: a reflection washing the eyes out (light on glasses): per eye a white ellipse 1.4 x
+  0.9 eye widths, blended at ``--opacity`` in its middle and fading to nothing at its rim;
 - ``none``: nothing painted (the same clip re-encoded and looped, the control).
 
 ``--on S`` / ``--off S``: the painting starts at S s (default 0) and ends at S s (default never),
@@ -45,7 +47,7 @@ BROWS = ((336, 296, 334, 293, 300), (70, 63, 105, 66, 107))
 CORNERS = ((362, 263), (133, 33))
 CHEEK = (330, 101)   # points below each eye, on the cheek
 
-VARIANTS = ("sunglasses", "cap", "hand", "none")
+VARIANTS = ("sunglasses", "cap", "hand", "glare", "none")
 
 
 def read_frames(path: Path) -> tuple[list[np.ndarray], float]:
@@ -129,6 +131,16 @@ def paint(img: np.ndarray, p: np.ndarray, variant: str, opacity: float) -> np.nd
             c, w, ang = _eye_geometry(p, e)
             cv2.ellipse(out, (int(round(c[0])), int(round(c[1]))), (int(0.85 * w), int(0.62 * w)),
                         ang, 0, 360, (60, 60, 60), max(1, int(0.05 * w)), cv2.LINE_AA)
+    elif variant == "glare":
+        mask = np.zeros(img.shape[:2], np.float32)
+        for e in (0, 1):
+            c, w, ang = _eye_geometry(p, e)
+            cv2.ellipse(mask, (int(round(c[0])), int(round(c[1]))), (int(0.7 * w), int(0.45 * w)),
+                        ang, 0, 360, 1.0, -1, cv2.LINE_AA)
+            k = 2 * int(0.25 * w) + 1
+        mask = cv2.GaussianBlur(mask, (k, k), 0)
+        m = (np.clip(mask, 0, 1) * opacity)[..., None]
+        out = (img * (1 - m) + 255.0 * m).astype(np.uint8)
     elif variant == "cap":
         cv2.fillPoly(out, [_band(p, 2.5, 0.45)], (52, 40, 32), cv2.LINE_AA)
     elif variant == "hand":

@@ -1,6 +1,6 @@
 """Eye availability on real and occluded clips: ``python -m app.eval.eye_visibility_eval``.
 
-Makes the occluded clips with scripts/occlude_eyes.py (dark sunglasses, a cap brim, a hand painted
+Makes the occluded clips with scripts/occlude_eyes.py (dark sunglasses, a cap brim, a hand, glare painted
 from the app's own landmarks; the lenses on from ``--on`` s and off at ``--off`` s of a ping-pong
 loop ``--seconds`` long; a dark, noisy night-time version and a grey-scale one), then runs the
 app's default pipeline with the driver monitor over them and over every shared clip, as
@@ -172,6 +172,7 @@ def main(argv=None) -> int:
         f"{stem}_sunglasses.mp4": dict(variant="sunglasses", on=a.on, seconds=a.seconds),
         f"{stem}_cap.mp4": dict(variant="cap", on=a.on, seconds=a.seconds),
         f"{stem}_hand.mp4": dict(variant="hand", on=a.on, seconds=a.seconds),
+        f"{stem}_glare.mp4": dict(variant="glare", on=a.on, seconds=a.seconds),
         f"{stem}_none.mp4": dict(variant="none", seconds=a.seconds),
     }
     only = set(a.only.split(",")) if a.only else None
