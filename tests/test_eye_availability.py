@@ -39,7 +39,7 @@ def measure(img, box):
     return fm.eye_visibility(r.eye_stats)
 
 
-def test_open_eyes_visible_lenses_occluded_dark_too_dark():
+def test_open_eyes_visible_lenses_and_glare_occluded_dark_too_dark():
     img, r, _ = portrait()
     box = fm.mesh_crop(r.points)[0]
     vis, avail, why = measure(img, box)
@@ -47,6 +47,9 @@ def test_open_eyes_visible_lenses_occluded_dark_too_dark():
     painted = occlude_module().paint(img, r.points.astype(np.float64), "sunglasses", 0.93)
     vis, avail, why = measure(painted, box)
     assert avail == (False, False) and why == "occluded" and max(vis) < fm.EYE_MIN_SPREAD
+    glare = occlude_module().paint(img, r.points.astype(np.float64), "glare", 0.93)
+    vis, avail, why = measure(glare, box)
+    assert avail == (False, False) and why == "occluded"     # washed out, though not flat
     dark = (img * 0.04).astype(np.uint8)        # a covered lens / no light: grey levels 0-10
     got = fm.MeshLandmarker()(dark, box)
     if got is not None:                         # the landmark model may give up first
