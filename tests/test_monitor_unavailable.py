@@ -212,3 +212,21 @@ def test_unresponsive_seconds_setting():
     s = MonitorSettings(unresponsive_seconds=1.5)
     _, events, _ = run(lambda t: face(eyes=SHUT if 10 <= t < 18 else OPEN), dur=25, settings=s)
     assert ev(events, "unresponsive")[0]["t"] == pytest.approx(14.5, abs=0.04)
+
+
+def test_emergency_sound_is_the_generated_louder_one(tmp_path):
+    import importlib.util
+    import wave
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("make_alert_sound", root / "assets" / "make_alert_sound.py")
+    mk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mk)
+    assert mk.main(["--emergency", str(tmp_path / "e.wav")]) == 0
+    assert (tmp_path / "e.wav").read_bytes() == (root / "assets" / "emergency.wav").read_bytes()
+
+    def peak(p):
+        with wave.open(str(p), "rb") as w:
+            return int(np.abs(np.frombuffer(w.readframes(w.getnframes()), "<i2")).max())
+    assert peak(root / "assets" / "emergency.wav") > 1.8 * peak(root / "assets" / "alert.wav")
