@@ -152,13 +152,11 @@ def paint(img: np.ndarray, p: np.ndarray, variant: str, opacity: float) -> np.nd
         skin = np.median(np.concatenate(samples), axis=0)
         quad = _band(p, 0.9, 0.5)
         cv2.fillPoly(out, [quad], tuple(float(v) for v in skin), cv2.LINE_AA)
-        top, bot = quad[0], quad[3]
         for f in (0.2, 0.4, 0.6, 0.8):       # finger creases along the hand
             a = (quad[0] + f * (quad[1] - quad[0])).astype(int)
             b = (quad[3] + f * (quad[2] - quad[3])).astype(int)
             cv2.line(out, tuple(int(v) for v in a), tuple(int(v) for v in b),
                      tuple(float(v) * 0.7 for v in skin), 2, cv2.LINE_AA)
-        del top, bot
     else:
         raise ValueError(variant)
     return out
