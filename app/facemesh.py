@@ -70,6 +70,7 @@ class MeshResult:
     points: np.ndarray                  # (478, 3) float32 image pixels: 468 mesh + 10 iris points
     presence: float                     # face presence probability of the crop (0..1)
     blendshapes: Optional[np.ndarray]   # (52,) float32 scores in BLENDSHAPE_NAMES order, or None
+    eye_stats: Optional[np.ndarray] = None  # (2, 4) per eye (left, right): see eye_patch_stats
 
 # iBUG-68 point i = mean of these face-mesh indices (Peizhi Yan's table, see module docstring)
 MESH_TO_68: list[tuple[int, ...]] = [
@@ -124,6 +125,112 @@ def eye_openness(mesh: np.ndarray) -> tuple[float, float]:
         w = _d(mesh, c0, c1)
         out.append((_d(mesh, u1, l1) + _d(mesh, u2, l2)) / (2.0 * w) if w > 1e-6 else float("nan"))
     return out[0], out[1]
+
+
+# 16-point eye contours (subject's left, right) of the face mesh
+EYE_CONTOUR = (
+    (362, 382, 381, 380, 374, 373, 390, 249, 263, 466, 388, 387, 386, 385, 384, 398),
+    (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
+)
+EYE_CORNER_PAIRS = ((362, 263), (133, 33))
+
+
+def eye_patch_stats(gray: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """(2, 4) per eye (left, right) [eye mean, eye spread, cheek mean, cheek spread] of the
+    upright landmark crop ``gray`` (uint8) around ``pts`` (crop pixel coordinates): the eye patch
+    is the eye contour's box (at least 0.5 eye widths tall, centred on the eye), the cheek patch
+    the same columns 0.6-1.0 eye widths below the eye centre; mean = mean grey level, spread =
+    95th - 5th percentile."""
+    out = np.full((2, 4), np.nan)
+    h, w = gray.shape[:2]
+    c = pts[_CONTOUR_IDX, :2]                       # (2, 16, 2), both eyes at once
+    d = pts[_CORNER_IDX[:, 1], :2] - pts[_CORNER_IDX[:, 0], :2]
+    ew = np.sqrt((d * d).sum(axis=1)).tolist()
+    lo, hi, mid = c.min(axis=1).tolist(), c.max(axis=1).tolist(), c.mean(axis=1).tolist()
+    for e in (0, 1):
+        if not ew[e] > 2:
+            continue
+        cy = mid[e][1]
+        x0, x1 = int(max(0, lo[e][0])), int(min(w, hi[e][0] + 1))
+        half = max(0.25 * ew[e], 0.5 * (hi[e][1] - lo[e][1]))
+        y0, y1 = int(max(0, cy - half)), int(min(h, cy + half + 1))
+        s0, s1 = int(max(0, cy + 0.6 * ew[e])), int(min(h, cy + 1.0 * ew[e] + 1))
+        if x1 - x0 < 2 or y1 - y0 < 2 or s1 - s0 < 2:
+            continue
+        out[e, :2] = _mean_spread(gray[y0:y1, x0:x1])
+        out[e, 2:] = _mean_spread(gray[s0:s1, x0:x1])
+    return out
+
+
+_CONTOUR_IDX = np.array(EYE_CONTOUR)
+_CORNER_IDX = np.array(EYE_CORNER_PAIRS)
+_LEVELS = np.arange(256, dtype=np.float64)
+
+
+def _mean_spread(patch: np.ndarray) -> tuple[float, float]:
+    """(mean, 95th - 5th percentile) of a uint8 patch, from its histogram: the percentiles with
+    numpy's default linear interpolation (the k-th sorted value is the first level whose
+    cumulative count exceeds k), exactly np.percentile's, at a fraction of its cost (4 calls of
+    np.percentile took 0.28 ms per face)."""
+    h = np.bincount(patch.ravel(), minlength=256)
+    n = patch.size
+    c = np.cumsum(h)
+    ks = []
+    for q in (0.05, 0.95):
+        pos = (n - 1) * q
+        i = int(pos)
+        ks += [i, min(i + 1, n - 1)]
+    v = np.searchsorted(c, np.array(ks), side="right").astype(np.float64)
+    f5, f95 = (n - 1) * 0.05 % 1.0, (n - 1) * 0.95 % 1.0
+    p5 = v[0] + (v[1] - v[0]) * f5
+    p95 = v[2] + (v[3] - v[2]) * f95
+    return float(h @ _LEVELS) / n, p95 - p5
+
+
+# An eye is visible when its patch's grey-level spread (95th - 5th percentile) is at least this
+# fraction of the cheek's mean grey level below it (eye_patch_stats): an open eye (sclera, iris,
+# lashes) or a closed one (lash line, lid crease) has structure, a dark lens, a cap brim or a hand
+# has little. Measured with python -m app.eval.eye_visibility_eval (docs/driver-monitoring.md,
+# "Eye availability"): visible eyes of the shared clips read 0.23-1.04 (labelled closed frames of
+# d0 / d14: 0.49-0.68), painted sunglasses (93 % opaque) 0.04-0.08, a cap brim 0.00-0.01 (p95).
+# 0.15 sits between. [measured]
+EYE_MIN_SPREAD = 0.15
+# An eye patch brighter on average than the cheek below it is washed out (glare on glasses, a
+# reflection): unavailable too. Its structure can stay high (a white blob edged by lashes and
+# the frame: spread 0.45-0.80 on painted glare), and the landmark model reads such an eye as
+# closed (painted glare on d13 gave a false eyes_closed critical and an unresponsive event).
+# Eye mean / cheek mean: visible eyes of the shared clips 0.26-0.83 (labelled closed frames
+# 0.66-0.83), painted glare 1.16-1.64. [measured]
+EYE_MAX_BRIGHTNESS = 1.0
+# Below this mean grey level (0-255) of the cheek patch the crop is too dark to tell an eye from
+# a shadow: the eye is unavailable, "too_dark". The darkest cheek of the shared clips reads 75
+# (d3); a dark, noisy night-time version of d13 (x0.3, noise sd 4) ~41-51 (its cheeks 138-171 x 0.3). [MINE, measured]
+EYE_DARK_LEVEL = 15.0
+
+
+def eye_visibility(stats: np.ndarray) -> tuple[tuple[float, float], tuple, Optional[str]]:
+    """From eye_patch_stats: (spread / cheek mean per eye, available per eye (True / False / None
+    when not measured), why ("occluded" / "too_dark" / None)). Unavailable: the cheek darker
+    than EYE_DARK_LEVEL ("too_dark"), the spread below EYE_MIN_SPREAD (a lens, a brim, a hand) or
+    the eye patch brighter than EYE_MAX_BRIGHTNESS x the cheek (glare) ("occluded")."""
+    vis, avail, why = [], [], None
+    for e in (0, 1):
+        m, sp, cm, _ = (float(v) for v in stats[e])
+        if not (math.isfinite(m) and math.isfinite(cm)):
+            vis.append(math.nan)
+            avail.append(None)
+            continue
+        v = sp / max(cm, 1.0)
+        vis.append(v)
+        if cm < EYE_DARK_LEVEL:
+            avail.append(False)
+            why = "too_dark"
+        elif v < EYE_MIN_SPREAD or m > EYE_MAX_BRIGHTNESS * cm:
+            avail.append(False)
+            why = why or "occluded"
+        else:
+            avail.append(True)
+    return (vis[0], vis[1]), (avail[0], avail[1]), why
 
 
 def mouth_openness(mesh: np.ndarray) -> float:
@@ -182,6 +289,8 @@ class MeshLandmarker:
         self._buf = np.empty((CROP_SIZE, CROP_SIZE, 3), np.uint8)
         self._rgb = np.empty((CROP_SIZE, CROP_SIZE, 3), np.uint8)
         self._x = np.empty((1, CROP_SIZE, CROP_SIZE, 3), np.float32)
+        self._gray = np.empty((CROP_SIZE, CROP_SIZE), np.uint8)
+        self.visibility_s = 0.0   # seconds spent in the eye-visibility measure (the caller resets it)
 
     def __call__(self, image_bgr: np.ndarray, roi_box, roll: float = 0.0, retry: bool = True) -> Optional[MeshResult]:
         """Points in image pixels (z in the x scale, relative) and blendshapes, or None when the
@@ -215,7 +324,11 @@ class MeshLandmarker:
             self._bs.set_tensor(self._bs_in, pts[None, BLENDSHAPE_POINTS, :2].astype(np.float32))
             self._bs.invoke()
             bs = self._bs.get_tensor(self._bs_out).ravel().astype(np.float32).copy()
-        return MeshResult(points=out, presence=1.0 / (1.0 + math.exp(-logit)), blendshapes=bs)
+        tv = time.perf_counter()
+        cv2.cvtColor(self._buf, cv2.COLOR_BGR2GRAY, dst=self._gray)
+        stats = eye_patch_stats(self._gray, pts[:, :2] - 0.5)
+        self.visibility_s += time.perf_counter() - tv
+        return MeshResult(points=out, presence=1.0 / (1.0 + math.exp(-logit)), blendshapes=bs, eye_stats=stats)
 
     def close(self) -> None:
         self._lm = self._bs = None
@@ -290,11 +403,14 @@ class MeshBackend:
         """Per face, on the box from its previous points when it has one (mediapipe's tracking
         ROI), else on the tracker's roi box."""
         t0 = time.perf_counter()
+        self.landmarker.visibility_s = 0.0
         out = []
         for c in crops:
             r = self.landmarker(image_bgr, c.roi if c.mesh_box is None else c.mesh_box, c.roll)
             out.append(None if r is None else estimate_from_mesh(r))
-        return out, {"mesh/eyes": (time.perf_counter() - t0) * 1e3}
+        vis_ms = self.landmarker.visibility_s * 1e3
+        # "eye vis": the eye-visibility measure (eye_patch_stats), a part of mesh/eyes
+        return out, {"mesh/eyes": (time.perf_counter() - t0) * 1e3, "eye vis": vis_ms}
 
     def close(self) -> None:
         self.landmarker.close()
@@ -306,5 +422,11 @@ def estimate_from_mesh(r: MeshResult) -> FaceEstimate:
     R = head_rotation(lm)
     pitch, yaw, roll = [float(v) for v in geometry.pose_aflw_deg(R)]
     bs = None if r.blendshapes is None else dict(zip(BLENDSHAPE_NAMES, map(float, r.blendshapes)))
+    eye_open = eye_openness(pts)
+    vis, avail, why = (((math.nan, math.nan), (None, None), None) if r.eye_stats is None
+                       else eye_visibility(r.eye_stats))
+    # an eye that is not seen has no openness (nor, from it, a gaze): unknown, not a guess
+    eye_open = tuple(math.nan if a is False else v for v, a in zip(eye_open, avail))
     return FaceEstimate(landmarks=lm, rotation=R, yaw=yaw, pitch=pitch, roll=roll, mesh_points=pts,
-                        eye_open=eye_openness(pts), mouth_open=mouth_openness(pts), blendshapes=bs)
+                        eye_open=eye_open, mouth_open=mouth_openness(pts), blendshapes=bs,
+                        eye_visibility=vis, eye_available=avail, eye_unavailable_why=why)

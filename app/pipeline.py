@@ -9,7 +9,8 @@ faces) or the face landmark model alone (app.facemesh.MeshBackend); in 3DMM mode
 model also runs, as the eyes backend, in a worker thread while the 3DMM runs (eyes, mouth, iris,
 blendshapes). Stages (``FrameResult.stage_ms``, milliseconds): detect (detector or landmark-crop
 tracking), crop / 3dmm / post (3DMM backend), mesh/eyes (the landmark model; its own duration,
-overlapped in 3DMM mode), mesh wait (the part the overlap did not hide), smoothing (the 3DMM's
+overlapped in 3DMM mode; "eye vis" is the part of it that measures whether each eye is
+visible, app.facemesh.eye_visibility), mesh wait (the part the overlap did not hide), smoothing (the 3DMM's
 geometry is smoothed while the eyes still run), gaze (eye gaze
 from the iris points, app.core.gaze, all faces), monitor. overlay, decode and encode belong to the
 caller (drawing, source and writer) and are added there.
@@ -76,7 +77,8 @@ def _orthonormal(M: np.ndarray) -> np.ndarray:
 def _with_eyes(est: FaceEstimate, eyes: FaceEstimate) -> FaceEstimate:
     """The 3DMM's geometry with the landmark model's eyes, mouth, iris and blendshapes."""
     return replace(est, mesh_points=eyes.mesh_points, eye_open=eyes.eye_open, mouth_open=eyes.mouth_open,
-                   blendshapes=eyes.blendshapes)
+                   blendshapes=eyes.blendshapes, eye_visibility=eyes.eye_visibility,
+                   eye_available=eyes.eye_available, eye_unavailable_why=eyes.eye_unavailable_why)
 
 
 class Pipeline:
@@ -140,7 +142,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ per frame
     def process(self, frame: Frame) -> FrameResult:
-        st = {"crop": 0.0, "3dmm": 0.0, "post": 0.0, "mesh/eyes": 0.0}
+        st = {"crop": 0.0, "3dmm": 0.0, "post": 0.0, "mesh/eyes": 0.0, "eye vis": 0.0}
         image = frame.image
         t0 = time.perf_counter()
         tracks = self.tracker.step(image, self.detector)
@@ -201,7 +203,10 @@ class Pipeline:
             self._last_driver_box = driver.box
         state, events = None, []
         if self.monitor is not None:
-            state = self.monitor.update(frame.timestamp, frame.index, driver)
+            # without a driver, how dark the frame is tells "too dark" from "no face" (every 8th
+            # pixel's mean over the channels: ~0.03 ms at 720p)
+            bright = float(image[::8, ::8].mean()) if driver is None else float("nan")
+            state = self.monitor.update(frame.timestamp, frame.index, driver, bright)
             events = list(state.events)
         st["monitor"] = (time.perf_counter() - t8) * 1e3
 
@@ -265,5 +270,7 @@ class Pipeline:
             yaw=float(sm.yaw), pitch=float(sm.pitch), roll=float(sm.roll),
             eye_open=eye_open, mouth_open=float(est.mouth_open),
             score=float(tr.score), roi_box=np.asarray(tr.roi, np.float64).copy(),
-            mesh_points=mesh_pts, blendshapes=est.blendshapes, gaze=gaze), gaze_s
+            mesh_points=mesh_pts, blendshapes=est.blendshapes, gaze=gaze,
+            eye_visibility=tuple(est.eye_visibility), eye_available=tuple(est.eye_available),
+            eye_unavailable_why=est.eye_unavailable_why), gaze_s
 

@@ -45,6 +45,8 @@ C_TEXT = (255, 255, 255)
 C_WARNING = (0, 191, 255)   # amber
 C_CRITICAL = (0, 0, 255)    # red
 C_CALIB = (200, 160, 60)
+C_EMERGENCY = (160, 0, 200)  # magenta-red: beyond critical
+C_LIMITED = (150, 110, 60)   # slate blue: the monitor cannot see everything
 
 MESH_ALPHA = 0.55
 # shaded mesh: 3DDFA-V2's demo render (its Sim3DR RenderPipeline: ambient + diffuse + Phong
@@ -625,17 +627,58 @@ def banner_height(img: np.ndarray) -> int:
     return int(round(44 * _ui_scale(img)))
 
 
-def draw_banner(img: np.ndarray, state: MonitorState, s: float) -> None:
-    h, w = img.shape[:2]
-    bh = banner_height(img)
+# what the banner says the monitor cannot see (MonitorState.unavailable: what -> why)
+UNAVAILABLE_TEXT = {"eyes": "eyes not visible", "driver": "driver not visible", "camera": "camera lost"}
+EMERGENCY_TEXT = "EMERGENCY: DRIVER UNRESPONSIVE"
+
+
+def limited_text(state: MonitorState) -> Optional[str]:
+    """"MONITORING LIMITED — eyes not visible" (and the why when it is not "occluded") while the
+    monitor reports it cannot see something (unavailable_start logged), else None."""
+    parts = []
+    for what, why in (state.unavailable or {}).items():
+        t = UNAVAILABLE_TEXT.get(what, f"{what} not visible")
+        if why == "too_dark":
+            t += " (too dark)"
+        parts.append(t)
+    return "MONITORING LIMITED — " + ", ".join(parts) if parts else None
+
+
+def banner_text(state: MonitorState) -> Optional[tuple[str, str]]:
+    """(text, level) of the banner: the unresponsive driver ("emergency"), else the most severe
+    alert ("critical" / "warning"; what cannot be seen added), else "MONITORING LIMITED — ..."
+    ("limited"); None when there is nothing to say. The window shows the same text."""
+    limited = limited_text(state)
+    if state.emergency is not None:
+        # which critical alert went unanswered
+        kind = state.emergency.values.get("alert", "")
+        why = ALERT_TITLES.get(kind, kind.replace("_", " ").upper())
+        if state.emergency.values.get("cause") == "sleep":
+            why += " (sleep)"
+        return f"{EMERGENCY_TEXT} — {why}", "emergency"
     alert = state.top_alert
     if alert is not None:
-        color = C_CRITICAL if alert.level == "critical" else C_WARNING
         title = ALERT_TITLES.get(alert.kind, alert.kind.replace("_", " ").upper())
         text = f"{alert.level.upper()}: {title}"
         more = len(state.alerts) - 1
         if more > 0:
             text += f"  (+{more})"
+        if limited:
+            text += "  |  " + limited.split(" — ", 1)[1]
+        return text, alert.level
+    if limited:
+        return limited, "limited"
+    return None
+
+
+def draw_banner(img: np.ndarray, state: MonitorState, s: float) -> None:
+    h, w = img.shape[:2]
+    bh = banner_height(img)
+    said = banner_text(state)
+    if said is not None:
+        text, level = said
+        text = text.replace("—", "-")            # the Hershey fonts are ASCII only
+        color = {"emergency": C_EMERGENCY, "critical": C_CRITICAL, "limited": C_LIMITED}.get(level, C_WARNING)
         _blend_rect(img, 0, 0, w, bh, color, 0.8)
         fs = 0.8 * s
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, 2)

@@ -36,6 +36,8 @@ from app.core.types import FaceObservation, Frame, FrameResult, SourceEvent
 from app.core.errors import one_line
 from app.io.files import JsonLinesWriter, OutputError
 from app.io.writer import BackgroundWriter, VideoWriter
+from app.monitor.core import camera_unavailable_event
+from app.monitor.sound import sound_for
 from app.pipeline import resolve_model_path
 from app.render import draw_result, overlay_kind
 from app.settings import Layers, RunOptions, Settings
@@ -44,6 +46,7 @@ log = logging.getLogger("app")
 
 ROOT = Path(__file__).resolve().parents[1]
 ALERT_WAV = ROOT / "assets" / "alert.wav"
+EMERGENCY_WAV = ROOT / "assets" / "emergency.wav"   # the unresponsive driver: louder, repeated
 # frame rate a recording is timed with when the source reports none (cameras: app.io.capture
 # assumes the same nominal 30 fps)
 FALLBACK_FPS = 30.0
@@ -65,7 +68,9 @@ def face_record(o: FaceObservation) -> dict:
         "box": [_num(v) for v in o.box[:4]],
         "landmarks": lm.tolist(),          # NaN -> null by the JSON-lines writer
         "yaw": _num(o.yaw), "pitch": _num(o.pitch), "roll": _num(o.roll),
-        "eye_open": [_num(o.eye_open[0]), _num(o.eye_open[1])],
+        "eye_open": [_num(o.eye_open[0]), _num(o.eye_open[1])],   # null: not measured or not visible
+        "eye_available": list(o.eye_available),   # per eye: true / false (not visible) / null (not measured)
+        "eye_visibility": [_num(v) for v in o.eye_visibility],
         "mouth_open": _num(o.mouth_open),
         # mediapipe's iris points 468-477: the subject's right iris (centre, 4 on its rim), then the left
         "iris": (None if o.mesh_points is None or len(o.mesh_points) < 478 else
@@ -119,6 +124,7 @@ class Outputs:
         self.dump: Optional[JsonLinesWriter] = None
         self.events = None
         self.sound = None
+        self.emergency_sound = None
         self.failures: list[str] = []
         self._dead: set[str] = set()   # outputs that failed (their error was said)
         self._kept: list[str] = []     # "KIND PATH" of failed outputs closed during the run
@@ -144,6 +150,7 @@ class Outputs:
                 from app.io.sound import AlertSound
 
                 self.sound = AlertSound(str(ALERT_WAV))
+                self.emergency_sound = AlertSound(str(EMERGENCY_WAV), min_interval=1.0)
         except BaseException:
             self.discard()
             raise
@@ -171,8 +178,9 @@ class Outputs:
             except OutputError as e:
                 self._failed("dump", e)
         self.log_events(events)
-        if self.sound is not None and any(ev.get("event") == "start" for ev in events):
-            self.sound.play()
+        want = sound_for(result.state, events) if self.sound is not None else None
+        if want is not None:
+            (self.emergency_sound if want == "emergency" else self.sound).play()
 
     def log_events(self, events: list) -> None:
         if self.events is None:
@@ -187,7 +195,7 @@ class Outputs:
     def source_event(self, record: dict) -> None:
         """A camera_lost / camera_back line (source_event_record) into the event log; the sound
         on a lost camera: a monitor that cannot see must say so."""
-        self.log_events([record])
+        self.log_events([record] + [e for e in (camera_unavailable_event(record),) if e is not None])
         if self.sound is not None and record.get("event") == "camera_lost":
             self.sound.play()
 

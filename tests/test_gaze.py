@@ -377,3 +377,25 @@ def test_gaze_with_a_3dmm_head_pose(tddfa_onnx):
     r = score_clip(run_clip(shared("media", "clips", "expressions_d0.mp4"), model=str(tddfa_onnx)),
                    LABELS["expressions_d0.mp4"], MonitorSettings())
     assert r["hits"] == 4 and r["false_glances"] == 0 and r["agreement"] >= 0.95, r
+
+
+def test_gaze_pitch_never_wraps_beyond_90_degrees():
+    """A head turned 70 deg with the near eye turned 30 deg further points the gaze away from the
+    camera (z < 0); its pitch read atan2(y, z) wrapped to ~180 deg (turn_away_test frame 210
+    logged gaze_down 187). Pitch stays within +-90 and keeps the sign of the vertical component."""
+    for yaw, eye_yaw, eye_pitch in [(70, 30, 0.0), (70, 30, -4.0), (-75, -35, 5.0), (80, 25, 10.0)]:
+        R = rotation_from_pose_aflw(0, yaw, 0)
+        g = G.gaze_from_angles(np.array([[eye_yaw, eye_pitch], [np.nan, np.nan]]), R)
+        assert g.direction[2] < 0                        # it really points away from the camera
+        assert -90.0 <= g.pitch <= 90.0 and -90.0 <= g.yaw <= 90.0
+        if not eye_pitch:
+            assert g.pitch == pytest.approx(0.0, abs=1e-9)   # a level gaze stays level
+        else:
+            assert math.copysign(1, g.pitch) == math.copysign(1, eye_pitch)
+    # towards the camera the inverse of direction() is unchanged
+    for yaw, pitch in [(0, 0), (30, -20), (-60, 45), (89, -10), (10, 89)]:
+        assert G.angles_of(G.direction(yaw, pitch)) == pytest.approx((yaw, pitch), abs=1e-9)
+    # continuous across z = 0
+    a = G.angles_of(np.array([-1.0, 0.2, 1e-9]))
+    b = G.angles_of(np.array([-1.0, 0.2, -1e-9]))
+    assert a == pytest.approx(b, abs=1e-6)

@@ -160,12 +160,19 @@ def direction(yaw: float, pitch: float) -> np.ndarray:
 
 
 def angles_of(v: np.ndarray) -> tuple[float, float]:
-    """(yaw, pitch) in degrees of a direction, inverse of :func:`direction`."""
+    """(yaw, pitch) in degrees of a direction, both within +-90: the inverse of :func:`direction`
+    for every direction it can give (z >= 0, towards the camera's side).
+
+    A direction pointing away from the camera (z < 0: a head turned ~70 deg with the near eye
+    turned further the same way) has no (yaw, pitch) within +-90 in this convention; atan2(y, z)
+    would read its pitch as ~180 deg (a gaze "187 deg down" at a 70 deg head turn). Its pitch is
+    read as atan2(y, |z|), the elevation angle of the direction folded back onto the camera's
+    side: continuous across z = 0, the sign of its vertical component, never beyond +-90."""
     n = float(np.linalg.norm(v))
     if not n > 0:
         return _NAN2
     x, y, z = (float(t) / n for t in v)
-    return math.degrees(math.asin(max(-1.0, min(1.0, -x)))), math.degrees(math.atan2(y, z))
+    return math.degrees(math.asin(max(-1.0, min(1.0, -x)))), math.degrees(math.atan2(y, abs(z)))
 
 
 def gaze_from_angles(angles: np.ndarray, R: np.ndarray, mesh=None) -> Gaze:

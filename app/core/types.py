@@ -55,6 +55,12 @@ class FaceObservation:
     mesh_points: Optional[np.ndarray] = None  # (478, 3) face-mesh points (468 mesh + 10 iris) when the mesh ran
     blendshapes: Optional[dict] = None      # 52 mediapipe blendshape scores by name (eyeBlinkLeft, jawOpen ...)
     gaze: Optional[Gaze] = None             # eye gaze from the iris points when the mesh ran
+    # Whether each eye (left, right) itself is seen (app.facemesh.eye_visibility): the eye patch's
+    # grey-level spread over the cheek's mean in the landmark crop (nan = not measured), True /
+    # False / None (not measured). An unavailable eye has eye_open nan and no gaze.
+    eye_visibility: tuple[float, float] = (float("nan"), float("nan"))
+    eye_available: tuple[Optional[bool], Optional[bool]] = (None, None)
+    eye_unavailable_why: Optional[str] = None   # "occluded" | "too_dark" when an eye is unavailable
 
     @property
     def center(self) -> np.ndarray:
@@ -97,6 +103,9 @@ class FaceEstimate:
     eye_open: tuple[float, float] = (float("nan"), float("nan"))
     mouth_open: float = float("nan")
     blendshapes: Optional[dict] = None
+    eye_visibility: tuple[float, float] = (float("nan"), float("nan"))  # see FaceObservation
+    eye_available: tuple[Optional[bool], Optional[bool]] = (None, None)
+    eye_unavailable_why: Optional[str] = None
 
 
 @dataclass
@@ -125,7 +134,7 @@ class FaceBackend(Protocol):
 @dataclass
 class Alert:
     kind: str        # looking_around | time_sharing | eyes_closed | drowsy | yawning | nodding | no_driver
-    level: str       # warning | critical
+    level: str       # warning | critical (MonitorState.emergency: "emergency")
     since: float     # timestamp (s) the alert started
     values: dict = field(default_factory=dict)  # the values that triggered it
 
@@ -143,6 +152,10 @@ class MonitorState:
     counters: dict = field(default_factory=dict)        # blinks, yawns, nods, perclos, blink_rate ...
     signals: dict = field(default_factory=dict)         # current gauge values (yaw_offset, eye_open, perclos ...)
     events: tuple = ()    # the new events of this frame (start / end / unknown_start / unknown_end dicts)
+    unavailable: dict = field(default_factory=dict)     # what the monitor reports it cannot see: {"eyes": "occluded", ...}
+    # the unresponsive driver (kind "unresponsive", level "emergency") while it lasts: the hand-over
+    # point to a car's emergency function; kept apart from ``alerts``, which it escalates
+    emergency: Optional[Alert] = None
 
     @property
     def top_alert(self) -> Optional[Alert]:

@@ -135,7 +135,7 @@ def run_bench(settings, video: str, frames: int = 300, warmup: int = 20, record:
     }
 
 
-ORDER = ("decode", "detect", "crop", "3dmm", "post", "mesh/eyes", "mesh wait", "smoothing", "gaze", "monitor", "overlay",
+ORDER = ("decode", "detect", "crop", "3dmm", "post", "mesh/eyes", "eye vis", "mesh wait", "smoothing", "gaze", "monitor", "overlay",
          "encode", "total")
 
 

@@ -33,6 +33,7 @@ from app.gui import binding
 from app.gui.plots import SignalPlots
 from app.gui.video import VideoView
 from app.gui.worker import ProcessingWorker, Result, default_recording_path
+from app.render import banner_text
 from app.settings import Layers
 
 log = logging.getLogger(__name__)
@@ -691,10 +692,11 @@ class MainWindow(QMainWindow):
     def _check_alerts(self, st) -> None:
         now = set()
         if st is not None:
-            now = {(a.kind, a.level, round(float(a.since), 3)) for a in st.alerts}
+            now = {(a.kind, a.level, round(float(a.since), 3)) for a in st.alerts + [st.emergency] if a is not None}
+            now |= {("unavailable", k, 0.0) for k in st.unavailable}   # sounds like a lost camera
         started = now - self._active_alerts
         self._active_alerts = now
-        if started and self.sound is not None:
+        if (started or (st is not None and st.emergency is not None)) and self.sound is not None:
             self.sound.play()           # AlertSound.play never raises (no audio output: a log line)
             self.sounds_played += 1
 
@@ -825,6 +827,10 @@ class MainWindow(QMainWindow):
         if self.camera_lost is not None:
             _set(self.banner, "CAMERA LOST — monitoring unavailable", LEVEL_STYLE["critical"])
             self.banner_level = "critical"
+        elif st is not None and (st.emergency is not None or (top is None and st.unavailable)):
+            text, level = banner_text(st)      # the unresponsive driver / MONITORING LIMITED (app.render)
+            _set(self.banner, text, LEVEL_STYLE.get(level, LEVEL_STYLE["critical"]))
+            self.banner_level = level
         elif top is not None:
             _set(self.banner, f"{top.kind.replace('_', ' ').upper()} — {top.level}",
                  LEVEL_STYLE.get(top.level, LEVEL_STYLE["warning"]))

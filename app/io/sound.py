@@ -96,3 +96,19 @@ class AlertSound:
                 return False
             self.played += 1
             return True
+
+
+# events that sound like a new alert: a monitor that cannot see says so, as for a lost camera
+SOUNDING_EVENTS = ("start", "unavailable_start", "unresponsive")
+
+
+def sound_for(state, events) -> Optional[str]:
+    """Which sound a frame calls for: "emergency" while the driver is unresponsive (played again
+    as soon as the emergency sound's rate limit allows, until the driver responds), "alert" on a
+    new alert, an unavailable_start (the eyes / the driver cannot be seen) or the unresponsive
+    event, else None. ``state``: the frame's MonitorState (or None), ``events`` its events."""
+    if state is not None and state.emergency is not None:
+        return "emergency"
+    if any(e.get("event") in SOUNDING_EVENTS for e in events):
+        return "alert"
+    return None

@@ -47,17 +47,23 @@ import numpy as np
 
 from app.core.types import Alert, FaceObservation, MonitorState
 from app.monitor.settings import MonitorSettings
-from app.monitor.states import (EPS, UNKNOWN_SIGNALS, Calibration, EyesReading, EyeState, Glance,
-                                NoDriver, Nods, Offsets, Reading, TimeSharing, UnknownSignals, Yawns,
-                                by_of, finite)
+from app.monitor.states import (EPS, UNAVAILABLE, UNKNOWN_SIGNALS, Calibration, EyesReading, EyeState,
+                                Glance, NoDriver, Nods, Offsets, Reading, TimeSharing, Unavailability,
+                                UnknownSignals, Yawns, by_of, finite)
 
-__all__ = ["DriverMonitor", "select_driver", "KINDS", "UNKNOWN_SIGNALS"]
+__all__ = ["DriverMonitor", "select_driver", "KINDS", "UNKNOWN_SIGNALS", "UNAVAILABLE",
+           "camera_unavailable_event"]
 
 log = logging.getLogger(__name__)
 
-KINDS = ("eyes_closed", "no_driver", "looking_around", "time_sharing", "drowsy", "nodding", "yawning")
+KINDS = ("unresponsive", "eyes_closed", "no_driver", "looking_around", "time_sharing", "drowsy", "nodding",
+         "yawning")
 _KIND_RANK = {k: i for i, k in enumerate(KINDS)}   # order among alerts of the same level
-_LEVEL_RANK = {"warning": 1, "critical": 2}
+_LEVEL_RANK = {"warning": 1, "critical": 2, "emergency": 3}
+# alerts that need the eyes: ended when the eyes cannot be seen (looking_around / time_sharing
+# only when the eyes alone made them: by "gaze")
+_EYE_KINDS = ("eyes_closed", "drowsy")
+_GAZE_KINDS = ("looking_around", "time_sharing")
 _UNKNOWN_REASON = {
     "pose": "head pose not measured (NaN yaw / pitch)",
     "eyes": "eye openness not measured (NaN or missing for both eyes, e.g. a profile face)",
@@ -68,6 +74,19 @@ _UNKNOWN_REASON = {
 def _r(x, nd=4):
     """Round for the event log; NaN/None -> None (JSON null)."""
     return round(float(x), nd) if finite(x) else None
+
+
+def camera_unavailable_event(record: dict) -> Optional[dict]:
+    """The "unavailable_start" / "unavailable_end" line (what "camera", why "camera_lost") of a
+    camera_lost / camera_back event-log line (app.runner.source_event_record); None for others."""
+    what = {"camera_lost": "unavailable_start", "camera_back": "unavailable_end"}.get(record.get("event"))
+    if what is None:
+        return None
+    out = {k: record[k] for k in ("time", "t", "frame") if k in record}
+    out.update({"event": what, "kind": "unavailable", "what": "camera", "why": "camera_lost"})
+    if what == "unavailable_end" and "lost_s" in record:
+        out["duration_s"] = record["lost_s"]
+    return out
 
 
 # ------------------------------------------------------------------------------ driver selection
@@ -102,7 +121,9 @@ class Rule:
         self.clear_since: Optional[float] = None
         self.cooldown_until = -math.inf
         self.unknown_frames = 0
-        self.starts = {"warning": 0, "critical": 0}
+        self.starts = {"emergency": 0} if kind == "unresponsive" else {"warning": 0, "critical": 0}
+        self.critical_since: Optional[float] = None   # when the active alert reached critical
+        self.answered: Optional[float] = None         # last frame of the active alert its condition was false
 
     def _event(self, what: str, level: str, values: dict) -> dict:
         return {"event": what, "kind": self.kind, "level": level, **values}
@@ -117,6 +138,8 @@ class Rule:
                 self.clear_since = None
                 self.unknown_frames = 0
                 self.starts[level] += 1
+                self.critical_since = t if level == "critical" else None
+                self.answered = None
                 return [self._event("start", level, values)]
             return []
         out = []
@@ -125,6 +148,8 @@ class Rule:
             a.level = level
             a.values = dict(values)
             self.starts[level] += 1
+            if level == "critical":
+                self.critical_since = t
             out.append(self._event("start", level, {**values, "escalated_from": "warning"}))
         if cond is True:
             self.clear_since = None
@@ -132,6 +157,7 @@ class Rule:
             self.unknown_frames += 1
             self.clear_since = None      # "back for 1 s" must be 1 s of known, good frames
         else:
+            self.answered = t
             if self.clear_since is None:
                 self.clear_since = t
             if t - self.clear_since >= s.clear_seconds - EPS:
@@ -144,6 +170,7 @@ class Rule:
             return []
         self.active = None
         self.clear_since = None
+        self.critical_since = None
         self.cooldown_until = t + s.cooldown_seconds
         return [self._event("end", a.level, {"duration_s": _r(t - a.since, 3),
                                              "unknown_frames": self.unknown_frames, **extra})]
@@ -169,6 +196,7 @@ class _Step(NamedTuple):
     yawns: int                   # yawns in their window
     unknown: list                # (what, signal, stretch) to log
     missing_s: float             # seconds without a driver
+    unavailable: list            # (what, thing, stretch) to log (unavailable_start / _end)
 
 
 # ------------------------------------------------------------------------------ the monitor
@@ -201,6 +229,7 @@ class DriverMonitor:
         self.yawning = Yawns()
         self.unknown = UnknownSignals()
         self.no_driver = NoDriver()
+        self.unavailability = Unavailability()
         self.state = MonitorState()
 
     def update_settings(self, settings: MonitorSettings) -> None:
@@ -221,9 +250,12 @@ class DriverMonitor:
         self.glance.reset()
         self.nodding.restart()
 
-    def update(self, t: float, frame_index: int, face: Optional[FaceObservation]) -> MonitorState:
-        """One frame: ``t`` its timestamp (s), ``face`` the driver or None (no face). The returned
-        state's ``events`` are the events of this call."""
+    def update(self, t: float, frame_index: int, face: Optional[FaceObservation],
+               brightness: float = math.nan) -> MonitorState:
+        """One frame: ``t`` its timestamp (s), ``face`` the driver or None (no face),
+        ``brightness`` the frame's mean grey level 0-255 (NaN: not measured; below
+        ``too_dark_level`` a missing driver is "too_dark"). The returned state's ``events`` are the
+        events of this call."""
         s = self.settings
         frame = int(frame_index)
         t = self._clock(t)
@@ -233,7 +265,8 @@ class DriverMonitor:
                 self.wall_start = datetime.now(timezone.utc).astimezone()
         gap = self.t_prev is not None and t - self.t_prev > s.max_gap + EPS
         self.frames += 1
-        st = self._update_states(t, Reading.of(face, bool(s.use_gaze), gap))
+        dark = bool(brightness < s.too_dark_level)        # NaN: False
+        st = self._update_states(t, Reading.of(face, bool(s.use_gaze), gap, dark))
         events = self._pending + self._stamp(t, frame, self._update_events(t, st))
         self._pending = []
         self.t_prev = t
@@ -302,6 +335,8 @@ class DriverMonitor:
             "calibrations": cal.count,
             "calibrated_by": cal.by,
             "alerts": {k: dict(r.starts) for k, r in self.rules.items() if sum(r.starts.values())},
+            "unavailable": {k: {"logged": self.unavailability.logged[k],
+                                "seconds": _r(self.unavailability.logged_s[k], 3)} for k in UNAVAILABLE},
             "signal_unknown": dict(unk.frames, closures_ended_unknown=cl.unknown_end,
                                    logged=dict(unk.logged),
                                    open=[k for k, u in unk.open.items() if u is not None and u.logged]),
@@ -321,12 +356,24 @@ class DriverMonitor:
         unknown = self.unknown.step(t, r, s)
         yawns = self.yawning.step(t, r, s)
         missing_s = self.no_driver.step(t, r)
-        return _Step(r, off, away_s, vats_s, vats_by, nods, eyes, yawns, unknown, missing_s)
+        unavailable = self.unavailability.step(t, r, s)
+        return _Step(r, off, away_s, vats_s, vats_by, nods, eyes, yawns, unknown, missing_s, unavailable)
 
     def _update_events(self, t: float, st: _Step) -> list[dict]:
         """The rules on this frame's states, in a fixed order; their events (without time stamps)."""
         s, r, off, cal = self.settings, st.r, st.off, self.calib
         ev: list[dict] = []
+        # eyes not seen for clear_seconds: the alerts that need them end (they cannot start: an
+        # unseen eye is unknown), so that no eyes-closed / drowsy / gaze alert is kept from before
+        eyes_out = self.unavailability.hidden_s("eyes", t) >= s.clear_seconds - EPS
+        if eyes_out:
+            why = {"reason": "eyes_unavailable"}
+            for k in _EYE_KINDS:
+                ev += self.rules[k].end(t, why, s)
+            for k in _GAZE_KINDS:
+                a = self.rules[k].active
+                if a is not None and a.values.get("by") == "gaze":
+                    ev += self.rules[k].end(t, why, s)
         level = _level(st.away_s, s.alert_seconds, s.critical_seconds) if off.away else None
         vals = {"yaw_offset": _r(off.yaw, 2), "pitch_offset": _r(off.pitch, 2), "pitch_down": _r(off.down, 2),
                 "away_s": _r(st.away_s, 3), "yaw": _r(r.yaw, 2), "pitch": _r(r.pitch, 2),
@@ -355,10 +402,14 @@ class DriverMonitor:
         vals = {"closed_s": _r(eyes.closed_s, 3), "eye_open_rel": _r(eyes.rel), "eye_open_left": _r(r.eye_open[0]),
                 "eye_open_right": _r(r.eye_open[1]), "baseline_left": _r(base[0]),
                 "baseline_right": _r(base[1]), "eye_closed_ratio": s.eye_closed_ratio}
+        # Euro NCAP: a closure of 1-3 s is a microsleep, >= 3 s (the critical level) sleep
+        vals["closure"] = "sleep" if eyes.closed_s >= s.eyes_closed_critical_seconds - EPS else "microsleep"
         ev += self.rules["eyes_closed"].step(t, eyes.closed, level, vals, s)
 
         pc = eyes.perclos
-        dcond = None if math.isnan(pc.value) else pc.value >= s.perclos_threshold - 1e-12
+        # while the eyes are not seen PERCLOS is not judged (its window leaves those seconds out)
+        dcond = (None if math.isnan(pc.value) or r.eyes_hidden
+                 else pc.value >= s.perclos_threshold - 1e-12)
         ev += self.rules["drowsy"].step(t, dcond, "warning" if dcond else None,
                                         {"perclos": _r(pc.value), "closed_s": _r(pc.closed_s, 3),
                                          "known_s": _r(pc.known_s, 3), "window_s": s.perclos_window,
@@ -366,7 +417,10 @@ class DriverMonitor:
 
         for what, sig, u in st.unknown:
             if what == "unknown_start":
-                vals = {"reason": _UNKNOWN_REASON[sig], "since_t": round(u.since - self.t0, 6),
+                reason = _UNKNOWN_REASON[sig]
+                if sig == "eyes" and r.eyes_hidden:
+                    reason = f"eyes not visible ({r.eyes_why}): see unavailable_start"
+                vals = {"reason": reason, "since_t": round(u.since - self.t0, 6),
                         "unknown_s": _r(t - u.since, 3), "unknown_frames": u.frames}
             else:
                 vals = {"duration_s": _r(t - u.since, 3), "unknown_frames": u.frames}
@@ -378,7 +432,56 @@ class DriverMonitor:
 
         level = "warning" if (not r.face and st.missing_s >= s.no_driver_seconds - EPS) else None
         ev += self.rules["no_driver"].step(t, not r.face, level, {"missing_s": _r(st.missing_s, 3)}, s)
+
+        for what, thing, u in st.unavailable:
+            if what == "unavailable_start":
+                vals = {"since_t": round(u.since - self.t0, 6), "unavailable_s": _r(t - u.since, 3),
+                        "frames": u.frames}
+            else:
+                vals = {"duration_s": _r(u.clear_since - u.since, 3), "frames": u.frames}
+            ev.append({"event": what, "kind": "unavailable", "what": thing, "why": u.why, **vals})
+
+        ev += self._unresponsive(t, st)
         return ev
+
+    def _unresponsive(self, t: float, st: _Step) -> list[dict]:
+        """The emergency escalation: an eyes_closed or looking_around alert at the critical level
+        that the driver has not answered (no frame with the eyes open again / back on the road
+        since it became critical, or since the last such frame) for unresponsive_seconds. Its
+        events are "unresponsive" (level "emergency", ``cause`` "sleep" or "eyes_off_road") and
+        "unresponsive_end" once the driver has responded for clear_seconds."""
+        s = self.settings
+        cause, crit = None, None
+        for k in ("eyes_closed", "looking_around"):
+            ru = self.rules[k]
+            if ru.active is None or ru.critical_since is None or ru.clear_since is not None:
+                continue
+            # a response (the eyes open / back on the road on a frame) restarts the wait
+            since = max(ru.critical_since, ru.answered if ru.answered is not None else -math.inf)
+            if t - since >= s.unresponsive_seconds - EPS:
+                cause, crit = k, ru
+                break
+        rule = self.rules["unresponsive"]
+        if crit is None:
+            cond = False if rule.active is None or all(
+                self.rules[k].active is None or self.rules[k].clear_since is not None
+                for k in ("eyes_closed", "looking_around")) else None
+            return self._named(rule.step(t, cond, None, {}, s))
+        a = crit.active
+        vals = {"cause": "sleep" if cause == "eyes_closed" else "eyes_off_road",
+                "alert": cause, "critical_since_t": round(crit.critical_since - self.t0, 6),
+                "unanswered_s": _r(t - max(crit.critical_since, crit.answered or -math.inf), 3),
+                "closed_s": _r(st.eyes.closed_s, 3) if cause == "eyes_closed" else None,
+                "away_s": _r(st.away_s, 3) if cause == "looking_around" else None,
+                "by": a.values.get("by") if cause == "looking_around" else None,
+                "unresponsive_seconds": s.unresponsive_seconds}
+        return self._named(rule.step(t, True, "emergency", vals, s))
+
+    @staticmethod
+    def _named(events: list[dict]) -> list[dict]:
+        """The unresponsive rule's events are "unresponsive" / "unresponsive_end" (not the alerts'
+        "start" / "end": it is the emergency hand-over, a step beyond the alerts)."""
+        return [dict(e, event="unresponsive" if e["event"] == "start" else "unresponsive_end") for e in events]
 
     def _monitor_state(self, t: float, st: _Step, events: list[dict]) -> MonitorState:
         s, r, off, cal, eyes = self.settings, st.r, st.off, self.calib, st.eyes
@@ -388,6 +491,8 @@ class DriverMonitor:
         # copies: a state handed out must not change when an alert escalates later
         alerts = [Alert(r_.active.kind, r_.active.level, r_.active.since, dict(r_.active.values))
                   for r_ in self.rules.values() if r_.active is not None]
+        emergency = next((a for a in alerts if a.kind == "unresponsive"), None)
+        alerts = [a for a in alerts if a.kind != "unresponsive"]
         alerts.sort(key=lambda a: (-_LEVEL_RANK[a.level], _KIND_RANK[a.kind], a.since))
         cur_closure = eyes.closed_s if eyes.closed else 0.0
         perclos = eyes.perclos.value
@@ -439,8 +544,11 @@ class DriverMonitor:
                 "gaze_yaw_threshold": s.gaze_yaw,
                 "gaze_pitch_threshold": s.gaze_pitch,
                 "closed_s": cur_closure,
+                "eyes_unavailable_s": self.unavailability.hidden_s("eyes", t),
             },
             events=tuple(events),
+            unavailable=self.unavailability.active(),
+            emergency=emergency,
         )
 
     # -------------------------------------------------------------- time

@@ -16,6 +16,8 @@ Time conventions (continuous timers, zero-order-hold windows, ``max_gap``): app/
 - :class:`Yawns`: long mouth openings counted in their window.
 - :class:`UnknownSignals`: frames with unknown readings and the unknown stretches worth logging.
 - :class:`NoDriver`: how long no face has been seen.
+- :class:`Unavailability`: what the monitor cannot see (eyes, driver) and the stretches
+  worth logging ("unavailable_start" / "unavailable_end").
 """
 from __future__ import annotations
 
@@ -34,6 +36,9 @@ NAN = math.nan
 
 # signals whose unknown stretches are logged ("unknown_start" / "unknown_end" events)
 UNKNOWN_SIGNALS = ("pose", "eyes", "mouth")
+# what the monitor can be unable to see ("unavailable_start" / "unavailable_end" events); "camera"
+# comes from the source (camera_unavailable_event in app.monitor.core), the others from the frames
+UNAVAILABLE = ("eyes", "driver")
 
 # what is off the road in a frame: "head", "gaze", "both", False (nothing) or None (unknown)
 Away = Union[str, bool, None]
@@ -76,11 +81,15 @@ class Reading(NamedTuple):
     gaze_known: bool = False
     eyes_known: bool = False           # at least one eye measured
     mouth_known: bool = False
+    eyes_hidden: bool = False          # the eyes were looked at and neither is seen (lenses, a hand ...)
+    eyes_why: Optional[str] = None     # why: "occluded" | "too_dark"
+    dark: bool = False                 # the frame is darker than too_dark_level
 
     @classmethod
-    def of(cls, face: Optional[FaceObservation], use_gaze: bool = True, gap: bool = False) -> "Reading":
+    def of(cls, face: Optional[FaceObservation], use_gaze: bool = True, gap: bool = False,
+           dark: bool = False) -> "Reading":
         if face is None:
-            return cls(gap=gap)
+            return cls(gap=gap, dark=dark)
         yaw = float(face.yaw) if finite(face.yaw) else NAN
         pitch = float(face.pitch) if finite(face.pitch) else NAN
         gz = face.gaze if use_gaze else None
@@ -95,12 +104,19 @@ class Reading(NamedTuple):
         eyes = (raw[0] if math.isfinite(raw[0]) and raw[0] >= 0 else NAN,
                 raw[1] if math.isfinite(raw[1]) and raw[1] >= 0 else NAN)
         mouth = float(face.mouth_open) if finite(face.mouth_open) else NAN
+        avail = tuple(face.eye_available or (None, None))
+        hidden = False in avail and True not in avail
+        # an eye that is not seen has no openness (and both unseen no gaze), whatever a caller put there
+        eyes = tuple(NAN if a is False else v for v, a in zip(eyes, avail))
+        if hidden:
+            gyaw = gpitch = NAN
         return cls(face=True, yaw=yaw, pitch=pitch, gaze=gz is not None, gaze_yaw=gyaw, gaze_pitch=gpitch,
                    eye_open=eyes, mouth=mouth, gap=gap,
                    pose_known=math.isfinite(yaw) and math.isfinite(pitch),
                    gaze_known=math.isfinite(gyaw) and math.isfinite(gpitch),
                    eyes_known=math.isfinite(eyes[0]) or math.isfinite(eyes[1]),
-                   mouth_known=math.isfinite(mouth))
+                   mouth_known=math.isfinite(mouth), eyes_hidden=hidden,
+                   eyes_why=(face.eye_unavailable_why or "occluded") if hidden else None, dark=dark)
 
 
 # ------------------------------------------------------------------------------ windows
@@ -623,6 +639,69 @@ class UnknownSignals:
                     out.append(("unknown_end", sig, u))
                 self.open[sig] = None
         return out
+
+
+@dataclass
+class Unseen:
+    """An open stretch of something the monitor cannot see."""
+    since: float
+    why: Optional[str] = None
+    frames: int = 0
+    logged: bool = False
+    clear_since: Optional[float] = None   # first frame it was seen again (None: not seen since)
+
+
+class Unavailability:
+    """What the monitor cannot see, per frame: the eyes (a face whose eyes were looked at and
+    neither is seen) and the driver (no face; a face without a head pose is the "pose" unknown
+    signal of UnknownSignals). A stretch
+    opens on the first such frame, stays open through frames where it is seen again for less than
+    ``clear_seconds`` (hysteresis, as the alerts end), is logged once it has lasted
+    ``unavailable_seconds`` and closes (with an end if it was logged) after ``clear_seconds`` seen.
+    A frame that cannot tell (the eyes of a frame without a face) leaves the stretch as it is."""
+
+    def __init__(self):
+        self.open: dict = {k: None for k in UNAVAILABLE}
+        self.logged = {k: 0 for k in UNAVAILABLE}        # stretches logged
+        self.logged_s = {k: 0.0 for k in UNAVAILABLE}    # seconds of the logged stretches (closed)
+
+    def step(self, t: float, r: Reading, s: MonitorSettings) -> list[tuple[str, str, Unseen]]:
+        """The stretches to log this frame: ("unavailable_start" | "unavailable_end", what, stretch)."""
+        conds = {
+            "eyes": (r.eyes_hidden, r.eyes_why) if r.face else (None, None),
+            "driver": (not r.face, "too_dark" if r.dark else "no_face"),
+        }
+        out = []
+        for what, (cond, why) in conds.items():
+            u = self.open[what]
+            if cond:
+                if u is None:
+                    u = self.open[what] = Unseen(t)
+                u.clear_since = None
+                u.frames += 1
+                u.why = why or u.why
+                if not u.logged and t - u.since >= s.unavailable_seconds - EPS:
+                    u.logged = True
+                    self.logged[what] += 1
+                    out.append(("unavailable_start", what, u))
+            elif cond is False and u is not None:
+                if u.clear_since is None:
+                    u.clear_since = t
+                if t - u.clear_since >= s.clear_seconds - EPS:
+                    if u.logged:
+                        out.append(("unavailable_end", what, u))
+                        self.logged_s[what] += u.clear_since - u.since
+                    self.open[what] = None
+        return out
+
+    def hidden_s(self, what: str, t: float) -> float:
+        """Seconds ``what`` has been unseen so far (0 when it is seen, also while clearing)."""
+        u = self.open[what]
+        return t - u.since if u is not None and u.clear_since is None else 0.0
+
+    def active(self) -> dict:
+        """{what: why} of the logged (reported) stretches still open."""
+        return {k: u.why for k, u in self.open.items() if u is not None and u.logged}
 
 
 class NoDriver:
