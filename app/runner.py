@@ -37,7 +37,7 @@ from app.core.errors import one_line
 from app.io.files import JsonLinesWriter, OutputError
 from app.io.writer import BackgroundWriter, VideoWriter
 from app.monitor.core import camera_unavailable_event
-from app.monitor.sound import sound_for
+from app.io.sound import sound_for
 from app.pipeline import resolve_model_path
 from app.render import draw_result, overlay_kind
 from app.settings import Layers, RunOptions, Settings

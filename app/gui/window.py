@@ -43,6 +43,7 @@ PLOT_HZ = 20            # plot redraw rate (smooth curves need >= 15 Hz)
 PANEL_HZ = 8            # numbers, calibration indicator, status bar refresh rate
 ROOT = Path(__file__).resolve().parents[2]
 ALERT_WAV = ROOT / "assets" / "alert.wav"
+EMERGENCY_WAV = ROOT / "assets" / "emergency.wav"   # the unresponsive driver: louder, repeated
 MESH_MODEL_LABEL = "Face mesh (built-in)"
 SHIPPED_MODEL_LABEL = "3DDFA-V2 x0.5 (shipped)"
 MESH_MODEL = binding.MESH_MODEL          # Settings.model of the built-in face mesh ("mesh")
@@ -141,7 +142,10 @@ class MainWindow(QMainWindow):
         self.worker = worker if worker is not None else ProcessingWorker(settings)
         if not self.worker.isRunning():
             self.worker.settings = settings    # restored settings: the pipeline is built from these
-        self.sound = sound if sound is not None else self._make_sound()
+        self.sound = sound if sound is not None else self._make_sound(ALERT_WAV)
+        # the unresponsive driver's sound, repeated once a second until the driver responds (an
+        # injected sound plays for both)
+        self.emergency_sound = sound if sound is not None else self._make_sound(EMERGENCY_WAV, 1.0)
         self.latest: Optional[Result] = None
         self._latest_new = False
         self.results_received = 0
@@ -190,11 +194,11 @@ class MainWindow(QMainWindow):
             self._lister.start()
 
     # ------------------------------------------------------------------ construction
-    def _make_sound(self):
+    def _make_sound(self, path, min_interval: float = 2.0):
         from app.io.sound import AlertSound
 
         try:
-            return AlertSound(str(ALERT_WAV))
+            return AlertSound(str(path), min_interval=min_interval)
         except (OSError, ValueError, EOFError, wave.Error) as e:  # assets/alert.wav missing or broken
             log.warning("alert sound unavailable (alerts are shown, not heard): %s", one_line(e))
             return None
@@ -696,8 +700,10 @@ class MainWindow(QMainWindow):
             now |= {("unavailable", k, 0.0) for k in st.unavailable}   # sounds like a lost camera
         started = now - self._active_alerts
         self._active_alerts = now
-        if (started or (st is not None and st.emergency is not None)) and self.sound is not None:
-            self.sound.play()           # AlertSound.play never raises (no audio output: a log line)
+        sound = self.emergency_sound if (st is not None and st.emergency is not None) else (
+            self.sound if started else None)
+        if sound is not None:
+            sound.play()                # AlertSound.play never raises (no audio output: a log line)
             self.sounds_played += 1
 
     def _on_error(self, msg: str) -> None:
