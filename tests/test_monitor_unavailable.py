@@ -11,7 +11,7 @@ import pytest
 from app.core.types import FaceObservation
 from app.monitor import DriverMonitor, MonitorSettings
 from app.monitor.core import camera_unavailable_event
-from app.monitor.sound import sound_for
+from app.io.sound import sound_for
 from app.render import banner_text
 
 OPEN = (0.30, 0.28)
