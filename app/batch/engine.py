@@ -1,0 +1,165 @@
+"""Where the drives run: ``run_local`` (worker processes on this machine) or ``run_ray`` (one Ray
+task per drive on a Ray cluster). Both call ``app.batch.drive.run_drive`` once per drive and hand
+each drive's row to ``on_row`` as it completes; neither has a queue or a protocol of its own.
+
+- local: a ``concurrent.futures.ProcessPoolExecutor`` of N spawned processes, each running one
+  drive at a time with a single-threaded pipeline. A worker killed mid-drive (``kill -9``, the
+  OOM killer) breaks the pool: the drives that had not completed are run again in a fresh pool
+  (their partial temp folders are removed by the batch), so every drive is done once.
+- ray: ``ray.remote(max_retries=...)`` tasks, one per drive (a drive's frames stay in order on one
+  worker: the monitor's timers and PERCLOS need the whole drive). The app's code and its shipped
+  models (assets/) travel as the job's ``runtime_env`` working_dir; the 3DMM file the settings
+  name is put in Ray's object store and written to a local cache on each worker node, so no
+  worker reads a path that only the head node has. A worker or a node that dies mid-drive: Ray
+  runs the task again elsewhere. The drives are written under ``--out``, which every node must
+  see (a shared file system).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import tempfile
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Optional
+
+from app.batch.drive import DriveJob, run_drive
+
+ROOT = Path(__file__).resolve().parents[2]
+# a drive whose worker dies this many times is a failed row (a file that crashes the decoder)
+MAX_ATTEMPTS = 3
+# the repository parts a Ray worker does not need (the working_dir it gets is app/ + assets/)
+RAY_EXCLUDES = [".git", ".ci", "tests", "docs", "export", "scripts", "models", "*.mp4", "*.parquet",
+                "__pycache__", "*.egg-info", "recordings", "build", "dist"]
+RAY_MAX_RETRIES = 3
+
+
+class Interrupted(Exception):
+    """Ctrl-C during the batch: the rows completed so far were handed over."""
+
+
+# ---------------------------------------------------------------------- local
+def _worker_init() -> None:
+    # Ctrl-C reaches every process of the terminal's group: an idle worker ignores it; a busy one
+    # gets it through the Runner's own handler (the drive stops at the next frame, status
+    # "interrupted", its temp folder removed) and the parent stops handing out drives
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def run_local(jobs: list[DriveJob], workers: int, on_row: Callable[[dict], None],
+              say: Callable[[str], None]) -> None:
+    import multiprocessing as mp
+
+    pending = {j.drive_id: j for j in jobs}
+    attempts = {j.drive_id: 0 for j in jobs}
+    ctx = mp.get_context("spawn")
+    while pending:
+        pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(pending))), mp_context=ctx,
+                                   initializer=_worker_init)
+        futs = {}
+        broken = False
+        try:
+            for j in pending.values():
+                futs[pool.submit(run_drive, j)] = j
+            not_done = set(futs)
+            while not_done:
+                done, not_done = wait(not_done, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    j = futs[fut]
+                    try:
+                        row = fut.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        continue
+                    pending.pop(j.drive_id, None)
+                    on_row(row)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)
+            for fut, j in futs.items():
+                if fut.done() and not fut.cancelled() and fut.exception() is None and j.drive_id in pending:
+                    pending.pop(j.drive_id)
+                    on_row(fut.result())
+            raise Interrupted()
+        pool.shutdown(wait=True, cancel_futures=True)
+        if broken and pending:
+            # the pool ends every worker when one dies: the drives that were running (and those
+            # queued) run again in a fresh pool; one that keeps killing its worker fails
+            for d in pending:
+                attempts[d] += 1
+            say(f"warning: a worker process died; running the {len(pending)} unfinished drive(s) again")
+            for d in [d for d, n in attempts.items() if d in pending and n >= MAX_ATTEMPTS]:
+                j = pending.pop(d)
+                on_row({"drive_id": d, "path": j.path, "status": "failed", "engine": j.engine,
+                        "error": f"the worker process died {MAX_ATTEMPTS} times on this drive"})
+
+
+# ---------------------------------------------------------------------- ray
+def _model_cache(name: str, data: bytes) -> str:
+    """The shipped model bytes as a file on this node (written once per content, atomically)."""
+    h = hashlib.sha256(data).hexdigest()[:16]
+    d = Path(tempfile.gettempdir()) / "face3d-batch-models"
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / f"{h}-{name}"
+    if not p.is_file():
+        tmp = d / f".{h}-{name}.{os.getpid()}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, p)
+    return str(p)
+
+
+def ray_drive(job: DriveJob, model: Optional[tuple]) -> dict:
+    """The Ray task: the shipped 3DMM (name, bytes) into the node's cache, then the drive."""
+    if model is not None:
+        job = replace(job, settings=replace(job.settings, model=_model_cache(*model)))
+    return run_drive(job)
+
+
+def run_ray(jobs: list[DriveJob], address: Optional[str], on_row: Callable[[dict], None],
+            say: Callable[[str], None], *, gpus_per_task: float = 0.0) -> None:
+    import ray
+
+    from app.pipeline import resolve_model_path
+
+    ray.init(address=address, log_to_driver=False, include_dashboard=False,
+             runtime_env={"working_dir": str(ROOT), "excludes": RAY_EXCLUDES,
+                          "env_vars": {"OMP_NUM_THREADS": "1"}})
+    try:
+        settings = jobs[0].settings
+        path = resolve_model_path(settings.model)
+        model_ref = None
+        if path is not None:
+            model_ref = ray.put((Path(path).name, Path(path).read_bytes()))
+        task = ray.remote(max_retries=RAY_MAX_RETRIES, retry_exceptions=False, num_cpus=1,
+                          num_gpus=gpus_per_task)(ray_drive)
+        refs = {task.remote(j, model_ref): j for j in jobs}
+        left = list(refs)
+        try:
+            while left:
+                done, left = ray.wait(left, num_returns=1)
+                for r in done:
+                    j = refs[r]
+                    try:
+                        row = ray.get(r)
+                    except (ray.exceptions.RayError) as e:
+                        # the task died more than RAY_MAX_RETRIES times (its node, its worker)
+                        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                        row = {"drive_id": j.drive_id, "path": j.path, "status": "failed", "engine": "ray",
+                               "error": f"ray: {type(e).__name__}: {msg}"}
+                    on_row(row)
+        except KeyboardInterrupt:
+            for r in left:
+                ray.cancel(r)
+            for r in left:
+                try:
+                    row = ray.get(r)
+                except ray.exceptions.RayError:
+                    continue
+                if row.get("status") in ("ok", "failed"):
+                    on_row(row)
+            raise Interrupted()
+    finally:
+        ray.shutdown()
