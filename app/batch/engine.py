@@ -32,8 +32,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # a drive whose worker dies this many times is a failed row (a file that crashes the decoder)
 MAX_ATTEMPTS = 3
 # the repository parts a Ray worker does not need (the working_dir it gets is app/ + assets/)
-RAY_EXCLUDES = [".git", ".ci", "tests", "docs", "export", "scripts", "models", "*.mp4", "*.parquet",
-                "__pycache__", "*.egg-info", "recordings", "build", "dist"]
+# (gitignore patterns, "/" = the repository root); the 3DMM goes through the object store instead
+RAY_EXCLUDES = ["/.git", "/.ci", "/tests", "/docs", "/export", "/scripts", "/models", "/recordings", "/build",
+                "/dist", "/assets/models/*.onnx", "*.mp4", "*.parquet", "__pycache__", "*.egg-info"]
 RAY_MAX_RETRIES = 3
 
 
@@ -101,11 +102,12 @@ def run_local(jobs: list[DriveJob], workers: int, on_row: Callable[[dict], None]
 def _model_cache(name: str, data: bytes) -> str:
     """The shipped model bytes as a file on this node (written once per content, atomically)."""
     h = hashlib.sha256(data).hexdigest()[:16]
-    d = Path(tempfile.gettempdir()) / "face3d-batch-models"
+    # the file keeps its name: the model's name in the outputs comes from it
+    d = Path(tempfile.gettempdir()) / "face3d-batch-models" / h
     d.mkdir(parents=True, exist_ok=True)
-    p = d / f"{h}-{name}"
+    p = d / name
     if not p.is_file():
-        tmp = d / f".{h}-{name}.{os.getpid()}.tmp"
+        tmp = d / f".{name}.{os.getpid()}.tmp"
         tmp.write_bytes(data)
         os.replace(tmp, p)
     return str(p)
@@ -124,7 +126,10 @@ def run_ray(jobs: list[DriveJob], address: Optional[str], on_row: Callable[[dict
 
     from app.pipeline import resolve_model_path
 
-    ray.init(address=address, log_to_driver=False, include_dashboard=False,
+    # a cluster on this machine's loopback (the tests, the benchmark) keeps the driver there too
+    host = (address or "").rsplit(":", 1)[0]
+    node_ip = {"_node_ip_address": "127.0.0.1"} if host in ("127.0.0.1", "localhost") else {}
+    ray.init(address=address, log_to_driver=False, include_dashboard=False, **node_ip,
              runtime_env={"working_dir": str(ROOT), "excludes": RAY_EXCLUDES,
                           "env_vars": {"OMP_NUM_THREADS": "1"}})
     try:
