@@ -63,7 +63,7 @@ def _frame_series(folder: Path):
     """One row per frame (the driver's, else the frame's only row) of frames.parquet as numpy."""
     import pyarrow.parquet as pq
 
-    cols = ["frame", "t", "driver", "face", "yaw_offset", "pitch_offset", "gaze_yaw_offset", "gaze_pitch_offset",
+    cols = ["frame", "t", "driver", "face", "yaw", "pitch", "gaze_yaw", "gaze_pitch", "yaw_offset", "pitch_offset", "gaze_yaw_offset", "gaze_pitch_offset",
             "eye_open_rel", "eye_open_left", "eye_open_right", "perclos", "mouth_open", "alerts"]
     tb = pq.read_table(folder / FRAMES, columns=cols)
     d = tb.to_pydict()
@@ -92,10 +92,13 @@ def timeline_png(folder: Path, summary: dict, path: Path) -> None:
     t = s["t"] - (s["t"][0] if len(s["t"]) else 0.0)
     mon = (summary.get("settings") or {}).get("monitor") or {}
     fig, axes = plt.subplots(5, 1, figsize=(11, 9), sharex=True, constrained_layout=True)
+    # head and gaze: the angles (thin) and their offsets from the driver's neutral (thick), which
+    # the thresholds apply to (unknown until the monitor has calibrated)
     panels = [
-        ("head offset (°)", [("yaw_offset", "yaw"), ("pitch_offset", "pitch")],
+        ("head (°)", [("yaw", "yaw"), ("pitch", "pitch"), ("yaw_offset", "yaw offset"), ("pitch_offset", "pitch offset")],
          [(mon.get("alert_yaw"), "yaw ±"), (-mon["alert_pitch"] if mon.get("alert_pitch") else None, "pitch down")]),
-        ("gaze offset (°)", [("gaze_yaw_offset", "yaw"), ("gaze_pitch_offset", "pitch")],
+        ("gaze (°)", [("gaze_yaw", "yaw"), ("gaze_pitch", "pitch"), ("gaze_yaw_offset", "yaw offset"),
+                      ("gaze_pitch_offset", "pitch offset")],
          [(mon.get("gaze_yaw"), "yaw ±"), (-mon["gaze_pitch"] if mon.get("gaze_pitch") else None, "pitch down")]),
         ("eye openness", [("eye_open_rel", "relative to baseline")], [(mon.get("eye_closed_ratio"), "closed")]),
         ("PERCLOS", [("perclos", "PERCLOS")], [(mon.get("perclos_threshold"), "drowsy")]),
@@ -104,7 +107,11 @@ def timeline_png(folder: Path, summary: dict, path: Path) -> None:
     kinds_seen = set()
     for ax, (title, series, thresholds) in zip(axes, panels):
         for col, label in series:
-            ax.plot(t, s[col], lw=0.9, label=label)
+            ax.plot(t, s[col], lw=1.4 if "offset" in col else 0.7, alpha=1.0 if "offset" in col else 0.6,
+                    label=label)
+        if all(np.isnan(s[col]).all() for col, _ in series):
+            ax.text(0.5, 0.5, "unknown on every frame (not measured in this drive)", transform=ax.transAxes,
+                    ha="center", va="center", color="#777")
         for val, label in thresholds:
             if val is None:
                 continue
