@@ -34,7 +34,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -388,8 +388,9 @@ def _publish(tmp: Path, final: Path) -> bool:
     return True
 
 
-def run_drive(job: DriveJob) -> dict:
-    """One drive through ``Runner`` into ``OUT/<drive id>/``; its drives.parquet row."""
+def run_drive(job: DriveJob, stop_requested: Optional[Callable[[], bool]] = None) -> dict:
+    """One drive through ``Runner`` into ``OUT/<drive id>/``; its drives.parquet row.
+    ``stop_requested()`` true before the first frame: the drive is not run ("interrupted")."""
     from app.io.capture import SourceError, open_source
     from app.io.files import OutputError, atomic_write
     from app.model3dmm import ContractError, DeviceError
@@ -418,6 +419,11 @@ def run_drive(job: DriveJob) -> dict:
                 source.stop()
             return _failed(job, one_line(e), t0)
         model, provider = pipe.model_name, pipe.provider
+        if stop_requested is not None and stop_requested():
+            pipe.close()
+            table.discard()
+            source.stop()
+            return {"drive_id": job.drive_id, "path": job.path, "status": "interrupted", "error": "interrupted"}
         rep = Runner(source, pipe, table, quiet=True, say=said.append).run()
         if rep.interrupted:
             return {"drive_id": job.drive_id, "path": job.path, "status": "interrupted", "error": "interrupted"}

@@ -43,59 +43,81 @@ class Interrupted(Exception):
 
 
 # ---------------------------------------------------------------------- local
+_SIGINT = False     # a worker saw Ctrl-C outside a drive's Runner (which has its own handler)
+
+
+def _note_sigint(signum, frame_) -> None:
+    global _SIGINT
+    _SIGINT = True
+
+
 def _worker_init() -> None:
-    # Ctrl-C reaches every process of the terminal's group: an idle worker ignores it; a busy one
-    # gets it through the Runner's own handler (the drive stops at the next frame, status
-    # "interrupted", its temp folder removed) and the parent stops handing out drives
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C reaches every process of the terminal's group. In a worker it is noted (a drive that
+    # has not started its frames yet stops before them) and, while a drive runs, the Runner's own
+    # handler ends the drive at the next frame (status "interrupted", its temp folder removed);
+    # the parent hands out no more drives
+    signal.signal(signal.SIGINT, _note_sigint)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _local_drive(job: DriveJob) -> dict:
+    return run_drive(job, stop_requested=lambda: _SIGINT)
 
 
 def run_local(jobs: list[DriveJob], workers: int, on_row: Callable[[dict], None],
               say: Callable[[str], None]) -> None:
+    """At most ``workers`` drives are handed to the pool at a time (none waits in its queue), so
+    Ctrl-C leaves nothing queued and a dead worker takes only the drives that were running."""
     import multiprocessing as mp
 
-    pending = {j.drive_id: j for j in jobs}
+    queue = list(jobs)
     attempts = {j.drive_id: 0 for j in jobs}
     ctx = mp.get_context("spawn")
-    while pending:
-        pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(pending))), mp_context=ctx,
+    while queue:
+        pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(queue))), mp_context=ctx,
                                    initializer=_worker_init)
-        futs = {}
-        broken = False
+        running: dict = {}
+        redo: list[DriveJob] = []
         try:
-            for j in pending.values():
-                futs[pool.submit(run_drive, j)] = j
-            not_done = set(futs)
-            while not_done:
-                done, not_done = wait(not_done, return_when=FIRST_COMPLETED)
+            while queue or running:
+                while queue and len(running) < workers and not redo:
+                    j = queue.pop(0)
+                    running[pool.submit(_local_drive, j)] = j
+                done, _ = wait(set(running), return_when=FIRST_COMPLETED)
                 for fut in done:
-                    j = futs[fut]
+                    j = running.pop(fut)
                     try:
                         row = fut.result()
                     except BrokenProcessPool:
-                        broken = True
+                        redo.append(j)
                         continue
-                    pending.pop(j.drive_id, None)
                     on_row(row)
+                if redo and not running:
+                    break
         except KeyboardInterrupt:
-            pool.shutdown(wait=True, cancel_futures=True)
-            for fut, j in futs.items():
-                if fut.done() and not fut.cancelled() and fut.exception() is None and j.drive_id in pending:
-                    pending.pop(j.drive_id)
+            # the running drives stop at their next frame (their own Ctrl-C); keep what completed
+            for fut, j in running.items():
+                try:
                     on_row(fut.result())
+                except (BrokenProcessPool, KeyboardInterrupt):
+                    pass
+            pool.shutdown(wait=False, cancel_futures=True)
             raise Interrupted()
-        pool.shutdown(wait=True, cancel_futures=True)
-        if broken and pending:
-            # the pool ends every worker when one dies: the drives that were running (and those
-            # queued) run again in a fresh pool; one that keeps killing its worker fails
-            for d in pending:
-                attempts[d] += 1
-            say(f"warning: a worker process died; running the {len(pending)} unfinished drive(s) again")
-            for d in [d for d, n in attempts.items() if d in pending and n >= MAX_ATTEMPTS]:
-                j = pending.pop(d)
-                on_row({"drive_id": d, "path": j.path, "status": "failed", "engine": j.engine,
-                        "error": f"the worker process died {MAX_ATTEMPTS} times on this drive"})
+        pool.shutdown(wait=True)
+        if redo:
+            # the pool ends every worker when one dies: the drives that were running go first
+            # into a fresh pool; one that keeps killing its worker is a failed row
+            say(f"warning: a worker process died; running its drive(s) again: "
+                f"{', '.join(j.drive_id for j in redo)}")
+            again = []
+            for j in redo:
+                attempts[j.drive_id] += 1
+                if attempts[j.drive_id] >= MAX_ATTEMPTS:
+                    on_row({"drive_id": j.drive_id, "path": j.path, "status": "failed", "engine": j.engine,
+                            "error": f"the worker process died {MAX_ATTEMPTS} times on this drive"})
+                else:
+                    again.append(j)
+            queue = again + queue
 
 
 # ---------------------------------------------------------------------- ray
