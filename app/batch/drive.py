@@ -310,15 +310,13 @@ def make_summary(job: DriveJob, table: FrameTable, rep, monitor: Optional[dict],
     fps = float(source.fps or 0.0)
     dur = ((table.t_last - table.t_first) + (1.0 / fps if fps > 0 else 0.0)) if table.t_first is not None else 0.0
     mon = monitor or {}
-    starts = {}
-    for k, v in (mon.get("alerts") or {}).items():
-        starts[k] = {"count": int(v.get("warning", 0)) + int(v.get("critical", 0)) - 0, "critical": int(v.get("critical", 0))}
-    # a warning escalated to critical counts once (the alert frames list has one entry per alert)
+    # count: alerts started (a warning escalated to critical counts once: one alert-frames entry
+    # per alert); critical: the monitor's critical starts; duration_s: seconds with it active
     per_kind: dict[str, dict] = {}
     for a in table.alert_frames:
         per_kind.setdefault(a["kind"], {"count": 0, "critical": 0, "duration_s": 0.0})["count"] += 1
-    for k, v in starts.items():
-        per_kind.setdefault(k, {"count": 0, "critical": 0, "duration_s": 0.0})["critical"] = v["critical"]
+    for k, v in (mon.get("alerts") or {}).items():
+        per_kind.setdefault(k, {"count": 0, "critical": 0, "duration_s": 0.0})["critical"] = int(v.get("critical", 0))
     for k, s in table.alert_s.items():
         per_kind.setdefault(k, {"count": 0, "critical": 0, "duration_s": 0.0})["duration_s"] = round(s, 3)
     by = mon.get("time_distracted_by_s") or {}
@@ -406,7 +404,8 @@ def run_drive(job: DriveJob, stop_requested: Optional[Callable[[], bool]] = None
     try:
         try:
             source = open_source(job.path)
-            options = RunOptions(events=str(tmp / EVENTS), record=str(tmp / RECORDING) if job.record else None,
+            # the event log is the monitor's (none with --no-monitor)
+            options = RunOptions(events=str(tmp / EVENTS) if job.settings.monitor is not None else None, record=str(tmp / RECORDING) if job.record else None,
                                  record_quality=job.record_quality)
             table = FrameTable(options, folder=tmp, fps=source.fps, size=source.size,
                                monitor_on=job.settings.monitor is not None,
