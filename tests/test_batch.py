@@ -241,7 +241,10 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_ray_engine_on_a_two_node_local_cluster_gives_the_local_tables(local_runs, clips, tmp_path):
     pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[cluster]')")
-    ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+    # the ray command of this python's environment (a venv's), else the one on PATH
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    if not Path(ray_bin).exists():
+        ray_bin = shutil.which("ray") or ray_bin
     if not Path(ray_bin).exists():
         pytest.skip("the ray command is not installed beside this python")
     port = _free_port()

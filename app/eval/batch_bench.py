@@ -80,7 +80,9 @@ def bench_batch(name: str, inputs: list[str], out: Path, extra: list[str], env=N
 
 
 def bench_ray(name: str, inputs: list[str], out: Path, nodes: int) -> dict:
-    ray = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+    ray = str(Path(sys.executable).with_name("ray"))     # this environment's, else the one on PATH
+    if not Path(ray).exists():
+        ray = shutil.which("ray") or ray
     port = _free_port()
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     try:
