@@ -329,3 +329,22 @@ def test_report_renders_in_headless_chromium(local_runs, clips, tmp_path):
         assert drv.execute_script("return document.images[0].naturalWidth") == 0
     finally:
         drv.quit()
+
+
+def test_a_drive_without_any_face_is_a_failed_row(tmp_path):
+    import av
+
+    clip = tmp_path / "noface.mp4"
+    with av.open(str(clip), "w") as o:
+        s = o.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
+        for _ in range(15):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.full((240, 320, 3), 90, np.uint8), format="bgr24")):
+                o.mux(p)
+        for p in s.encode():
+            o.mux(p)
+    out = tmp_path / "out"
+    assert main([str(clip), "--out", str(out), "--no-report"] + FAST) == 1
+    r = _drives(out)["noface.mp4"]
+    assert r["status"] == "failed" and r["error"] == f"no face in any of the 15 frames of {clip}"
+    assert sorted(p.name for p in out.iterdir()) == ["drives.parquet"]
