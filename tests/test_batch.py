@@ -348,3 +348,20 @@ def test_a_drive_without_any_face_is_a_failed_row(tmp_path):
     r = _drives(out)["noface.mp4"]
     assert r["status"] == "failed" and r["error"] == f"no face in any of the 15 frames of {clip}"
     assert sorted(p.name for p in out.iterdir()) == ["drives.parquet"]
+
+
+def test_a_kept_pipeline_gives_the_fresh_pipeline_table(local_runs, clips, tmp_path):
+    """Drive after drive in one process (the models loaded once, Pipeline.reset between drives)
+    gives the table of a drive run first in its process."""
+    from app.batch.drive import DriveJob, run_drive
+    from app.batch.__main__ import parse
+
+    _, settings, _, _ = parse([str(clips["face"]), "--out", str(tmp_path / "x")] + FAST)
+    for name in ("face", "gap", "face"):
+        if (tmp_path / "o" / drive_id(clips[name])).exists():
+            shutil.rmtree(tmp_path / "o" / drive_id(clips[name]))
+        row = run_drive(DriveJob(path=str(clips[name].resolve()), drive_id=drive_id(clips[name]), out=str(tmp_path / "o"),
+                                 settings=settings))
+        assert row["status"] == "ok"
+        for ref in ("w1", "w2"):
+            assert _table(tmp_path / "o", clips[name]).equals(_table(local_runs[ref], clips[name])), (name, ref)

@@ -373,6 +373,47 @@ def summary_row(s: dict) -> dict:
 
 
 # ---------------------------------------------------------------------- one drive
+class DrivePipeline:
+    """A worker's long-lived ``Pipeline`` as the ``Runner`` of one drive uses it: ``process``,
+    ``layers``, ``monitor``; ``close`` (the Runner's last step) resets the stream state
+    (``Pipeline.reset``) instead of unloading the models, so a worker loads them once."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        pipe.reset()
+
+    @property
+    def layers(self):
+        return self.pipe.layers
+
+    @property
+    def monitor(self):
+        return self.pipe.monitor
+
+    def process(self, frame):
+        return self.pipe.process(frame)
+
+    def close(self) -> None:
+        self.pipe.reset()
+
+
+# this process's pipeline and the settings it was made for (one at a time: a batch has one)
+_KEPT: dict = {}
+
+
+def kept_pipeline(settings: Settings):
+    """The process's Pipeline for ``settings``, loaded on first use and kept for the next drives."""
+    from app.pipeline import Pipeline
+
+    key = repr(settings)
+    if key not in _KEPT:
+        for old in _KEPT.values():
+            old.close()
+        _KEPT.clear()
+        _KEPT[key] = Pipeline(settings)
+    return _KEPT[key]
+
+
 def _failed(job: DriveJob, error: str, t0: float) -> dict:
     return {"drive_id": job.drive_id, "path": job.path, "status": "failed", "error": error,
             "wall_s": round(time.perf_counter() - t0, 3), "engine": job.engine, "host": socket.gethostname()}
@@ -398,7 +439,6 @@ def run_drive(job: DriveJob, stop_requested: Optional[Callable[[], bool]] = None
     from app.io.capture import SourceError, open_source
     from app.io.files import OutputError, atomic_write
     from app.model3dmm import ContractError, DeviceError
-    from app.pipeline import Pipeline
 
     t0 = time.perf_counter()
     out = Path(job.out)
@@ -416,7 +456,7 @@ def run_drive(job: DriveJob, stop_requested: Optional[Callable[[], bool]] = None
             table = FrameTable(options, folder=tmp, fps=source.fps, size=source.size,
                                monitor_on=job.settings.monitor is not None,
                                overlay=overlay_kind_for(job.settings), say=said.append)
-            pipe = Pipeline(job.settings)
+            pipe = kept_pipeline(job.settings)
         except (SourceError, OutputError, ContractError, DeviceError, FileNotFoundError) as e:
             if table is not None:
                 table.discard()
@@ -425,11 +465,10 @@ def run_drive(job: DriveJob, stop_requested: Optional[Callable[[], bool]] = None
             return _failed(job, one_line(e), t0)
         model, provider = pipe.model_name, pipe.provider
         if stop_requested is not None and stop_requested():
-            pipe.close()
             table.discard()
             source.stop()
             return {"drive_id": job.drive_id, "path": job.path, "status": "interrupted", "error": "interrupted"}
-        rep = Runner(source, pipe, table, quiet=True, say=said.append).run()
+        rep = Runner(source, DrivePipeline(pipe), table, quiet=True, say=said.append).run()
         if rep.interrupted:
             return {"drive_id": job.drive_id, "path": job.path, "status": "interrupted", "error": "interrupted"}
         if rep.rc or rep.frames == 0:
