@@ -71,6 +71,21 @@ def add_monitor_args(parser: argparse.ArgumentParser, group=None) -> argparse.Ar
     return parser
 
 
+def add_settings_args(parser: argparse.ArgumentParser, *, run_options: tuple = ()) -> argparse.ArgumentParser:
+    """One flag per ``Settings`` field and per monitor field (its --no-monitor and --alert-yaw ...),
+    grouped as main.py's, plus the ``RunOptions`` fields named in ``run_options`` (e.g.
+    ``("record_quality",)``): what a caller with its own inputs and outputs (``python -m app.batch``)
+    shares with main.py."""
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    for f in fields(RunOptions):
+        if f.name in run_options:
+            _add_field(groups[f.metadata["group"]], f)
+    for f in fields(Settings):
+        _add_field(groups[f.metadata["group"]], f)
+    add_monitor_args(parser, groups[MONITOR_GROUP])
+    return parser
+
+
 def build_parser(prog: str = "main.py") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
     groups = {name: p.add_argument_group(name) for name in GROUPS}

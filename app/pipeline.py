@@ -122,6 +122,17 @@ class Pipeline:
 
         return DriverMonitor(settings.monitor)
 
+    def reset(self) -> None:
+        """Start a new stream with the models kept loaded (app.batch runs drive after drive in one
+        worker process): no tracks (their smoothing filters go with them), no driver, a fresh
+        monitor of the settings (replacing one given to the constructor), no processing rate."""
+        self.tracker.reset()
+        self.monitor = self._make_monitor(self.settings)
+        self._last_driver_box = None
+        self.fps = float("nan")
+        self._last_t = None
+        self.frames = 0
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
