@@ -128,6 +128,11 @@ def test_frames_parquet_schema_and_no_face_rows(local_runs, clips):
     faced = [r for r in rows if r["frame"] in range(8, 16) and r["face"] is not None]
     assert faced and all(r["driver"] and r["landmarks"] is not None and len(r["landmarks"]) == 204
                          and -90 < r["yaw"] < 90 for r in faced)
+    # a real face with open eyes: both eyes seen, the monitor sees the driver
+    assert s.field("eye_available_left").type == pa.bool_() and s.field("unavailable").type == pa.list_(pa.string())
+    assert all(r["eye_available_left"] is True and r["eye_available_right"] is True
+               and r["eye_visibility_left"] > 0 and r["eye_open_left"] is not None for r in faced)
+    assert all(r["emergency"] is False for r in rows)
     # the no_driver alert over the blank middle: in the table, the events and the summary
     assert any("no_driver" in (r["alerts"] or []) for r in rows)
     events = [json.loads(x) for x in (d / "events.jsonl").read_text().splitlines()]

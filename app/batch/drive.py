@@ -91,6 +91,10 @@ def _schema():
         ("yaw", f32), ("pitch", f32), ("roll", f32),
         ("landmarks", pa.list_(f32, 68 * 3)),          # 68 x (x, y, z) image pixels, row-major
         ("eye_open_left", f32), ("eye_open_right", f32), ("mouth_open", f32),
+        # each eye itself seen (app.facemesh.eye_visibility): false = not visible (its eye_open and
+        # the gaze are null then), null = not measured; the visibility score behind it
+        ("eye_available_left", pa.bool_()), ("eye_available_right", pa.bool_()),
+        ("eye_visibility_left", f32), ("eye_visibility_right", f32),
         ("gaze_yaw", f32), ("gaze_pitch", f32), ("gaze_eye_yaw", f32), ("gaze_eye_pitch", f32),
         ("iris", pa.list_(f32, 10 * 3)),               # mediapipe points 468-477
         *[(f"bs_{n}", f32) for n in BLENDSHAPE_NAMES],
@@ -102,6 +106,8 @@ def _schema():
         ("away_s", f32), ("away_by", pa.string()), ("closed_s", f32),
         ("alerts", pa.list_(pa.string())),             # active alert kinds, most severe first
         ("alert_levels", pa.list_(pa.string())),       # their levels (warning | critical)
+        ("unavailable", pa.list_(pa.string())),        # what the monitor cannot see (eyes, driver, camera)
+        ("emergency", pa.bool_()),                     # the unresponsive driver's emergency is on
         # the pipeline's time on this frame (ms, the stages without the overlapped eyes stage)
         ("process_ms", f32),
     ]
@@ -201,6 +207,8 @@ class FrameTable(Outputs):
             "blink_rate_per_min": _f(cnt.get("blink_rate_per_min")),
             "away_s": _f(sig.get("away_s")), "away_by": sig.get("away_by"), "closed_s": _f(sig.get("closed_s")),
             "alerts": alerts, "alert_levels": [a.level for a in st.alerts] if st is not None else None,
+            "unavailable": sorted(st.unavailable) if st is not None else None,
+            "emergency": None if st is None else st.emergency is not None,
             "process_ms": float(sum(v for k, v in res.stage_ms.items() if k != "mesh/eyes")),
         }
         faces = res.observations or [None]
@@ -218,6 +226,8 @@ class FrameTable(Outputs):
                     "landmarks": _flat(np.asarray(o.landmarks)[:, :3], 68 * 3),
                     "eye_open_left": _f(o.eye_open[0]), "eye_open_right": _f(o.eye_open[1]),
                     "mouth_open": _f(o.mouth_open),
+                    "eye_available_left": o.eye_available[0], "eye_available_right": o.eye_available[1],
+                    "eye_visibility_left": _f(o.eye_visibility[0]), "eye_visibility_right": _f(o.eye_visibility[1]),
                     "gaze_yaw": None if g is None else _f(g.yaw), "gaze_pitch": None if g is None else _f(g.pitch),
                     "gaze_eye_yaw": None if g is None else _f(g.eye_yaw),
                     "gaze_eye_pitch": None if g is None else _f(g.eye_pitch),
