@@ -24,12 +24,11 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from app import __version__
 from app.batch.drive import TMP_PREFIX, DriveJob, read_summary, summary_row
-from app.batch.inputs import Drive, InputError, expand
+from app.batch.inputs import Drive, InputError, expand, meta_columns
 from app.cli import add_settings_args, settings_from_args
 from app.settings import Settings
 
@@ -159,13 +158,7 @@ def write_drives(out: Path, drives: list[Drive], rows: dict) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from app.batch.drive import summary_row as _sr  # noqa: F401  (the fields' order)
-
-    meta_cols: list[str] = []
-    for d in drives:
-        for k in d.meta:
-            if k not in meta_cols:
-                meta_cols.append(k)
+    meta_cols = meta_columns(drives)
     recs = []
     for d in drives:
         r = rows.get(d.drive_id)
@@ -183,7 +176,6 @@ def write_drives(out: Path, drives: list[Drive], rows: dict) -> Path:
     strings = {"drive_id", "path", "status", "error", "model", "engine", "host", *meta_cols}
     fields = []
     for c in cols:
-        vals = [r.get(c) for r in recs]
         if c in strings:
             typ = pa.string()
         elif c in ("frames",) or c.startswith("alerts_"):

@@ -33,6 +33,14 @@ class Drive:
     meta: dict = field(default_factory=dict)    # manifest columns (driver, vehicle, ...), as text
 
 
+def meta_columns(drives: list[Drive]) -> list[str]:
+    """The manifest columns of the drives, in their first-seen order (drives.parquet, the report)."""
+    cols: list[str] = []
+    for d in drives:
+        cols.extend(k for k in d.meta if k not in cols)
+    return cols
+
+
 def drive_id(path: str | os.PathLike) -> str:
     p = Path(path).expanduser().resolve()
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", p.stem)[:60] or "drive"

@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from app.batch.drive import FRAMES, read_summary
+from app.batch.inputs import meta_columns
 
 REPORT = "report.html"
 REPORT_DIR = "report"
@@ -170,11 +171,7 @@ def write_report(out: Path, drives, rows: dict) -> Path:
     env = _env()
     rdir = out / REPORT_DIR
     rdir.mkdir(exist_ok=True)
-    meta_cols: list[str] = []
-    for d in drives:
-        for k in d.meta:
-            if k not in meta_cols:
-                meta_cols.append(k)
+    meta_cols = meta_columns(drives)
     table = []
     for d in drives:
         r = rows.get(d.drive_id)
