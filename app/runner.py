@@ -195,7 +195,8 @@ class Outputs:
     def source_event(self, record: dict) -> None:
         """A camera_lost / camera_back line (source_event_record) into the event log; the sound
         on a lost camera: a monitor that cannot see must say so."""
-        self.log_events([record] + [e for e in (camera_unavailable_event(record),) if e is not None])
+        unavailable = camera_unavailable_event(record)    # the monitor's unavailable_start / _end camera line
+        self.log_events([record] if unavailable is None else [record, unavailable])
         if self.sound is not None and record.get("event") == "camera_lost":
             self.sound.play()
 

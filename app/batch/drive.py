@@ -383,30 +383,6 @@ def summary_row(s: dict) -> dict:
 
 
 # ---------------------------------------------------------------------- one drive
-class DrivePipeline:
-    """A worker's long-lived ``Pipeline`` as the ``Runner`` of one drive uses it: ``process``,
-    ``layers``, ``monitor``; ``close`` (the Runner's last step) resets the stream state
-    (``Pipeline.reset``) instead of unloading the models, so a worker loads them once."""
-
-    def __init__(self, pipe):
-        self.pipe = pipe
-        pipe.reset()
-
-    @property
-    def layers(self):
-        return self.pipe.layers
-
-    @property
-    def monitor(self):
-        return self.pipe.monitor
-
-    def process(self, frame):
-        return self.pipe.process(frame)
-
-    def close(self) -> None:
-        self.pipe.reset()
-
-
 # this process's pipeline and the settings it was made for (one at a time: a batch has one)
 _KEPT: dict = {}
 
@@ -478,7 +454,10 @@ def run_drive(job: DriveJob, stop_requested: Optional[Callable[[], bool]] = None
             table.discard()
             source.stop()
             return {"drive_id": job.drive_id, "path": job.path, "status": "interrupted", "error": "interrupted"}
-        rep = Runner(source, DrivePipeline(pipe), table, quiet=True, say=said.append).run()
+        # the worker's pipeline, models kept loaded: a fresh stream for this drive, left open at
+        # its end for the next one
+        pipe.reset()
+        rep = Runner(source, pipe, table, quiet=True, say=said.append, close_pipeline=False).run()
         if rep.interrupted:
             return {"drive_id": job.drive_id, "path": job.path, "status": "interrupted", "error": "interrupted"}
         if rep.rc or rep.frames == 0:
