@@ -399,9 +399,10 @@ class MeshBackend:
     def __init__(self, threads: int = 2, blendshapes: bool = True):
         self.landmarker = MeshLandmarker(threads=threads, blendshapes=blendshapes)
 
-    def estimate(self, image_bgr: np.ndarray, crops) -> tuple[list[Optional[FaceEstimate]], dict]:
+    def estimate(self, image_bgr: np.ndarray, crops, vertices: bool = True) -> tuple[list[Optional[FaceEstimate]], dict]:
         """Per face, on the box from its previous points when it has one (mediapipe's tracking
-        ROI), else on the tracker's roi box."""
+        ROI), else on the tracker's roi box. (``vertices``: this model has no dense mesh beyond
+        its 478 points, which it always gives.)"""
         t0 = time.perf_counter()
         self.landmarker.visibility_s = 0.0
         out = []

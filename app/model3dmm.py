@@ -85,7 +85,7 @@ class Model3DMM:
         self.flip_average = bool(flip_average)
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"model file {self.path} not found: give an .onnx made by `python -m export`")
-        so = ort.SessionOptions()
+        so = self._session_options = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = int(threads)
         # no busy-waiting of idle intra-op threads: they would take CPU from the face mesh / encoder
@@ -127,6 +127,9 @@ class Model3DMM:
             # a constant output: fetch it once with a dummy batch
             tri = self.sess.run(["triangles"], {INPUT_NAME: np.zeros((1, SIZE, SIZE, 3), np.uint8)})[0]
             self.triangles = np.ascontiguousarray(tri, dtype=np.int32)
+        self._providers = provs
+        # the same graph without the dense mesh, for frames nobody draws (built on first use)
+        self._no_vertices_sess = None
         self.runs = 0            # number of session runs (one per frame with faces)
         self.last_batch = 0      # N of the last run
         self._batch = np.zeros((8, SIZE, SIZE, 3), np.uint8)
@@ -167,20 +170,42 @@ class Model3DMM:
                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         return batch
 
-    def infer(self, batch: np.ndarray) -> dict:
-        """One session run on a [N,120,120,3] uint8 batch -> {output name: array} (crop space)."""
+    def _session_without_vertices(self):
+        """An onnxruntime session of this model's graph cut before the dense mesh: onnxruntime runs
+        every node of a graph whatever outputs are asked for, and the mesh's one matrix product
+        (50 x 115,095 for the neck-less BFM) is two thirds of the shipped model's run (3.96 ms vs
+        1.25-1.40 ms per face on the 2-core dev machine; the other outputs equal bit for bit:
+        tests/test_model3dmm.py). Built from the file with onnx's own extractor, once."""
+        if self._no_vertices_sess is None:
+            import onnx
+            import onnxruntime as ort
+
+            full = onnx.load(self.path)
+            keep = [n for n in self.output_names if n not in ("vertices", "triangles")]
+            cut = onnx.utils.Extractor(full).extract_model([INPUT_NAME], keep)
+            self._no_vertices_sess = ort.InferenceSession(cut.SerializeToString(), sess_options=self._session_options,
+                                                          providers=self._providers)
+        return self._no_vertices_sess
+
+    def infer(self, batch: np.ndarray, vertices: bool = True) -> dict:
+        """One session run on a [N,120,120,3] uint8 batch -> {output name: array} (crop space).
+        ``vertices=False`` leaves the dense mesh out (and does not compute it)."""
         self.runs += 1
         self.last_batch = int(batch.shape[0])
+        names, sess = self._run_names, self.sess
+        if not vertices and self.has_vertices:
+            names = [n for n in names if n != "vertices"]
+            sess = self._session_without_vertices()
         if self._cuda:
-            io = self.sess.io_binding()
+            io = sess.io_binding()
             io.bind_cpu_input(INPUT_NAME, np.ascontiguousarray(batch))
-            for n in self._run_names:
+            for n in names:
                 io.bind_output(n, "cpu")
-            self.sess.run_with_iobinding(io)
+            sess.run_with_iobinding(io)
             vals = io.copy_outputs_to_cpu()
         else:
-            vals = self.sess.run(self._run_names, {INPUT_NAME: batch})
-        return dict(zip(self._run_names, vals))
+            vals = sess.run(names, {INPUT_NAME: batch})
+        return dict(zip(names, vals))
 
     @staticmethod
     def to_image(out: dict, k: int, roi_box) -> dict:
@@ -216,9 +241,10 @@ class Model3DMM:
         merged["scale"] = (np.asarray(out["scale"][:n], np.float64) + np.asarray(out["scale"][n:2 * n], np.float64)) / 2
         return merged
 
-    def estimate(self, image_bgr: np.ndarray, crops) -> tuple[list[Optional[FaceEstimate]], dict]:
+    def estimate(self, image_bgr: np.ndarray, crops, vertices: bool = True) -> tuple[list[Optional[FaceEstimate]], dict]:
         """The FaceBackend step: all faces of a frame in one run, on the tracker's roi boxes (the
-        3DDFA-V2 crop policies the model was trained with; upright, roll ignored)."""
+        3DDFA-V2 crop policies the model was trained with; upright, roll ignored). ``vertices=False``:
+        no dense mesh (FaceEstimate.vertices None), for a frame that nobody draws."""
         rois = [c.roi for c in crops]
         if not rois:
             return [], {"crop": 0.0, "3dmm": 0.0, "post": 0.0}
@@ -228,7 +254,7 @@ class Model3DMM:
             # the mirror images in the same run: one session call for 2N crops
             batch = np.concatenate([batch, batch[:, :, ::-1]])
         t1 = time.perf_counter()
-        out = self.infer(batch)
+        out = self.infer(batch, vertices)
         if self.flip_average:
             out = self.merge_flipped(out, len(rois))
         t2 = time.perf_counter()

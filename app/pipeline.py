@@ -152,7 +152,10 @@ class Pipeline:
         return Crop(t.roi, mesh_box_from_detection(t.box) if t.detected else None)
 
     # ------------------------------------------------------------------ per frame
-    def process(self, frame: Frame) -> FrameResult:
+    def process(self, frame: Frame, vertices: bool = True) -> FrameResult:
+        """One frame through the stages. ``vertices=False``: no dense mesh for this frame (nothing
+        draws it: a run without a recording or a window, or with the mesh layer off); the 3DMM
+        then runs without its mesh head and the mesh is not smoothed. Every other output is the same."""
         st = {"crop": 0.0, "3dmm": 0.0, "post": 0.0, "mesh/eyes": 0.0, "eye vis": 0.0}
         image = frame.image
         t0 = time.perf_counter()
@@ -164,7 +167,7 @@ class Pipeline:
         # the eyes backend (own thread; LiteRT releases the GIL) overlaps the 3DMM run in this thread
         eyes_job = (self._pool.submit(self.eyes.estimate, image, crops)
                     if self.eyes is not None and tracks else None)
-        ests, bst = self.backend.estimate(image, crops) if tracks else ([], {})
+        ests, bst = self.backend.estimate(image, crops, vertices) if tracks else ([], {})
         st.update(bst)
         # what needs only the backend's estimate is done while the eyes still run: which faces are
         # kept (the 3DMM's own landmarks decide), and the smoothing of their geometry
@@ -245,6 +248,8 @@ class Pipeline:
             lm = f["lm"](lm, t)
             if verts is not None:
                 verts = f["v"](verts, t)
+            else:
+                f["v"].reset()     # a mesh asked for again later starts fresh, not from an old one
             if mesh_pts is not None and self.model is None:
                 mesh_pts = f["mesh"](mesh_pts, t)
             if R is not None:

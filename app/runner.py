@@ -225,6 +225,12 @@ class Outputs:
 
     # ------------------------------------------------------------------ end
     @property
+    def draws(self) -> bool:
+        """Whether these outputs draw the frames (a recording does): the Runner then asks the
+        pipeline for everything the overlay shows, the dense mesh included."""
+        return self.recording is not None
+
+    @property
     def render_ms(self) -> float:
         """How long the encoder thread took to draw the last frame it drew (0 when the caller draws)."""
         return self.recording.render_ms if self.recording is not None else 0.0
@@ -512,7 +518,7 @@ class Runner:
         """(result, drawn image or None, drawing ms) of one frame, its outputs written; None for a
         frame that failed and that the hooks skip (a failure they do not skip is raised)."""
         try:
-            res = self.pipe.process(frame)
+            res = self.pipe.process(frame, vertices=self._vertices_wanted())
             annotated, draw_ms = None, 0.0
             if self.draw:
                 t = time.perf_counter()
@@ -526,6 +532,12 @@ class Runner:
         # pay it), on the encoder's thread while this one goes on with the next frame
         self.outputs.write(res, annotated, layers=self.pipe.layers)
         return res, annotated, draw_ms
+
+    def _vertices_wanted(self) -> bool:
+        """Whether this frame's dense mesh will be drawn: the mesh layer is on and this Runner
+        draws (a window) or an output does (a recording). Otherwise the pipeline skips it (about
+        3 ms of CPU per face with the shipped 3DMM: docs/benchmarks.md section 15)."""
+        return bool(self.pipe.layers.mesh) and (self.draw or self.outputs.draws)
 
     def summary(self) -> Optional[dict]:
         """The monitor's summary of the run so far (the event log's last line)."""

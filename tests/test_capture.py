@@ -395,3 +395,19 @@ def test_camera_lost_for_good_keeps_retrying_until_stopped(monkeypatch):
     t = time.time()
     src.stop()                                   # stops between two retries, promptly
     assert time.time() - t < 1.0
+
+
+def test_video_file_frames_are_pyav_bgr_pixels_exactly():
+    """The source converts with one swscale context for the whole file and decodes with one
+    thread up to 1080p: the same pixels as PyAV's own per-frame ``to_ndarray(format="bgr24")``
+    with FFmpeg's default threads."""
+    path = shared("media", "clips", "expressions_d13.mp4")
+    with av.open(str(path)) as c:
+        c.streams.video[0].thread_type = "AUTO"
+        ref = [f.to_ndarray(format="bgr24") for _, f in zip(range(40), c.decode(video=0))]
+    src = open_source(path)
+    with src:
+        got = [f.image for _, f in zip(range(40), src)]
+    assert len(got) == 40
+    for g, r in zip(got, ref):
+        np.testing.assert_array_equal(g, r)

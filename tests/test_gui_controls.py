@@ -55,7 +55,7 @@ class _FakePipeline:
         self.backend = SimpleNamespace(triangles=None)
         self.closed = False
 
-    def process(self, frame):
+    def process(self, frame, vertices=True):
         from app.core.types import FrameResult
 
         return FrameResult(frame=frame, observations=[], model=self.model_name, provider=self.provider)

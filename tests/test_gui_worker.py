@@ -35,7 +35,7 @@ class _StubPipeline:
         self.layers = Layers(mesh=False, landmarks=False, axes=False, box=False, text=False)
         self.delay_s, self.fail_on, self.closed = delay_s, set(fail_on), False
 
-    def process(self, frame):
+    def process(self, frame, vertices=True):
         from app.core.types import FrameResult
 
         if frame.index in self.fail_on:

@@ -135,3 +135,29 @@ def test_flip_average_one_run_and_close_to_single_pass():
     np.testing.assert_array_equal(a.vertices, b.vertices)
     assert np.allclose(b.rotation @ b.rotation.T, np.eye(3), atol=1e-6)
     assert abs(a.yaw - b.yaw) < 5 and abs(a.pitch - b.pitch) < 5 and abs(a.roll - b.roll) < 5
+
+
+def test_run_without_vertices_equals_the_full_run():
+    """``vertices=False`` runs the graph cut before the dense mesh: no vertices, every other
+    output bit for bit the full run's, on a real face (two faces in one batch)."""
+    from app import assets
+    from app.core.types import Crop
+    from app.detect import FaceDetector
+
+    img = cv2.imread(str(shared("media", "two_faces.jpg")))
+    crops = [Crop(geometry.roi_box_from_bbox(d.box), None) for d in FaceDetector()(img)]
+    assert len(crops) == 2
+    m = Model3DMM(str(assets.DEFAULT_3DMM), "cpu")
+    full = m.infer(m.crops(img, [c.roi for c in crops]).copy())
+    cut = m.infer(m.crops(img, [c.roi for c in crops]).copy(), vertices=False)
+    assert "vertices" in full and "vertices" not in cut
+    assert set(cut) == set(full) - {"vertices"}
+    for k in cut:
+        np.testing.assert_array_equal(cut[k], full[k])
+    a, _ = m.estimate(img, crops)
+    b, _ = m.estimate(img, crops, vertices=False)
+    for x, y in zip(a, b):
+        assert x.vertices is not None and x.vertices.shape == (38365, 3) and y.vertices is None
+        np.testing.assert_array_equal(x.landmarks, y.landmarks)
+        np.testing.assert_array_equal(x.rotation, y.rotation)
+        assert (x.yaw, x.pitch, x.roll, x.scale) == (y.yaw, y.pitch, y.roll, y.scale)

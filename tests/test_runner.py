@@ -81,3 +81,36 @@ def test_overlay_kind_for_settings():
     assert runner.overlay_kind_for(Settings()) == "surface"                # shipped 3DMM, shaded
     assert runner.overlay_kind_for(Settings(model="mesh")) == "lines"      # the 468-point wireframe
     assert runner.overlay_kind_for(Settings(layers=Layers(mesh_style="wire"))) == "lines"
+
+
+def _run_clip(tmp_path, name, record, n=30):
+    """The first n frames of a real clip through Runner with the shipped 3DMM: the dump's lines
+    and whether each result had a dense mesh."""
+    from app.pipeline import Pipeline
+
+    class Seen(runner.RunHooks):
+        meshes: list = []
+
+        def on_result(self, r, result, annotated, stage_ms):
+            self.meshes.append([o.vertices is not None for o in result.observations])
+
+    src = open_source(str(shared("media", "talking_head_720p.mp4")))
+    pipe = Pipeline(Settings(device="cpu"))
+    dump = tmp_path / f"{name}.jsonl"
+    opts = RunOptions(dump=str(dump), record=str(tmp_path / f"{name}.mp4") if record else None)
+    out = runner.Outputs(opts, fps=src.fps, size=src.size, live=False)
+    hooks = Seen()
+    hooks.meshes = []
+    rep = runner.Runner(src, pipe, out, max_frames=n, quiet=True, say=lambda m: None, hooks=hooks).run()
+    assert rep.rc == 0 and rep.frames == n
+    return dump.read_text().splitlines(), hooks.meshes
+
+
+def test_dense_mesh_only_when_drawn_and_the_dump_is_the_same(tmp_path):
+    """Without a recording (nothing drawn) the pipeline skips the 3DMM's dense mesh; with one it
+    computes it for every frame. The per-frame dump is the same, line for line."""
+    plain, mesh_plain = _run_clip(tmp_path, "plain", record=False)
+    rec, mesh_rec = _run_clip(tmp_path, "rec", record=True)
+    assert sum(map(len, mesh_rec)) >= 25
+    assert all(all(m) for m in mesh_rec) and not any(any(m) for m in mesh_plain)
+    assert plain == rec

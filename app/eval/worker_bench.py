@@ -23,7 +23,7 @@ class _NoModel:
         self.settings, self.layers = settings, settings.layers
         self.model_name, self.provider, self.monitor = "none", "CPU", None
 
-    def process(self, frame):
+    def process(self, frame, vertices=True):
         from app.core.types import FrameResult
 
         return FrameResult(frame=frame, observations=[], model=self.model_name, provider=self.provider)
