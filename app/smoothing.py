@@ -67,14 +67,25 @@ class OneEuroFilter:
             prev = np.where(bad, x, prev)
             self._dx = np.where(bad, 0, self._dx).astype(dtype, copy=False)
         a_d = self._alpha(self.d_cutoff, dt)
-        dx = (x - prev) * (1.0 / dt)
-        edx = a_d * dx + (1.0 - a_d) * self._dx
+        # The formulas of the module docstring, each step written into one of two scratch arrays
+        # (a dense mesh is 115,095 values: temporaries cost as much as the arithmetic). Every
+        # operation and operand type is that of the plain expressions, so results are bit for bit
+        # theirs (tests/test_smoothing.py).
+        diff = np.subtract(x, prev)                     # x - prev
+        edx = np.multiply(diff, 1.0 / dt)               # dx = (x - prev) / dt
+        np.multiply(edx, a_d, out=edx)                  # a_d * dx
+        tmp = np.multiply(self._dx, 1.0 - a_d)          # (1 - a_d) * dx_prev
+        np.add(edx, tmp, out=edx)                       # edx
         if self.beta:
-            cutoff = self.min_cutoff + self.beta * np.abs(edx)
-            a = self._alpha(cutoff, dt)
+            np.abs(edx, out=tmp)
+            np.multiply(tmp, self.beta, out=tmp)
+            np.add(tmp, self.min_cutoff, out=tmp)       # cutoff = min_cutoff + beta |edx|
+            np.multiply(tmp, 2.0 * math.pi * dt, out=tmp)   # r = 2 pi dt cutoff
+            a = np.divide(tmp, np.add(tmp, 1.0))        # alpha = r / (r + 1)
+            np.multiply(a, diff, out=diff)
         else:
-            a = self._alpha(self.min_cutoff, dt)
-        out = prev + a * (x - prev)   # == a * x + (1 - a) * prev
+            np.multiply(diff, self._alpha(self.min_cutoff, dt), out=diff)
+        out = np.add(prev, diff, out=diff)              # prev + alpha (x - prev)
         # NaN inputs give NaN outputs (the element restarts next call); their derivative restarts at 0
         self._x = out
         fin = np.isfinite(edx)
