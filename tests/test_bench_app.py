@@ -33,3 +33,20 @@ def test_bench_reports_stages_and_fps(tmp_path, tddfa_onnx, capsys):
 def test_bench_bad_input_exit_2(tmp_path, capsys):
     assert bench.main(["--video", str(tmp_path / "none.mp4"), "--frames", "2"]) == 2
     assert "none.mp4" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_realtime_reports_latency_of_a_paced_clip(tmp_path, capsys):
+    """--realtime paces the clip at its own 25 fps: the loop can only run as fast as the frames come,
+    and every measured frame has a capture -> outputs latency, well under one second."""
+    out = tmp_path / "r.json"
+    rc = bench.main(["--video", str(shared("media", "talking_head_720p.mp4")), "--device", "cpu",
+                     "--frames", "20", "--warmup", "3", "--no-record", "--realtime", "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["realtime"] is True and res["frames"] == 20
+    assert 15.0 < res["fps"] <= 26.0                      # paced at 25 fps, not faster
+    lat = res["latency_ms"]
+    assert 0 < lat["median"] <= lat["p95"] <= lat["p99"] <= lat["max"] < 1000
+    assert res["stale_dropped"] >= 0
+    assert "latency capture -> outputs" in capsys.readouterr().out
