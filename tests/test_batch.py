@@ -114,19 +114,29 @@ def test_frames_parquet_schema_and_no_face_rows(local_runs, clips):
     t = pq.read_table(d / "frames.parquet")
     s = t.schema
     assert s.field("frame").type == pa.int32() and s.field("t").type == pa.float64()
-    assert s.field("yaw").type == pa.float32() and s.field("eye_open_left").type == pa.float32()
-    assert s.field("landmarks").type == pa.list_(pa.float32(), 204)
-    assert s.field("box").type == pa.list_(pa.float32(), 4)
-    assert s.field("bs_jawOpen").type == pa.float32()
+    # the JSON dump's precision as exact decimals: 0.01 px, 0.001 for angles / box / ratios, 0.0001 blendshapes
+    d2, d3, d4 = pa.decimal128(9, 2), pa.decimal128(9, 3), pa.decimal128(9, 4)
+    assert s.field("yaw").type == d3 and s.field("eye_open_left").type == d3 and s.field("gaze_eye_yaw_left").type == d3
+    for axis in "xyz":
+        assert s.field(f"landmarks_{axis}").type == pa.list_(d2, 68)
+        assert s.field(f"iris_{axis}").type == pa.list_(d2, 10)
+    assert "landmarks" not in s.names and "iris" not in s.names
+    assert s.field("box").type == pa.list_(d3, 4)
+    assert s.field("bs_jawOpen").type == d4 and s.field("score").type == pa.float32()
     assert s.field("alerts").type == pa.list_(pa.string())
-    assert pq.ParquetFile(d / "frames.parquet").metadata.row_group(0).column(0).compression == "ZSTD"
+    meta = pq.ParquetFile(d / "frames.parquet").metadata
+    cols = {meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i) for i in range(meta.num_columns)}
+    assert all(c.compression == "ZSTD" for c in cols.values())
+    # decimals stored as INT32, byte-stream-split
+    for name in ("yaw", "landmarks_x.list.element", "bs_jawOpen"):
+        assert cols[name].physical_type == "INT32" and "BYTE_STREAM_SPLIT" in cols[name].encodings, name
     rows = t.to_pylist()
     assert sorted({r["frame"] for r in rows}) == list(range(40))            # every frame has a row
     blank = [r for r in rows if r["frame"] in (0, 1, 2, 3)]
     assert len(blank) == 4 and all(r["face"] is None and r["n_faces"] == 0 and r["yaw"] is None
-                                   and r["landmarks"] is None for r in blank)
+                                   and r["landmarks_x"] is None and r["iris_z"] is None for r in blank)
     faced = [r for r in rows if r["frame"] in range(8, 16) and r["face"] is not None]
-    assert faced and all(r["driver"] and r["landmarks"] is not None and len(r["landmarks"]) == 204
+    assert faced and all(r["driver"] and all(len(r[f"landmarks_{a}"]) == 68 for a in "xyz")
                          and -90 < r["yaw"] < 90 for r in faced)
     # a real face with open eyes: both eyes seen, the monitor sees the driver
     assert s.field("eye_available_left").type == pa.bool_() and s.field("unavailable").type == pa.list_(pa.string())
