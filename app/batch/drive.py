@@ -196,22 +196,36 @@ def _point_lists(rows: list, n: int, places: int) -> list:
     return out
 
 
+def _decimal_floats(a):
+    """A DECIMAL array (or a fixed-size list of them) as float64: each value the double nearest
+    to it (the unscaled integer divided by 10**scale; Arrow's own cast multiplies by 10**-scale,
+    one ulp off at times), so 123.45 reads as the float Python parses from "123.45"."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_fixed_size_list(a.type):
+        n = a.type.list_size
+        vals = a.values.slice(a.offset * n, len(a) * n)
+        return pa.FixedSizeListArray.from_arrays(_decimal_floats(vals), n, mask=a.is_null() if a.null_count else None)
+    ints = a.view(pa.decimal128(a.type.precision, 0)).cast(pa.int64())
+    return pc.divide(ints.cast(pa.float64()), float(10 ** a.type.scale))
+
+
 def read_frames(path, columns: Optional[list] = None):
     """frames.parquet as a pyarrow Table whose decimal columns (and lists of decimals) are float64:
-    the float view of the exact values (``.to_pandas()`` for a DataFrame of floats)."""
+    the float view of the exact values, the floats the JSON dump holds (``.to_pandas()`` for a
+    DataFrame of floats)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     t = pq.read_table(path, columns=columns)
-    fields = []
-    for f in t.schema:
-        ty = f.type
+    for i, f in enumerate(t.schema):
+        ty = f.type.value_type if pa.types.is_fixed_size_list(f.type) else f.type
         if pa.types.is_decimal(ty):
-            ty = pa.float64()
-        elif pa.types.is_fixed_size_list(ty) and pa.types.is_decimal(ty.value_type):
-            ty = pa.list_(pa.float64(), ty.list_size)
-        fields.append(pa.field(f.name, ty))
-    return t.cast(pa.schema(fields))
+            col = pa.chunked_array([_decimal_floats(c) for c in t.column(i).chunks],
+                                   pa.list_(pa.float64(), f.type.list_size) if ty is not f.type else pa.float64())
+            t = t.set_column(i, f.name, col)
+    return t
 
 
 class FrameTable(Outputs):
