@@ -3,8 +3,10 @@
 folder ``OUT/<drive id>/``:
 
 - ``frames.parquet``: one row per frame and face (``FRAME_SCHEMA``); a frame without a face is one
-  row whose face columns are null, so the table covers every frame. Written in row groups as the
-  drive runs (bounded memory for hour-long drives), zstd-compressed.
+  row whose face columns are null, so the table covers every frame. The face's values are those
+  of the JSON dump (``main.py --dump``), exactly: decimals with the dump's places (``PLACES*``);
+  ``read_frames`` reads them as floats. Written in row groups as the drive runs (bounded memory
+  for hour-long drives), zstd-compressed.
 - ``events.jsonl``: the monitor's event log, written by the runner's ``EventLog`` (as ``--events``).
 - ``alerts/``: the annotated frame at each alert start (``NNN_kind.jpg``) and a strip of the 4 s
   around it, one frame every 0.5 s (``NNN_kind_KK.jpg``).
