@@ -90,6 +90,9 @@ DECIMAL_PRECISION = 9  # INT32 storage: |value| < 10**(9 - places)
 # the dump's zstd level: 15 is 6.3x smaller than the JSON vs 5.7x at 3 on the shared clips, at
 # 0.08 ms of CPU per row (docs/benchmarks.md section 16)
 ZSTD_LEVEL = 15
+# the first pyarrow whose writer has store_decimal_as_integer (16.1 has not; 17.0 and 18.0 write
+# and read these files, checked)
+PYARROW_MIN = (17, 0)
 
 
 def _dec(places: int):
