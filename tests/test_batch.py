@@ -114,19 +114,29 @@ def test_frames_parquet_schema_and_no_face_rows(local_runs, clips):
     t = pq.read_table(d / "frames.parquet")
     s = t.schema
     assert s.field("frame").type == pa.int32() and s.field("t").type == pa.float64()
-    assert s.field("yaw").type == pa.float32() and s.field("eye_open_left").type == pa.float32()
-    assert s.field("landmarks").type == pa.list_(pa.float32(), 204)
-    assert s.field("box").type == pa.list_(pa.float32(), 4)
-    assert s.field("bs_jawOpen").type == pa.float32()
+    # the JSON dump's precision as exact decimals: 0.01 px, 0.001 for angles / box / ratios, 0.0001 blendshapes
+    d2, d3, d4 = pa.decimal128(9, 2), pa.decimal128(9, 3), pa.decimal128(9, 4)
+    assert s.field("yaw").type == d3 and s.field("eye_open_left").type == d3 and s.field("gaze_eye_yaw_left").type == d3
+    for axis in "xyz":
+        assert s.field(f"landmarks_{axis}").type == pa.list_(d2, 68)
+        assert s.field(f"iris_{axis}").type == pa.list_(d2, 10)
+    assert "landmarks" not in s.names and "iris" not in s.names
+    assert s.field("box").type == pa.list_(d3, 4)
+    assert s.field("bs_jawOpen").type == d4 and s.field("score").type == pa.float32()
     assert s.field("alerts").type == pa.list_(pa.string())
-    assert pq.ParquetFile(d / "frames.parquet").metadata.row_group(0).column(0).compression == "ZSTD"
+    meta = pq.ParquetFile(d / "frames.parquet").metadata
+    cols = {meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i) for i in range(meta.num_columns)}
+    assert all(c.compression == "ZSTD" for c in cols.values())
+    # decimals stored as INT32, byte-stream-split
+    for name in ("yaw", "landmarks_x.list.element", "bs_jawOpen"):
+        assert cols[name].physical_type == "INT32" and "BYTE_STREAM_SPLIT" in cols[name].encodings, name
     rows = t.to_pylist()
     assert sorted({r["frame"] for r in rows}) == list(range(40))            # every frame has a row
     blank = [r for r in rows if r["frame"] in (0, 1, 2, 3)]
     assert len(blank) == 4 and all(r["face"] is None and r["n_faces"] == 0 and r["yaw"] is None
-                                   and r["landmarks"] is None for r in blank)
+                                   and r["landmarks_x"] is None and r["iris_z"] is None for r in blank)
     faced = [r for r in rows if r["frame"] in range(8, 16) and r["face"] is not None]
-    assert faced and all(r["driver"] and r["landmarks"] is not None and len(r["landmarks"]) == 204
+    assert faced and all(r["driver"] and all(len(r[f"landmarks_{a}"]) == 68 for a in "xyz")
                          and -90 < r["yaw"] < 90 for r in faced)
     # a real face with open eyes: both eyes seen, the monitor sees the driver
     assert s.field("eye_available_left").type == pa.bool_() and s.field("unavailable").type == pa.list_(pa.string())
@@ -146,6 +156,58 @@ def test_frames_parquet_schema_and_no_face_rows(local_runs, clips):
     assert (d / a["thumb"]).is_file() and all((d / f["file"]).is_file() for f in a["strip"])
     assert summ["settings"]["threads"] == 1 and summ["settings"]["mesh_threads"] == 1
     assert summ["git_commit"] and summ["app_version"]
+
+
+def test_frames_parquet_holds_the_json_dumps_values(local_runs, clips, tmp_path):
+    """Every landmark, iris point, angle, box, ratio, gaze angle and blendshape of the batch's
+    frames.parquet equals main.py --headless --dump's value of the same frame, to the dump's
+    precision (the same pipeline settings: one thread per stage as the batch runs), and the float
+    view (read_frames) gives the very floats the JSON holds."""
+    from decimal import Decimal
+
+    from app.batch.drive import read_frames
+
+    dump = tmp_path / "face.jsonl"
+    r = subprocess.run([sys.executable, "main.py", "--video", str(clips["face"]), "--headless", "--dump", str(dump),
+                        "--threads", "1", "--mesh-threads", "1"] + FAST, cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [json.loads(x) for x in dump.read_text().splitlines()]
+    path = local_runs["w1"] / drive_id(clips["face"]) / "frames.parquet"
+    rows = {(x["frame"], x["face"]): x for x in pq.read_table(path).to_pylist()}
+    floats = {(x["frame"], x["face"]): x for x in read_frames(path).to_pylist()}
+
+    def dec(v, places):
+        return None if v is None else Decimal(repr(v)).quantize(Decimal(1).scaleb(-places))
+
+    n_faces = n_values = 0
+    for line in lines:
+        assert rows[(line["frame"], 0 if line["faces"] else None)]["t"] == pytest.approx(line["t"], abs=1e-6)
+        for i, f in enumerate(line["faces"]):
+            row, flt = rows[(line["frame"], i)], floats[(line["frame"], i)]
+            g = f["gaze"]
+            pairs = [(f["box"], row["box"], 3),
+                     ([f["yaw"], f["pitch"], f["roll"], f["mouth_open"], *f["eye_open"], *f["eye_visibility"]],
+                      [row[k] for k in ("yaw", "pitch", "roll", "mouth_open", "eye_open_left", "eye_open_right",
+                                        "eye_visibility_left", "eye_visibility_right")], 3),
+                     ([g["yaw"], g["pitch"], *g["eye_yaw"], *g["eye_pitch"]],
+                      [row[k] for k in ("gaze_yaw", "gaze_pitch", "gaze_eye_yaw_left", "gaze_eye_yaw_right",
+                                        "gaze_eye_pitch_left", "gaze_eye_pitch_right")], 3),
+                     (list(f["blendshapes"].values()), [row[f"bs_{k}"] for k in f["blendshapes"]], 4)]
+            for a, axis in enumerate("xyz"):
+                pairs.append(([p[a] for p in f["landmarks"]], row[f"landmarks_{axis}"], 2))
+                pairs.append(([p[a] for p in f["iris"]], row[f"iris_{axis}"], 2))
+                # the float view: the JSON's floats, bit for bit
+                assert flt[f"landmarks_{axis}"] == [p[a] for p in f["landmarks"]]
+                assert flt[f"iris_{axis}"] == [p[a] for p in f["iris"]]
+            assert [f["yaw"], f["pitch"], f["roll"]] == [flt["yaw"], flt["pitch"], flt["roll"]]
+            assert f["eye_available"] == [row["eye_available_left"], row["eye_available_right"]]
+            assert f["model"] == row["model"] and len(f["blendshapes"]) == 51
+            for want, got, places in pairs:
+                assert [dec(v, places) for v in want] == list(got), (line["frame"], want, got)
+                n_values += len(want)
+            n_faces += 1
+    assert len(lines) == 24 and n_faces == 24 and n_values == 24 * (4 + 8 + 6 + 51 + 3 * 68 + 3 * 10)
 
 
 def test_rerun_skips_complete_drives_and_force_redoes_them(local_runs, clips):
@@ -234,6 +296,56 @@ def test_kill_9_of_a_worker_redoes_its_drive(clips, tmp_path):
     rows = _drives(out)
     assert {r["status"] for r in rows.values()} == {"ok"} and len(rows) == 2
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted([drive_id(clips["gap"]), drive_id(clips["face"])])
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_complete_drives_and_a_rerun_finishes_the_rest(clips, tmp_path):
+    """SIGINT to the batch's process group (a terminal's Ctrl-C) once the first drive's folder is
+    complete: exit status 130, that drive kept, no partial or temp folder; the same command again
+    does only what is missing (the first drive skipped, every drive written once)."""
+    long = _cut(shared("media", "clips", "expressions_d14.mp4"), tmp_path / "long.mp4", 150)
+    inputs = [str(clips["face"]), str(long), str(clips["gap"])]
+    ids = [drive_id(Path(p)) for p in inputs]
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "app.batch", *inputs, "--out", str(out), "--workers", "1", "--no-report"] + FAST
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and not (out / ids[0] / "summary.json").is_file():
+            time.sleep(0.02)
+        assert (out / ids[0] / "summary.json").is_file(), proc.stderr.read() if proc.poll() is not None else "timeout"
+        done_at_sigint = {i for i in ids if (out / i / "summary.json").is_file()}
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted: run the same command again" in err
+    kept = sorted(p.name for p in out.iterdir() if p.is_dir())
+    # the first drive complete, the last not started (the long one in between was running)
+    assert ids[0] in kept and ids[2] not in kept and set(kept) <= set(ids), kept
+    assert done_at_sigint <= set(kept)
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
+    for i in kept:          # a kept folder is complete
+        assert {"frames.parquet", "events.jsonl", "summary.json"} <= {p.name for p in (out / i).iterdir()}
+    first_mtime = (out / ids[0] / "frames.parquet").stat().st_mtime_ns
+    rows = _drives(out)
+    assert rows["face.mp4"]["status"] == "ok"
+    # drives.parquet lists what completed; the drives not done are absent from it
+    assert set(rows) == {Path(p).name for p in inputs if drive_id(Path(p)) in kept}
+
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = _drives(out)
+    assert {Path(p).name: rows[Path(p).name]["status"] for p in inputs} == {
+        Path(p).name: "skipped" if drive_id(Path(p)) in kept else "ok" for p in inputs}
+    assert (out / ids[0] / "frames.parquet").stat().st_mtime_ns == first_mtime
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(ids)
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
+    assert pq.read_table(out / ids[1] / "frames.parquet").num_rows == 150
 
 
 # ---------------------------------------------------------------------- ray

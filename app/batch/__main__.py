@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from app import __version__
-from app.batch.drive import TMP_PREFIX, DriveJob, read_summary, summary_row
+from app.batch.drive import PYARROW_MIN, TMP_PREFIX, DriveJob, read_summary, summary_row
 from app.batch.inputs import Drive, InputError, expand, meta_columns
 from app.cli import add_settings_args, settings_from_args
 from app.settings import Settings
@@ -95,6 +95,11 @@ def parse(argv=None):
         _usage(parser, f"--out {out}: folder {out.parent} does not exist (create it first)")
     if args.workers < 1:
         _usage(parser, f"--workers must be >= 1, got {args.workers}")
+    import pyarrow
+
+    if tuple(int(x) for x in pyarrow.__version__.split(".")[:2]) < PYARROW_MIN:
+        _usage(parser, f"pyarrow {pyarrow.__version__} is too old for frames.parquet (decimals on INT32, "
+                       f"byte-stream-split integers): pip install 'pyarrow>={PYARROW_MIN[0]}'")
     if args.engine == "ray":
         try:
             import ray  # noqa: F401

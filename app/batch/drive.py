@@ -3,8 +3,10 @@
 folder ``OUT/<drive id>/``:
 
 - ``frames.parquet``: one row per frame and face (``FRAME_SCHEMA``); a frame without a face is one
-  row whose face columns are null, so the table covers every frame. Written in row groups as the
-  drive runs (bounded memory for hour-long drives), zstd-compressed.
+  row whose face columns are null, so the table covers every frame. The face's values are those
+  of the JSON dump (``main.py --dump``), exactly: decimals with the dump's places (``PLACES*``);
+  ``read_frames`` reads them as floats. Written in row groups as the drive runs (bounded memory
+  for hour-long drives), zstd-compressed.
 - ``events.jsonl``: the monitor's event log, written by the runner's ``EventLog`` (as ``--events``).
 - ``alerts/``: the annotated frame at each alert start (``NNN_kind.jpg``) and a strip of the 4 s
   around it, one frame every 0.5 s (``NNN_kind_KK.jpg``).
@@ -77,27 +79,55 @@ class DriveJob:
     git_commit: str = ""
 
 
+# Decimal places kept per column: those of the JSON dump (app.runner.face_record: landmarks and
+# iris 0.01 px, angles, box and ratios 0.001, blendshapes 0.0001), so that frames.parquet holds
+# exactly the dump's values. Stored as Parquet DECIMAL(9, places) on INT32 (the scale is in the
+# type: duckdb, Spark, pandas read 123.45, not 12345); values rounded as the dump rounds them.
+PLACES_PX = 2          # landmarks_*, iris_* (image pixels)
+PLACES = 3             # box, angles, eye / mouth openness, eye visibility
+PLACES_BS = 4          # blendshapes
+DECIMAL_PRECISION = 9  # INT32 storage: |value| < 10**(9 - places)
+# the dump's zstd level: 15 is 6.3x smaller than the JSON vs 5.7x at 3 on the shared clips, at
+# 0.08 ms of CPU per row (docs/benchmarks.md section 16)
+ZSTD_LEVEL = 15
+# the first pyarrow whose writer has store_decimal_as_integer (16.1 has not; 17.0 and 18.0 write
+# and read these files, checked)
+PYARROW_MIN = (17, 0)
+
+
+def _dec(places: int):
+    import pyarrow as pa
+
+    return pa.decimal128(DECIMAL_PRECISION, places)
+
+
 def _schema():
     import pyarrow as pa
 
     from app.facemesh import BLENDSHAPE_NAMES
 
     f32 = pa.float32()
+    px, d3, d4 = _dec(PLACES_PX), _dec(PLACES), _dec(PLACES_BS)
     cols = [
         ("frame", pa.int32()), ("t", pa.float64()), ("n_faces", pa.int8()),
         # the face (null on a frame without one)
         ("face", pa.int8()), ("driver", pa.bool_()),
-        ("box", pa.list_(f32, 4)), ("score", f32),
-        ("yaw", f32), ("pitch", f32), ("roll", f32),
-        ("landmarks", pa.list_(f32, 68 * 3)),          # 68 x (x, y, z) image pixels, row-major
-        ("eye_open_left", f32), ("eye_open_right", f32), ("mouth_open", f32),
+        ("box", pa.list_(d3, 4)), ("score", f32),
+        ("yaw", d3), ("pitch", d3), ("roll", d3),
+        # the 68 landmarks (iBUG 300-W order), image pixels, one list per axis: like values side
+        # by side compress better than interleaved x, y, z
+        ("landmarks_x", pa.list_(px, 68)), ("landmarks_y", pa.list_(px, 68)), ("landmarks_z", pa.list_(px, 68)),
+        ("eye_open_left", d3), ("eye_open_right", d3), ("mouth_open", d3),
         # each eye itself seen (app.facemesh.eye_visibility): false = not visible (its eye_open and
         # the gaze are null then), null = not measured; the visibility score behind it
         ("eye_available_left", pa.bool_()), ("eye_available_right", pa.bool_()),
-        ("eye_visibility_left", f32), ("eye_visibility_right", f32),
-        ("gaze_yaw", f32), ("gaze_pitch", f32), ("gaze_eye_yaw", f32), ("gaze_eye_pitch", f32),
-        ("iris", pa.list_(f32, 10 * 3)),               # mediapipe points 468-477
-        *[(f"bs_{n}", f32) for n in BLENDSHAPE_NAMES],
+        ("eye_visibility_left", d3), ("eye_visibility_right", d3),
+        # gaze (head + eyes), the eye-in-head mean of the measured eyes, and each eye's own
+        ("gaze_yaw", d3), ("gaze_pitch", d3), ("gaze_eye_yaw", d3), ("gaze_eye_pitch", d3),
+        ("gaze_eye_yaw_left", d3), ("gaze_eye_yaw_right", d3), ("gaze_eye_pitch_left", d3), ("gaze_eye_pitch_right", d3),
+        # mediapipe points 468-477 (the subject's right iris: centre, 4 on its rim; then the left)
+        ("iris_x", pa.list_(px, 10)), ("iris_y", pa.list_(px, 10)), ("iris_z", pa.list_(px, 10)),
+        *[(f"bs_{n}", d4) for n in BLENDSHAPE_NAMES],
         ("model", pa.string()),
         # the monitor on this frame (the same on every face row of a frame; null: monitor off)
         ("calibrated", pa.bool_()),
@@ -131,13 +161,76 @@ def _f(v) -> Optional[float]:
     return v if math.isfinite(v) else None
 
 
-def _flat(a, n: int) -> Optional[list]:
-    if a is None:
+def _q(v, places: int) -> Optional[int]:
+    """``v`` as the JSON dump writes it (Python's ``round(v, places)``) in units of 10**-places;
+    None for a missing or non-finite value (the dump's null) or one too large for the column."""
+    if v is None:
         return None
-    a = np.asarray(a, np.float32).reshape(-1)
-    if a.size != n:
+    v = float(v)
+    if not math.isfinite(v):
         return None
-    return [None if not math.isfinite(x) else float(x) for x in a.tolist()]
+    k = round(round(v, places) * 10 ** places)
+    return k if abs(k) < 10 ** (DECIMAL_PRECISION - places) else None
+
+
+def _decimal_array(values, places: int, mask=None):
+    """Integers in units of 10**-places (a list with None, or numpy with ``mask``) as DECIMAL(9, places)."""
+    import pyarrow as pa
+
+    a = pa.array(values, pa.int32(), mask=mask)
+    # the integers are the unscaled decimals: cast to scale 0 (exact), then read with the scale
+    return a.cast(pa.decimal128(DECIMAL_PRECISION + 1, 0)).view(_dec(places))
+
+
+def _point_lists(rows: list, n: int, places: int) -> list:
+    """Per-row (n, 3) float arrays (None: no face) -> the x, y and z columns, each a
+    fixed_size_list<decimal, n>, rounded as the dump rounds (numpy's round on float64)."""
+    import pyarrow as pa
+
+    valid = np.array([r is not None for r in rows], bool)
+    pts = np.zeros((len(rows), n, 3), np.float64)
+    if valid.any():
+        pts[valid] = np.stack([np.asarray(r, np.float64)[:n, :3] for r in rows if r is not None])
+    k = np.rint(pts * 10 ** places)       # np.round(pts, places) is rint(pts * 10**places) / 10**places
+    bad = ~np.isfinite(k) | (np.abs(k) >= 10 ** (DECIMAL_PRECISION - places))
+    k = np.where(bad, 0, k).astype(np.int32)
+    out = []
+    for axis in range(3):
+        vals = _decimal_array(k[:, :, axis].reshape(-1), places, mask=bad[:, :, axis].reshape(-1))
+        out.append(pa.FixedSizeListArray.from_arrays(vals, n, mask=pa.array(~valid)))
+    return out
+
+
+def _decimal_floats(a):
+    """A DECIMAL array (or a fixed-size list of them) as float64: each value the double nearest
+    to it (the unscaled integer divided by 10**scale; Arrow's own cast multiplies by 10**-scale,
+    one ulp off at times), so 123.45 reads as the float Python parses from "123.45"."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_fixed_size_list(a.type):
+        n = a.type.list_size
+        vals = a.values.slice(a.offset * n, len(a) * n)
+        return pa.FixedSizeListArray.from_arrays(_decimal_floats(vals), n, mask=a.is_null() if a.null_count else None)
+    ints = a.view(pa.decimal128(a.type.precision, 0)).cast(pa.int64())
+    return pc.divide(ints.cast(pa.float64()), float(10 ** a.type.scale))
+
+
+def read_frames(path, columns: Optional[list] = None):
+    """frames.parquet as a pyarrow Table whose decimal columns (and lists of decimals) are float64:
+    the float view of the exact values, the floats the JSON dump holds (``.to_pandas()`` for a
+    DataFrame of floats)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path, columns=columns)
+    for i, f in enumerate(t.schema):
+        ty = f.type.value_type if pa.types.is_fixed_size_list(f.type) else f.type
+        if pa.types.is_decimal(ty):
+            col = pa.chunked_array([_decimal_floats(c) for c in t.column(i).chunks],
+                                   pa.list_(pa.float64(), f.type.list_size) if ty is not f.type else pa.float64())
+            t = t.set_column(i, f.name, col)
+    return t
 
 
 class FrameTable(Outputs):
@@ -145,19 +238,26 @@ class FrameTable(Outputs):
 
     def __init__(self, options: RunOptions, *, folder: Path, fps: float, size: tuple[int, int],
                  monitor_on: bool, overlay: str, say):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         super().__init__(options, fps=fps, size=size, live=False, monitor_on=monitor_on, overlay=overlay, say=say)
         self.folder = folder
         self.schema = frame_schema()
-        self._rows: dict[str, list] = {n: [] for n in self.schema.names}
-        # floats (and the float lists) byte-stream-split before zstd: 34 % smaller than plain zstd
-        # on the shared clips (docs/benchmarks.md section 14), no dictionary for them
-        floats = [f.name for f in self.schema if str(f.type).startswith("float")]
-        lists = [f"{f.name}.list.element" for f in self.schema if str(f.type).startswith("fixed_size_list")]
+        # the landmark and iris points of each face row, split into their x/y/z columns at a flush
+        self._points = {"landmarks": 68, "iris": 10}
+        self._rows: dict[str, list] = {n: [] for n in self.schema.names
+                                       if not n.startswith(("landmarks_", "iris_"))}
+        self._rows.update({k: [] for k in self._points})
+        self._places = {f.name: f.type.scale for f in self.schema if pa.types.is_decimal(f.type)}
+        # numbers (floats, decimals and their lists) byte-stream-split before zstd, no dictionary:
+        # docs/benchmarks.md section 16 (every layout and encoding measured)
+        nums = [f.name for f in self.schema if pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)]
+        nums += [f"{f.name}.list.element" for f in self.schema if pa.types.is_fixed_size_list(f.type)]
         self._writer = pq.ParquetWriter(str(folder / FRAMES), self.schema, compression="zstd",
-                                        use_byte_stream_split=floats + lists,
-                                        use_dictionary=[n for n in self.schema.names if n not in floats + lists])
+                                        compression_level=ZSTD_LEVEL, store_decimal_as_integer=True,
+                                        use_byte_stream_split=nums,
+                                        use_dictionary=[n for n in self.schema.names if n not in nums])
         from app.facemesh import BLENDSHAPE_NAMES
 
         self._bs_names = BLENDSHAPE_NAMES
@@ -219,21 +319,27 @@ class FrameTable(Outputs):
             else:
                 g = o.gaze
                 bs = o.blendshapes or {}
+                eyes = np.full((2, 2), np.nan) if g is None else np.asarray(g.eyes, np.float64)
                 row.update({
                     "face": i, "driver": o is res.driver,
-                    "box": _flat(o.box[:4], 4), "score": _f(o.score),
-                    "yaw": _f(o.yaw), "pitch": _f(o.pitch), "roll": _f(o.roll),
-                    "landmarks": _flat(np.asarray(o.landmarks)[:, :3], 68 * 3),
-                    "eye_open_left": _f(o.eye_open[0]), "eye_open_right": _f(o.eye_open[1]),
-                    "mouth_open": _f(o.mouth_open),
+                    "box": [_q(v, PLACES) for v in o.box[:4]], "score": _f(o.score),
+                    "yaw": _q(o.yaw, PLACES), "pitch": _q(o.pitch, PLACES), "roll": _q(o.roll, PLACES),
+                    "landmarks": np.asarray(o.landmarks),
+                    "eye_open_left": _q(o.eye_open[0], PLACES), "eye_open_right": _q(o.eye_open[1], PLACES),
+                    "mouth_open": _q(o.mouth_open, PLACES),
                     "eye_available_left": o.eye_available[0], "eye_available_right": o.eye_available[1],
-                    "eye_visibility_left": _f(o.eye_visibility[0]), "eye_visibility_right": _f(o.eye_visibility[1]),
-                    "gaze_yaw": None if g is None else _f(g.yaw), "gaze_pitch": None if g is None else _f(g.pitch),
-                    "gaze_eye_yaw": None if g is None else _f(g.eye_yaw),
-                    "gaze_eye_pitch": None if g is None else _f(g.eye_pitch),
+                    "eye_visibility_left": _q(o.eye_visibility[0], PLACES),
+                    "eye_visibility_right": _q(o.eye_visibility[1], PLACES),
+                    "gaze_yaw": None if g is None else _q(g.yaw, PLACES),
+                    "gaze_pitch": None if g is None else _q(g.pitch, PLACES),
+                    "gaze_eye_yaw": None if g is None else _q(g.eye_yaw, PLACES),
+                    "gaze_eye_pitch": None if g is None else _q(g.eye_pitch, PLACES),
+                    "gaze_eye_yaw_left": _q(eyes[0, 0], PLACES), "gaze_eye_yaw_right": _q(eyes[1, 0], PLACES),
+                    "gaze_eye_pitch_left": _q(eyes[0, 1], PLACES), "gaze_eye_pitch_right": _q(eyes[1, 1], PLACES),
                     "iris": (None if o.mesh_points is None or len(o.mesh_points) < 478
-                             else _flat(np.asarray(o.mesh_points)[468:478, :3], 30)),
-                    **{f"bs_{n}": _f(bs.get(n)) if o.blendshapes is not None else None for n in self._bs_names},
+                             else np.asarray(o.mesh_points)[468:478]),
+                    **{f"bs_{n}": _q(bs.get(n), PLACES_BS) if o.blendshapes is not None else None
+                       for n in self._bs_names},
                     "model": o.model,
                 })
             for n, v in row.items():
@@ -245,8 +351,21 @@ class FrameTable(Outputs):
 
         if not self._rows["frame"]:
             return
-        table = pa.Table.from_pydict(self._rows, schema=self.schema)
-        self._writer.write_table(table)
+        cols = {}
+        for f in self.schema:
+            n = f.name
+            if n in self._places:
+                cols[n] = _decimal_array(self._rows[n], self._places[n])
+            elif n == "box":
+                vals = [v for r in self._rows[n] for v in (r if r is not None else [None] * 4)]
+                cols[n] = pa.FixedSizeListArray.from_arrays(
+                    _decimal_array(vals, PLACES), 4, mask=pa.array([r is None for r in self._rows[n]]))
+            elif n in self._rows:
+                cols[n] = pa.array(self._rows[n], f.type)
+        for k, size in self._points.items():
+            for axis, arr in zip("xyz", _point_lists(self._rows[k], size, PLACES_PX)):
+                cols[f"{k}_{axis}"] = arr
+        self._writer.write_table(pa.Table.from_pydict(cols, schema=self.schema))
         for v in self._rows.values():
             v.clear()
 

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from app.batch.drive import FRAMES, read_summary
+from app.batch.drive import FRAMES, read_frames, read_summary
 from app.batch.inputs import meta_columns
 
 REPORT = "report.html"
@@ -62,11 +62,9 @@ def _spans(t: np.ndarray, on: np.ndarray) -> list[tuple[float, float]]:
 
 def _frame_series(folder: Path):
     """One row per frame (the driver's, else the frame's only row) of frames.parquet as numpy."""
-    import pyarrow.parquet as pq
-
     cols = ["frame", "t", "driver", "face", "yaw", "pitch", "gaze_yaw", "gaze_pitch", "yaw_offset", "pitch_offset", "gaze_yaw_offset", "gaze_pitch_offset",
             "eye_open_rel", "eye_open_left", "eye_open_right", "perclos", "mouth_open", "alerts"]
-    tb = pq.read_table(folder / FRAMES, columns=cols)
+    tb = read_frames(folder / FRAMES, columns=cols)
     d = tb.to_pydict()
     keep = {}
     for i, fr in enumerate(d["frame"]):

@@ -8,7 +8,8 @@ Runs the same drives (no recording, no report) with
 and prints, per row: wall seconds, frames per second, x real time (video seconds / wall seconds),
 the CPU seconds per frame (the processes' own accounting: the children's rusage for the local
 rows and main.py, the drives' Runner CPU for Ray, whose workers are not our children), and the
-load average before and after. Then the size of the JSON dump vs the drives' frames.parquet.
+load average before and after. Then the size of the JSON dump (the ``main`` row) vs the drives'
+frames.parquet (the first batch row's): ``--rows local2,main`` measures both.
 A JSON copy of the table goes to ``--json``. Each row is a separate fresh run: compare rows made
 back to back, on a shared machine the load column says how shared it was.
 """
@@ -144,7 +145,6 @@ def main(argv=None) -> int:
                 rows.append(bench_batch("local engine, 1 worker", a.inputs, work / "local1", ["--workers", "1"]))
             elif r == "local2":
                 rows.append(bench_batch("local engine, 2 workers", a.inputs, work / "local2", ["--workers", "2"]))
-                sizes["parquet_bytes"] = _drives_totals(work / "local2")["parquet_bytes"]
             elif r == "ray1":
                 rows.append(bench_ray("ray engine, 1 node x 1 CPU", a.inputs, work / "ray1", 1))
             elif r == "ray2":
@@ -154,6 +154,9 @@ def main(argv=None) -> int:
                 rows.append(row)
             else:
                 raise SystemExit(f"error: unknown row {r!r} (local1, local2, ray1, ray2, main)")
+            if r in ("local1", "local2", "ray1", "ray2") and "parquet_bytes" not in sizes:
+                # the first batch row's frames.parquet files (every engine writes the same tables)
+                sizes["parquet_bytes"] = _drives_totals(work / r)["parquet_bytes"]
             x = rows[-1]
             print(f"{x['row']:<48} {x['wall_s']:>7.1f} s {x['fps']:>6.1f} fps {x['x_realtime']:>5.2f}x rt  "
                   f"cpu {x['cpu_ms_per_frame']} / runner {x['runner_cpu_ms_per_frame']} ms/frame  "
@@ -171,7 +174,10 @@ def main(argv=None) -> int:
               f"{x['load_before']} -> {x['load_after']} |")
     if "parquet_bytes" in sizes and "json_dump_bytes" in sizes:
         p, j = sizes["parquet_bytes"], sizes["json_dump_bytes"]
-        print(f"\nJSON dump {j / 1e6:.2f} MB vs frames.parquet {p / 1e6:.2f} MB: {j / p:.1f}x smaller")
+        sizes["ratio"] = round(j / p, 2)
+        print("\n| output | bytes | MB |\n|---|---:|---:|")
+        print(f"| JSON dump (main.py --dump) | {j} | {j / 1e6:.3f} |\n| frames.parquet | {p} | {p / 1e6:.3f} |")
+        print(f"\nJSON dump {j / 1e6:.2f} MB vs frames.parquet {p / 1e6:.2f} MB: {j / p:.2f}x smaller")
     if a.json:
         Path(a.json).write_text(json.dumps({"rows": rows, "sizes": sizes, "cpus": os.cpu_count()}, indent=1))
     return 0
