@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
+import cv2
 import numpy as np
 
 from app import assets
@@ -85,6 +86,12 @@ class Pipeline:
     def __init__(self, settings: Optional[Settings] = None, *, monitor=None):
         self.settings = settings = settings or Settings()
         settings.validate()
+        # OpenCV's own worker threads for the small per-frame operations (crops, colour conversions,
+        # the overlay's blends and blurs): the pipeline already keeps the cores busy with its threads
+        # (eyes, encoder, decoder), and handing rows to OpenCV's pool cost 1.7-2.4 ms of CPU per
+        # frame more than doing them in place (python -m app.eval.bench, recording on, expressions_d13:
+        # 38.4 / 37.7 vs 36.0 / 36.0 ms, same pixels; docs/benchmarks.md section 15). Process-wide.
+        cv2.setNumThreads(1)
         self.layers = settings.layers
         path = resolve_model_path(settings.model)
         self.eyes: Optional[MeshBackend] = None

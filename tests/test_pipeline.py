@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import cv2
 import numpy as np
@@ -276,3 +277,15 @@ def test_mesh_value_runs_the_built_in_face_mesh_although_models_holds_an_onnx(td
     finally:
         p.close()
     assert "mesh" in cli.build_parser().format_help().split("--model", 1)[1].split("--device", 1)[0]
+
+
+def test_pipeline_runs_opencv_on_the_calling_threads():
+    """A Pipeline turns OpenCV's worker pool off (its threads cost more CPU than they save beside
+    the pipeline's own): cv2.getNumThreads() is 1 once one exists."""
+    cv2.setNumThreads(-1)
+    assert cv2.getNumThreads() > 1 or os.cpu_count() == 1
+    p = Pipeline(Settings(model=MESH_MODEL, monitor=None))
+    try:
+        assert cv2.getNumThreads() == 1
+    finally:
+        p.close()
