@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -257,6 +258,7 @@ def test_video_view_scales_to_device_pixels_on_hidpi(qtbot, monkeypatch):
 
 _CRISP_SCRIPT = r"""
 import sys
+import cv2
 import numpy as np
 from PyQt6.QtGui import QImage
 from PyQt6.QtWidgets import QApplication
@@ -315,3 +317,22 @@ def test_default_recording_names_are_unique_within_one_second(tmp_path, monkeypa
     # another second: the plain name again
     monkeypatch.setattr(w, "_stamp", lambda: "20300101-120001")
     assert w.default_recording_path(tmp_path).name == "20300101-120001.mp4"
+
+
+def test_scale_for_view_is_area_averaging_in_two_fast_steps():
+    """Below half size the view averages pixel areas by a whole factor, then scales bilinearly:
+    the picture of a real frame within a few grey levels of OpenCV's one-step area averaging;
+    from half size up it is plain bilinear scaling."""
+    import av
+
+    from app.gui.video import scale_for_view
+
+    with av.open(str(shared("media", "clips", "expressions_d13.mp4"))) as c:
+        img = next(c.decode(video=0)).to_ndarray(format="bgr24")
+    for w, h in ((285, 506), (200, 356), (150, 267)):
+        got = scale_for_view(img, w, h)
+        ref = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        assert got.shape == (h, w, 3)
+        assert np.abs(got.astype(int) - ref).mean() < 2.5, (w, h)
+    big = scale_for_view(img, 500, 889)
+    np.testing.assert_array_equal(big, cv2.resize(img, (500, 889), interpolation=cv2.INTER_LINEAR))

@@ -1,8 +1,8 @@
 """The video view: the latest annotated BGR frame, scaled to the widget keeping its aspect ratio.
 
 The numpy buffer is scaled to the widget's size in device pixels (logical size x
-``devicePixelRatioF()``, so a HiDPI screen gets a full-resolution, crisp frame) with OpenCV (bilinear, or pixel-area averaging below half
-size; ~0.3 ms for 720p, outside the GIL) and wrapped in a QImage without conversion
+``devicePixelRatioF()``, so a HiDPI screen gets a full-resolution, crisp frame) with OpenCV (bilinear, or below half size pixel-area averaging by a
+whole factor then bilinear: ``scale_for_view``; 0.6-2 ms for 720p, outside the GIL) and wrapped in a QImage without conversion
 (Format_BGR888) in ``paintEvent``; Qt's backing store double-buffers the widget, so there is no tearing.
 The widget keeps a reference to the array it shows, so the buffer outlives the QImage.
 """
@@ -25,6 +25,20 @@ def qimage_from_bgr(img: np.ndarray) -> QImage:
         img = np.ascontiguousarray(img)
     h, w = img.shape[:2]
     return QImage(img.data, w, h, int(img.strides[0]), QImage.Format.Format_BGR888)
+
+
+def scale_for_view(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """``img`` scaled to w x h for the screen: bilinear down to half size; below that, pixel-area
+    averaging by a whole factor k (OpenCV's fast path: the source cut to a multiple of k, at most
+    k - 1 edge pixels) and bilinear for the rest, which is then at least half. OpenCV's area
+    averaging at a fractional factor costs 5-7 ms per 720x1280 frame on one thread vs 0.7-1.1 ms
+    for the two steps (docs/benchmarks.md section 15); the picture differs by about one grey level."""
+    src_h, src_w = img.shape[:2]
+    k = min(src_w // max(w, 1), src_h // max(h, 1))
+    if k >= 2:
+        img = cv2.resize(img[:src_h - src_h % k, :src_w - src_w % k], ((src_w // k), (src_h // k)),
+                         interpolation=cv2.INTER_AREA)
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 class VideoView(QWidget):
@@ -107,10 +121,9 @@ class VideoView(QWidget):
             if (w, h) != (src_w, src_h) and w > 0 and h > 0:
                 # scale with OpenCV (releases the GIL: the processing thread keeps running):
                 # bilinear down to half size, pixel-area averaging below that (no aliasing)
-                interp = cv2.INTER_LINEAR if w >= src_w / 2 else cv2.INTER_AREA
                 if (self._scaled is None or self._scaled[0] is not self._img or self._scaled[1] != (w, h)
                         or self._scaled[3].devicePixelRatio() != dpr):
-                    small = cv2.resize(self._img, (w, h), interpolation=interp)
+                    small = scale_for_view(self._img, w, h)
                     # BGRA bytes = Qt's native RGB32 on little-endian: drawn without a conversion
                     bgra = cv2.cvtColor(small, cv2.COLOR_BGR2BGRA)
                     q = QImage(bgra.data, w, h, int(bgra.strides[0]), QImage.Format.Format_RGB32)
