@@ -129,6 +129,12 @@ class Pipeline:
 
         return DriverMonitor(settings.monitor)
 
+    def prepare(self, vertices: bool) -> None:
+        """Ready the models for frames processed with ``vertices`` (process's argument) before the
+        first one: a run that draws nothing builds the 3DMM's graph without the mesh now."""
+        if self.model is not None:
+            self.model.prepare(vertices)
+
     def reset(self) -> None:
         """Start a new stream with the models kept loaded (app.batch runs drive after drive in one
         worker process): no tracks (their smoothing filters go with them), no driver, a fresh

@@ -437,6 +437,9 @@ class Runner:
         counted = 0
         times = StageTimes()
         try:
+            self.pipe.prepare(self._vertices_wanted())   # before the first frame, not during it
+            t_start = t_progress = t_begin = time.perf_counter()
+            c_start = time.process_time()
             while self.max_frames is None or rep.frames < self.max_frames:
                 if self._stop_requested:
                     rep.interrupted = True

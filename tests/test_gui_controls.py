@@ -55,6 +55,9 @@ class _FakePipeline:
         self.backend = SimpleNamespace(triangles=None)
         self.closed = False
 
+    def prepare(self, vertices):
+        pass
+
     def process(self, frame, vertices=True):
         from app.core.types import FrameResult
 

@@ -36,6 +36,9 @@ class _StubPipeline:
         self.layers = Layers(mesh=False, landmarks=False, axes=False, box=False, text=False)
         self.delay_s, self.fail_on, self.closed = delay_s, set(fail_on), False
 
+    def prepare(self, vertices):
+        pass
+
     def process(self, frame, vertices=True):
         from app.core.types import FrameResult
 

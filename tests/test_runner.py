@@ -90,6 +90,12 @@ def _run_clip(tmp_path, name, record, n=30):
 
     class Seen(runner.RunHooks):
         meshes: list = []
+        cut_ready_before_first_frame = None
+
+        def between_frames(self, r):
+            if self.cut_ready_before_first_frame is None:   # the run's first call: no frame read yet
+                self.cut_ready_before_first_frame = r.pipe.model._no_vertices_sess is not None
+            return True
 
         def on_result(self, r, result, annotated, stage_ms):
             self.meshes.append([o.vertices is not None for o in result.observations])
@@ -103,6 +109,8 @@ def _run_clip(tmp_path, name, record, n=30):
     hooks.meshes = []
     rep = runner.Runner(src, pipe, out, max_frames=n, quiet=True, say=lambda m: None, hooks=hooks).run()
     assert rep.rc == 0 and rep.frames == n
+    # a run that draws nothing builds the graph without the mesh before its first frame
+    assert hooks.cut_ready_before_first_frame is (not record)
     return dump.read_text().splitlines(), hooks.meshes
 
 

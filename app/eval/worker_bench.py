@@ -23,6 +23,9 @@ class _NoModel:
         self.settings, self.layers = settings, settings.layers
         self.model_name, self.provider, self.monitor = "none", "CPU", None
 
+    def prepare(self, vertices):
+        pass
+
     def process(self, frame, vertices=True):
         from app.core.types import FrameResult
 
