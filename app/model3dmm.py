@@ -128,7 +128,7 @@ class Model3DMM:
             tri = self.sess.run(["triangles"], {INPUT_NAME: np.zeros((1, SIZE, SIZE, 3), np.uint8)})[0]
             self.triangles = np.ascontiguousarray(tri, dtype=np.int32)
         self._providers = provs
-        # the same graph without the dense mesh, for frames nobody draws (built on first use)
+        # the same graph without the dense mesh, for frames nobody draws (built by prepare or on first use)
         self._no_vertices_sess = None
         self.runs = 0            # number of session runs (one per frame with faces)
         self.last_batch = 0      # N of the last run
