@@ -67,8 +67,9 @@ class OneEuroFilter:
             prev = np.where(bad, x, prev)
             self._dx = np.where(bad, 0, self._dx).astype(dtype, copy=False)
         a_d = self._alpha(self.d_cutoff, dt)
-        # The formulas of the module docstring, each step written into one of two scratch arrays
-        # (a dense mesh is 115,095 values: temporaries cost as much as the arithmetic). Every
+        # The formulas of the module docstring with four arrays per call, the steps written in place
+        # (a dense mesh is 115,095 values: temporaries cost as much as the arithmetic); ``diff``
+        # becomes the output and ``edx`` the derivative kept for the next call. Every
         # operation and operand type is that of the plain expressions, so results are bit for bit
         # theirs (tests/test_smoothing.py).
         diff = np.subtract(x, prev)                     # x - prev
@@ -81,8 +82,8 @@ class OneEuroFilter:
             np.multiply(tmp, self.beta, out=tmp)
             np.add(tmp, self.min_cutoff, out=tmp)       # cutoff = min_cutoff + beta |edx|
             np.multiply(tmp, 2.0 * math.pi * dt, out=tmp)   # r = 2 pi dt cutoff
-            a = np.divide(tmp, np.add(tmp, 1.0))        # alpha = r / (r + 1)
-            np.multiply(a, diff, out=diff)
+            np.divide(tmp, np.add(tmp, 1.0), out=tmp)  # alpha = r / (r + 1)
+            np.multiply(tmp, diff, out=diff)
         else:
             np.multiply(diff, self._alpha(self.min_cutoff, dt), out=diff)
         out = np.add(prev, diff, out=diff)              # prev + alpha (x - prev)

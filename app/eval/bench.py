@@ -1,4 +1,5 @@
-"""Pipeline benchmark: ``python -m app.eval.bench --video FILE [--model M.onnx] [--frames N] [--json OUT]``.
+"""Pipeline benchmark: ``python -m app.eval.bench --video FILE [--model M.onnx] [--frames N] [--no-record]
+[--realtime] [--json OUT]``.
 
 Runs the real headless path (threaded source, looping the clip -> Pipeline.process -> H.264
 recording to a temp file unless --no-record) for N frames after a warm-up, and prints per-stage
@@ -15,9 +16,14 @@ Every pipeline flag of main.py works (--detect-every, --layers, --threads, --no-
 The CPU table splits that CPU time by thread (from /proc/self/task, the kernel's per-thread
 user + system time, read at the first and the last measured frame): the Python threads by name
 (the main loop, capture, the eyes worker, the encoder), the native ones (onnxruntime's, LiteRT's,
-x264's pools) by their kernel name, in ms per measured frame.
+x264's pools) by their kernel name, in ms per measured frame; threads that ended before the last
+frame (a looping file's decoder threads) are one row, the process's CPU minus the others'.
+``--realtime`` paces the clip at its own frame rate, newest frame first, as a camera delivers it,
+and adds the capture -> outputs latency of each measured frame (``Frame.captured`` to its outputs
+written) and the frames the source dropped as stale.
 The JSON holds {"fps", "frames", "cpu_ms_per_frame", "cpu_threads": {thread: ms per frame},
-"stage_ms": {stage: {"median", "p95"}}, "model", "provider", "settings", "machine"}.
+"stage_ms": {stage: {"median", "p95"}}, "realtime", "latency_ms": {"median", "p95", "p99", "max"},
+"stale_dropped", "model", "provider", "settings", "machine"}.
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ import numpy as np
 
 from app.io.files import atomic_write
 from app.io.writer import DEFAULT_QUALITY
+from app.runner import RunHooks
 
 
 def _machine() -> str:
@@ -81,21 +88,17 @@ def cpu_by_thread(start: dict, end: dict, frames: int) -> dict[str, float]:
     return dict(sorted(((k, v) for k, v in per.items() if v > 0), key=lambda kv: -kv[1]))
 
 
-class _Latency:
-    """RunHooks that keep each measured frame's capture-to-outputs latency (ms): from the moment the
-    source handed the frame over (``Frame.captured``) to its outputs written (the recording's
-    hand-over, the dump line)."""
+class _Latency(RunHooks):
+    """Each measured frame's capture -> outputs latency (ms): from the source's hand-over
+    (``Frame.captured``) to its outputs written (the recording's hand-over, the dump line)."""
 
     def __init__(self, warmup: int):
-        from app.runner import RunHooks
+        self.warmup, self.n, self.ms = warmup, 0, []
 
-        class Hooks(RunHooks):
-            def on_result(hooks, runner, result, annotated, stage_ms):
-                self.n += 1
-                if self.n > warmup:
-                    self.ms.append((time.perf_counter() - result.frame.captured) * 1e3)
-
-        self.n, self.ms, self.hooks = 0, [], Hooks()
+    def on_result(self, runner, result, annotated, stage_ms) -> None:
+        self.n += 1
+        if self.n > self.warmup:
+            self.ms.append((time.perf_counter() - result.frame.captured) * 1e3)
 
     def stats(self) -> dict:
         a = np.asarray(self.ms, np.float64)
@@ -135,7 +138,7 @@ def run_bench(settings, video: str, frames: int = 300, warmup: int = 20, record:
         snaps[0] = thread_cpu_ms()
     try:
         rep = Runner(src, pipe, outputs, max_frames=warmup + frames, warmup=warmup, quiet=True,
-                     on_frame=on_frame, hooks=latency.hooks).run()
+                     on_frame=on_frame, hooks=latency).run()
     finally:
         if os.path.exists(rec):
             os.unlink(rec)

@@ -31,8 +31,9 @@ def scale_for_view(img: np.ndarray, w: int, h: int) -> np.ndarray:
     """``img`` scaled to w x h for the screen: bilinear down to half size; below that, pixel-area
     averaging by a whole factor k (OpenCV's fast path: the source cut to a multiple of k, at most
     k - 1 edge pixels) and bilinear for the rest, which is then at least half. OpenCV's area
-    averaging at a fractional factor costs 5-7 ms per 720x1280 frame on one thread vs 0.7-1.1 ms
-    for the two steps (docs/benchmarks.md section 15); the picture differs by about one grey level."""
+    averaging at a fractional factor costs 5-7 ms per 720x1280 frame on one thread vs 0.6-2.2 ms
+    for the two steps (docs/benchmarks.md section 15); the picture differs from it by 0.5-2 grey
+    levels on average (more along edges near a cut border: a display, not a measurement)."""
     src_h, src_w = img.shape[:2]
     k = min(src_w // max(w, 1), src_h // max(h, 1))
     if k >= 2:
@@ -119,8 +120,7 @@ class VideoView(QWidget):
             w, h = int(round(r.width() * dpr)), int(round(r.height() * dpr))
             src_h, src_w = self._img.shape[:2]
             if (w, h) != (src_w, src_h) and w > 0 and h > 0:
-                # scale with OpenCV (releases the GIL: the processing thread keeps running):
-                # bilinear down to half size, pixel-area averaging below that (no aliasing)
+                # scale with OpenCV (releases the GIL: the processing thread keeps running)
                 if (self._scaled is None or self._scaled[0] is not self._img or self._scaled[1] != (w, h)
                         or self._scaled[3].devicePixelRatio() != dpr):
                     small = scale_for_view(self._img, w, h)
