@@ -345,11 +345,15 @@ def camera_side(vertices: np.ndarray, nx: np.ndarray, ny: np.ndarray, nz: np.nda
     with np.errstate(divide="ignore", invalid="ignore"):
         inv = 1.0 / np.sqrt(sx * sx + sy * sy + sz * sz)
         # sum of (v - centroid) . n / |n| over the known vertices with a normal
-        ok = np.isfinite(inv) & np.isfinite(vs.sum(1))
-    if not ok.any():
+        ok = np.isfinite(inv)
+        ok &= np.isfinite(vs[:, 0] + vs[:, 1] + vs[:, 2])
+    if ok.all():          # the usual case: no selection to copy
+        vs = vs.astype(np.float64)
+    elif ok.any():
+        inv, vs, sx, sy, sz = inv[ok], vs[ok].astype(np.float64), sx[ok], sy[ok], sz[ok]
+    else:
         return 1.0, 1.0, 0.0
-    inv, vs = inv[ok], vs[ok].astype(np.float64)
-    sx, sy, sz = sx[ok] * inv, sy[ok] * inv, sz[ok] * inv
+    sx, sy, sz = sx * inv, sy * inv, sz * inv
     c = vs.mean(0)
     out = 1.0 if (np.dot(vs[:, 0] - c[0], sx) + np.dot(vs[:, 1] - c[1], sy)
                   + np.dot(vs[:, 2] - c[2], sz)) >= 0 else -1.0
@@ -373,9 +377,14 @@ def shade_normals(vertices: np.ndarray, nx: np.ndarray, ny: np.ndarray, nz: np.n
         lx, ly, lz = (np.asarray(light, np.float64) / np.linalg.norm(light)).astype(np.float32)
         cos = nx * lx + ny * ly + nz * lz
         lit = np.clip(cos, 0.0, 1.0)
-        # Phong: the reflected light direction r = 2 (n.l) n - l against the view direction (0, 0, 1)
-        spec = np.clip(2.0 * cos * nz - lz, 0.0, 1.0) ** SHADE_SHININESS
-        spec[~(cos > 0)] = 0.0
+        # Phong: the reflected light direction r = 2 (n.l) n - l against the view direction (0, 0, 1);
+        # the power is taken only where it is not 0 (a quarter of a frontal face's vertices: the
+        # power is most of this function's time), the same values as over the whole array
+        base = np.clip(2.0 * cos * nz - lz, 0.0, 1.0)
+        lit_side = base > 0
+        lit_side &= cos > 0
+        spec = np.zeros_like(base)
+        spec[lit_side] = base[lit_side] ** SHADE_SHININESS
         intensity = np.clip(SHADE_AMBIENT + SHADE_DIFFUSE * lit + SHADE_SPECULAR * spec, 0.0, 1.0)
         front = nz > 0                     # NaN (a degenerate or unknown normal) is not front
     if not np.isfinite(v.sum()):
