@@ -91,7 +91,9 @@ def gui_fps(settings, video: str, frames: int, warmup: int = 5, realtime: bool =
     def timed_plot():
         t = time.perf_counter()
         orig_plot()
-        win.plots.glw.repaint()          # include the plot painting itself
+        # include the plot painting itself: the scene is painted by the view's viewport widget
+        # (the GraphicsLayoutWidget's own repaint() paints only its frame)
+        win.plots.glw.viewport().repaint()
         plot_ms.append((time.perf_counter() - t) * 1000)
 
     win.plot_timer.timeout.disconnect()
