@@ -56,14 +56,20 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
+# the --dump's precision in decimal places (the batch's frames.parquet stores the same values)
+DUMP_PLACES_PX = 2     # landmarks and iris points (image pixels)
+DUMP_PLACES = 3        # box, angles, eye / mouth openness, eye visibility, gaze
+DUMP_PLACES_BS = 4     # blendshape scores
+
+
 def _num(v) -> Optional[float]:
     v = float(v)
-    return round(v, 3) if math.isfinite(v) else None
+    return round(v, DUMP_PLACES) if math.isfinite(v) else None
 
 
 def face_record(o: FaceObservation) -> dict:
     """One face of the --dump line (image pixels; angles in degrees, AFLW2000 Pose_Para convention)."""
-    lm = np.round(np.asarray(o.landmarks, dtype=np.float64)[:, :3], 2)
+    lm = np.round(np.asarray(o.landmarks, dtype=np.float64)[:, :3], DUMP_PLACES_PX)
     return {
         "box": [_num(v) for v in o.box[:4]],
         "landmarks": lm.tolist(),          # NaN -> null by the JSON-lines writer
@@ -74,9 +80,9 @@ def face_record(o: FaceObservation) -> dict:
         "mouth_open": _num(o.mouth_open),
         # mediapipe's iris points 468-477: the subject's right iris (centre, 4 on its rim), then the left
         "iris": (None if o.mesh_points is None or len(o.mesh_points) < 478 else
-                 np.round(np.asarray(o.mesh_points[468:478], np.float64), 2).tolist()),
+                 np.round(np.asarray(o.mesh_points[468:478], np.float64), DUMP_PLACES_PX).tolist()),
         "blendshapes": (None if o.blendshapes is None else
-                        {k: round(float(v), 4) for k, v in o.blendshapes.items() if k != "_neutral"}),
+                        {k: round(float(v), DUMP_PLACES_BS) for k, v in o.blendshapes.items() if k != "_neutral"}),
         "gaze": None if o.gaze is None else {
             "yaw": _num(o.gaze.yaw), "pitch": _num(o.gaze.pitch),
             "eye_yaw": [_num(v) for v in o.gaze.eyes[:, 0]], "eye_pitch": [_num(v) for v in o.gaze.eyes[:, 1]]},

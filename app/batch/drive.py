@@ -42,7 +42,7 @@ import numpy as np
 
 from app.core.errors import one_line
 from app.core.types import FrameResult
-from app.runner import Outputs, Runner, overlay_kind_for
+from app.runner import DUMP_PLACES, DUMP_PLACES_BS, DUMP_PLACES_PX, Outputs, Runner, overlay_kind_for
 from app.settings import Layers, RunOptions, Settings
 
 log = logging.getLogger("app.batch")
@@ -79,13 +79,13 @@ class DriveJob:
     git_commit: str = ""
 
 
-# Decimal places kept per column: those of the JSON dump (app.runner.face_record: landmarks and
+# Decimal places kept per column: the JSON dump's own (app.runner.face_record: landmarks and
 # iris 0.01 px, angles, box and ratios 0.001, blendshapes 0.0001), so that frames.parquet holds
 # exactly the dump's values. Stored as Parquet DECIMAL(9, places) on INT32 (the scale is in the
 # type: duckdb, Spark, pandas read 123.45, not 12345); values rounded as the dump rounds them.
-PLACES_PX = 2          # landmarks_*, iris_* (image pixels)
-PLACES = 3             # box, angles, eye / mouth openness, eye visibility
-PLACES_BS = 4          # blendshapes
+PLACES_PX = DUMP_PLACES_PX   # landmarks_*, iris_* (image pixels)
+PLACES = DUMP_PLACES         # box, angles, eye / mouth openness, eye visibility
+PLACES_BS = DUMP_PLACES_BS   # blendshapes
 DECIMAL_PRECISION = 9  # INT32 storage: |value| < 10**(9 - places)
 # the dump's zstd level: 15 is 6.3x smaller than the JSON vs 5.7x at 3 on the shared clips, at
 # 0.08 ms of CPU per row (docs/benchmarks.md section 16)
