@@ -39,11 +39,7 @@ from app.settings import Layers
 log = logging.getLogger(__name__)
 
 REDRAW_HZ = 30          # video redraw rate cap (and never above the source's frame rate)
-# plot redraw rate: the plots show 30 s, so at 10 Hz a curve moves about 1.4 px of a 420 px wide
-# plot per update. One update costs the UI thread about 4.5 ms (pyqtgraph: 1.4 ms to push the 9
-# series, 3.3 ms to paint the 4 plots; docs/benchmarks.md section 17): at 20 Hz that was 9 % of a
-# core, about half of the window's own cost.
-PLOT_HZ = 10
+PLOT_HZ = 20            # plot redraw rate (smooth curves need >= 15 Hz)
 PANEL_HZ = 8            # numbers, calibration indicator, status bar refresh rate
 ROOT = Path(__file__).resolve().parents[2]
 ALERT_WAV = ROOT / "assets" / "alert.wav"
