@@ -65,8 +65,8 @@ class SignalPlots(QWidget):
         def curve(plot, color):
             # a bare PlotCurveItem, not PlotItem.plot()'s PlotDataItem: its per-update bookkeeping
             # (datasets, down-sampling and bounds checks, none of which these plots use: 900
-            # points in a ~420 px plot) took 1.9 of the 2.4 ms of pushing the 9 series
-            # (docs/benchmarks.md section 17)
+            # points in a ~420 px plot) took 1.3 of the 1.95 ms of pushing the 9 series; the
+            # same pixels (docs/benchmarks.md section 17)
             c = pg.PlotCurveItem(pen=pen(color), connect="finite")
             plot.addItem(c)
             return c
