@@ -50,3 +50,33 @@ def test_bench_realtime_reports_latency_of_a_paced_clip(tmp_path, capsys):
     assert 0 < lat["median"] <= lat["p95"] <= lat["p99"] <= lat["max"] < 1000
     assert res["stale_dropped"] >= 0
     assert "latency capture -> outputs" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_gui_bench_reports_the_windows_own_cost(tmp_path, capsys):
+    """python -m app.eval.gui_bench: headless and the real window on the same clip, with the UI
+    thread's CPU per processed frame (median over the rounds) and the plots' update time."""
+    from app.eval import gui_bench
+
+    out = tmp_path / "g.json"
+    rc = gui_bench.main(["--video", str(shared("media", "talking_head_720p.mp4")), "--frames", "30",
+                         "--rounds", "1", "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    h, g = res["headless"], res["gui"]
+    assert h["frames"] == 30 and g["frames"] >= 30
+    assert 0 < h["fps"] < 1000 and 0 < g["fps"] < 1000
+    assert h["cpu_ms_per_frame"] > 0 and g["cpu_ms_per_frame"] > 0
+    assert g["frames_shown"] > 0 and g["plot_redraw_hz"] > 0
+    assert g["ui_ms_per_frame"] > 0 and g["ui_ms_per_frame_runs"] == [g["ui_ms_per_frame"]]
+    assert 0 < g["plot_ms_median"] <= g["plot_ms_p95"]
+    assert not g["errors"] and res["gui_realtime"]["frames"] >= 30
+    printed = capsys.readouterr().out
+    assert "ms per processed frame" in printed and "GUI / headless" in printed
+
+
+def test_gui_bench_bad_input_exit_2(tmp_path, capsys):
+    from app.eval import gui_bench
+
+    assert gui_bench.main(["--video", str(tmp_path / "none.mp4")]) == 2
+    assert "none.mp4" in capsys.readouterr().err
