@@ -42,6 +42,56 @@ class DeviceError(Exception):
     """The requested device cannot run (e.g. --device cuda without a working CUDA provider)."""
 
 
+# the contract's dense basis (export/contract.py): mean (1, 3V) and basis (50, 3V), channel-major
+# (column c*V + i is coordinate c of vertex i); a file made with --store-fp16 stores each as
+# NAME__fp16 followed by a Cast to NAME
+DENSE_INITIALIZERS = ("dense_uc", "dense_wc")
+
+
+def decimated_graph(path: str, fraction: float):
+    """(model proto, keep) of the contract model at ``path`` with its dense mesh cut to about
+    ``fraction`` of the vertices (geometry.decimate_mesh on the mean face): the basis columns of
+    the kept vertices only and their triangles, so that the session computes, and the app maps,
+    smooths and draws, only those. ``keep``: the kept vertices' indices in the full mesh. Every
+    other output is computed by the same nodes from the same weights. ContractError when the file
+    has no dense basis or triangles in the contract's form."""
+    import onnx
+    from google.protobuf.message import DecodeError
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.load(path)
+    except (DecodeError, OSError, ValueError) as e:
+        raise ContractError(f"{path} is not a loadable ONNX model ({type(e).__name__}): re-export it with `python -m export`")
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    dense = {}
+    for name in DENSE_INITIALIZERS:
+        init = inits.get(name, inits.get(name + "__fp16"))
+        if init is None or len(init.dims) != 2 or init.dims[1] % 3:
+            raise ContractError(f"--mesh-detail: {path} has no dense basis '{name}' of the export contract "
+                                f"(docs/export.md): use --mesh-detail 1 or re-export it with `python -m export`")
+        dense[name] = init
+    tri_node = next((n for n in g.node if n.op_type == "Constant" and list(n.output) == ["triangles"]), None)
+    if tri_node is None:
+        raise ContractError(f"--mesh-detail: {path} has no constant 'triangles' output: "
+                            "use --mesh-detail 1 or re-export it with `python -m export`")
+    tri = numpy_helper.to_array(tri_node.attribute[0].t)
+    mean = numpy_helper.to_array(dense["dense_uc"]).astype(np.float32)
+    n = mean.shape[1] // 3
+    keep, tri_kept = geometry.decimate_mesh(mean.reshape(3, n).T, tri, fraction)
+    cols = np.concatenate([keep, keep + n, keep + 2 * n])
+    for init in dense.values():
+        init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(init)[:, cols]), init.name))
+    tri_node.attribute[0].t.CopyFrom(numpy_helper.from_array(tri_kept.astype(tri.dtype), tri_node.attribute[0].t.name))
+    for p in model.metadata_props:
+        if p.key == "vertex_count":
+            p.value = str(len(keep))
+        elif p.key == "triangle_count":
+            p.value = str(len(tri_kept))
+    return model, keep
+
+
 def pose_deg(R: np.ndarray) -> tuple[float, float, float]:
     """(yaw, pitch, roll) in degrees, AFLW2000 Pose_Para convention, from a 3DMM rotation."""
     pitch, yaw, roll = [float(v) for v in geometry.pose_aflw_deg(R)]
@@ -78,13 +128,22 @@ def _preload_cuda_libraries(ort) -> None:
 
 
 class Model3DMM:
-    def __init__(self, path: str, device: str = "auto", threads: int = 1, flip_average: bool = False):
+    def __init__(self, path: str, device: str = "auto", threads: int = 1, flip_average: bool = False,
+                 mesh_detail: float = 1.0):
         import onnxruntime as ort
 
         self.path = str(path)
         self.flip_average = bool(flip_average)
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"model file {self.path} not found: give an .onnx made by `python -m export`")
+        # the dense mesh on a subset of its vertices (Settings.mesh_detail): the session runs the
+        # graph with the kept vertices' basis columns only
+        self.mesh_detail = float(mesh_detail)
+        self.mesh_keep: Optional[np.ndarray] = None
+        source = self.path
+        if self.mesh_detail < 1.0:
+            proto, self.mesh_keep = decimated_graph(self.path, self.mesh_detail)
+            source = proto.SerializeToString()
         so = self._session_options = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = int(threads)
@@ -98,7 +157,7 @@ class Model3DMM:
         # on the CPU silently; quiet it and say ourselves which provider really runs (below)
         ort.set_default_logger_severity(4 if "CUDAExecutionProvider" in provs else 3)
         try:
-            self.sess = ort.InferenceSession(self.path, sess_options=so, providers=provs)
+            self.sess = ort.InferenceSession(source, sess_options=so, providers=provs)
         except Exception as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ContractError(f"{self.path} is not a loadable ONNX model ({msg}): re-export it with `python -m export`")

@@ -32,7 +32,7 @@ from app.core.gaze import eye_angles, gaze_from_angles
 from app.core.types import Crop, FaceBackend, FaceEstimate, FaceObservation, Frame, FrameResult
 from app.detect import FaceDetector
 from app.facemesh import MeshBackend, mesh_box_from_detection, mesh_crop
-from app.model3dmm import Model3DMM, pose_deg
+from app.model3dmm import ContractError, Model3DMM, pose_deg
 from app.monitor.core import select_driver
 from app.settings import MESH_MODEL, Settings
 from app.smoothing import OneEuroFilter
@@ -96,10 +96,14 @@ class Pipeline:
         path = resolve_model_path(settings.model)
         self.eyes: Optional[MeshBackend] = None
         if path:
-            self.backend: FaceBackend = Model3DMM(path, settings.device, settings.threads, settings.flip_average)
+            self.backend: FaceBackend = Model3DMM(path, settings.device, settings.threads, settings.flip_average,
+                                                  mesh_detail=settings.mesh_detail)
             if settings.eyes_from_mesh:
                 self.eyes = MeshBackend(threads=settings.mesh_threads_for(beside_3dmm=True))
         else:
+            if settings.mesh_detail < 1.0:
+                raise ContractError(f"--mesh-detail {settings.mesh_detail:g} thins a 3DMM's dense mesh, and the "
+                                    "face mesh alone (--model mesh) has none: leave --mesh-detail at 1")
             self.backend = MeshBackend(threads=settings.mesh_threads_for(beside_3dmm=False))
             why = "--model mesh" if settings.model == MESH_MODEL else "no --model, no models/*.onnx, no shipped model"
             log.info("model: %s (%s), runs on the CPU (LiteRT)", MESH_MODEL_NAME, why)

@@ -144,7 +144,7 @@ class Outputs:
             if options.record:
                 self.recording = BackgroundWriter(
                     VideoWriter(options.record, fps or FALLBACK_FPS, tuple(size), quality=options.record_quality,
-                                overlay=overlay),
+                                overlay=overlay, scale=options.record_scale),
                     drop=drop)
             if options.dump:
                 self.dump = JsonLinesWriter(options.dump, "the per-frame dump")

@@ -128,6 +128,17 @@ class Settings:
     # expressions_d13), over the 5 % a new default may cost.
     flip_average: bool = field(default=False, metadata=_flag(
         "3DMM: average each face with its mirror image (one batched run; ~1.4x the 3DMM's cost)", "model"))
+    # The dense mesh (what the 3D-face overlay draws) on about this fraction of the 3DMM's vertices:
+    # vertex clustering on the model's mean face (app.core.geometry.decimate_mesh), done once when the
+    # model loads; the session then computes only the kept vertices, and the app maps, smooths and
+    # draws only those. It changes the drawn face only: every other output (68 points, pose, eyes,
+    # gaze, monitor, dump) is the same, value for value (tests/test_mesh_detail.py). The shaded
+    # overlay's cells follow the vertex spacing, so 0.25 draws the face half as finely: at half the
+    # size (--record-scale 0.5) it looks as 1 does at full size. 0.25 with --record-scale 0.5: 23-27
+    # ms of CPU per recorded frame against 30-33 (docs/benchmarks.md section 18). 1 = every vertex.
+    mesh_detail: float = field(default=1.0, metadata=_flag(
+        "3DMM: compute and draw the dense mesh on about this fraction of its vertices (0-1]; "
+        "only the drawn 3D face changes", "model", metavar="F"))
 
     # ---- detection and tracking
     # Run the face detector every K frames (and whenever a face is lost); in between, each face is
@@ -225,6 +236,8 @@ class Settings:
             raise ValueError(f"--min-detection-confidence must be in (0, 1), got {self.min_detection_confidence}")
         if self.threads < 0:
             raise ValueError(f"--threads must be >= 0, got {self.threads}")
+        if not 0.0 < self.mesh_detail <= 1.0:
+            raise ValueError(f"--mesh-detail must be in (0, 1], got {self.mesh_detail}")
         if not 0.0 < self.iou_match <= 1.0:
             raise ValueError(f"--iou-match must be in (0, 1], got {self.iou_match}")
         if self.smooth_min_cutoff <= 0 or self.smooth_d_cutoff <= 0 or self.smooth_beta < 0:
@@ -259,6 +272,13 @@ class RunOptions:
             f"{k} = libx264 {v['surface']['preset']} crf {v['surface']['crf']} (wire / points mesh: "
             f"{v['lines']['preset']} crf {v['lines']['crf']})" for k, v in RECORD_QUALITIES.items())
         + "; about 3.5, 5, 7 Mbit/s at 720p30 with the shaded overlay", "output", choices=tuple(RECORD_QUALITIES)))
+    # The recording at this fraction of the source's width and height (area averaging after the
+    # overlay is drawn at full size): 0.5 is a quarter of the pixels to convert and encode, about
+    # 2-3.5 ms less CPU per 720p frame (docs/benchmarks.md section 18) and a smaller file; the
+    # analysis runs on the full frames either way. The window records at full size.
+    record_scale: float = field(default=1.0, metadata=_flag(
+        "record at this fraction of the source's size (0-1]", "output", metavar="S", type=float,
+        headless_only=True))
     # One JSON line per frame with every face (README: --dump).
     dump: Optional[str] = field(default=None, metadata=_flag(
         "one JSON line per frame with every face", "output", metavar="OUT.jsonl", headless_only=True))

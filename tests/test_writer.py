@@ -119,6 +119,36 @@ def test_odd_size_is_padded_to_even(tmp_path, real_frames):
     assert _psnr(frames[0][0][:181, :321], real_frames[0][0][:181, :321]) > 30.0
 
 
+def test_record_scale_area_averages_to_the_smaller_size_and_pads_it_to_even(tmp_path, real_frames):
+    """--record-scale: the frames are averaged down (cv2.INTER_AREA) before they are encoded; an odd
+    scaled size is padded to even like any other."""
+    out = tmp_path / "half.mp4"
+    with VideoWriter(out, 25, (640, 360), scale=0.5) as w:
+        for img, t in real_frames[:6]:
+            w.write(img, t)
+    frames, _, size = _pyav_read(out)
+    assert size == (320, 180) and len(frames) == 6
+    want = [cv2.resize(img, (320, 180), interpolation=cv2.INTER_AREA) for img, _ in real_frames[:6]]
+    assert min(_psnr(a, b) for (a, _), b in zip(frames, want)) > 30.0
+    # the full-size frame is not what was recorded (a crop or a nearest-pixel pick would be far off)
+    assert _psnr(frames[0][0], real_frames[0][0][::2, ::2]) < _psnr(frames[0][0], want[0])
+    odd = tmp_path / "scaled.mp4"
+    with VideoWriter(odd, 25, (640, 360), scale=0.3) as w:       # 192 x 108
+        w.write(real_frames[0][0], 0.0)
+    assert _pyav_read(odd)[2] == (192, 108)
+    with VideoWriter(tmp_path / "odd4.mp4", 25, (640, 360), scale=0.33) as w:   # 211 x 119 -> 212 x 120
+        w.write(real_frames[0][0], 0.0)
+    assert _pyav_read(tmp_path / "odd4.mp4")[2] == (212, 120)
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.5, 1.5])
+def test_a_record_scale_outside_0_1_is_one_error_line_and_no_file(tmp_path, scale):
+    out = tmp_path / "x.mp4"
+    with pytest.raises(OutputError, match=r"--record-scale must be in \(0, 1\]"):
+        VideoWriter(out, 25, (640, 360), scale=scale)
+    assert not out.exists()
+
+
 def test_a_keyframe_and_a_fragment_at_least_every_2_s_of_timestamps(tmp_path, real_frames):
     """30 fps for 3 s, then a stall to 5 fps (a slow camera): keyframes follow the timestamps."""
     out = tmp_path / "k.mp4"

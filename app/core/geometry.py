@@ -216,3 +216,57 @@ def flip_average(lm: np.ndarray, R: np.ndarray, lm_flipped: np.ndarray, R_flippe
     lm_avg = (np.asarray(lm, dtype=np.float64) + unflip_landmarks(lm_flipped, size)) / 2.0
     R_avg = orthonormal(np.asarray(R, dtype=np.float64) + unflip_rotation(R_flipped))
     return lm_avg, R_avg
+
+
+# ---------------------------------------------------------------- mesh decimation
+def decimate_mesh(points: np.ndarray, triangles: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """A coarser mesh with about ``fraction`` of the vertices of (``points``, ``triangles``), by
+    vertex clustering (Rossignac & Borrel 1993) on a cubic grid: the grid's cell is the one that
+    leaves at most ``fraction`` x V clusters (bisection), each cluster is kept as its vertex
+    nearest to the cluster's mean, and each triangle is re-pointed at the kept vertices; those
+    that collapse (two corners in one cluster) are dropped, as are repeats of a corner set (the
+    first keeps its winding). Returns (keep (V',) int64 indices into ``points``, ascending;
+    triangles (T', 3) int32 indices into ``keep``). ``fraction`` >= 1: the mesh as it is."""
+    pts = np.asarray(points, dtype=np.float64)[:, :3]
+    tri = np.asarray(triangles, dtype=np.int64)
+    n = len(pts)
+    if fraction >= 1.0 or n == 0:
+        return np.arange(n, dtype=np.int64), tri.astype(np.int32)
+    if not fraction > 0.0:
+        raise ValueError(f"fraction must be > 0, got {fraction}")
+    lo_pt = pts.min(0)
+    span = np.maximum(pts.max(0) - lo_pt, 1e-12)
+    want = max(1, int(fraction * n))
+
+    def labels(cell: float) -> np.ndarray:
+        q = np.floor((pts - lo_pt) / cell).astype(np.int64)
+        dims = q.max(0) + 1
+        _, lab = np.unique((q[:, 2] * dims[1] + q[:, 1]) * dims[0] + q[:, 0], return_inverse=True)
+        return lab.reshape(-1)
+
+    # cell sizes from a millionth of the extent (every vertex alone) to twice it (one cluster)
+    lo, hi = float(span.max()) * 1e-6, float(span.max()) * 2.0
+    lab = labels(hi)
+    for _ in range(40):
+        mid = math.sqrt(lo * hi)
+        m = labels(mid)
+        if m.max() + 1 > want:
+            lo = mid
+        else:
+            hi, lab = mid, m
+        if hi / lo < 1.001:
+            break
+    k = int(lab.max()) + 1
+    count = np.bincount(lab, minlength=k).astype(np.float64)
+    mean = np.stack([np.bincount(lab, pts[:, j], k) for j in range(3)], 1) / count[:, None]
+    dist = ((pts - mean[lab]) ** 2).sum(1)
+    order = np.lexsort((np.arange(n), dist, lab))       # per cluster: nearest first, ties by index
+    first = order[np.r_[0, np.flatnonzero(np.diff(lab[order])) + 1]]
+    keep = np.sort(first)
+    new_index = np.empty(k, np.int64)
+    new_index[lab[keep]] = np.arange(k)
+    t = new_index[lab[tri]]
+    t = t[(t[:, 0] != t[:, 1]) & (t[:, 1] != t[:, 2]) & (t[:, 0] != t[:, 2])]
+    s = np.sort(t, axis=1)
+    _, idx = np.unique((s[:, 0] * k + s[:, 1]) * k + s[:, 2], return_index=True)
+    return keep, t[np.sort(idx)].astype(np.int32)

@@ -37,7 +37,7 @@ import time
 
 import numpy as np
 
-from app.io.files import atomic_write
+from app.io.files import OutputError, atomic_write
 from app.io.writer import DEFAULT_QUALITY
 from app.runner import RunHooks
 
@@ -109,7 +109,7 @@ class _Latency(RunHooks):
 
 
 def run_bench(settings, video: str, frames: int = 300, warmup: int = 20, record: bool = True,
-              record_quality: str = DEFAULT_QUALITY, realtime: bool = False) -> dict:
+              record_quality: str = DEFAULT_QUALITY, realtime: bool = False, record_scale: float = 1.0) -> dict:
     from app.io.capture import open_source
     from app.pipeline import Pipeline
     from app.runner import Outputs, Runner, overlay_kind_for
@@ -121,8 +121,14 @@ def run_bench(settings, video: str, frames: int = 300, warmup: int = 20, record:
     latency = _Latency(warmup)
     tmpdir = tempfile.mkdtemp(prefix="bench_")
     rec = os.path.join(tmpdir, "bench.mp4")
-    outputs = Outputs(RunOptions(record=rec if record else None, record_quality=record_quality),
-                      fps=src.fps, size=src.size, live=False, overlay=overlay_kind_for(settings))
+    try:
+        outputs = Outputs(RunOptions(record=rec if record else None, record_quality=record_quality,
+                                     record_scale=record_scale),
+                          fps=src.fps, size=src.size, live=False, overlay=overlay_kind_for(settings))
+    except OutputError:
+        os.rmdir(tmpdir)
+        src.stop()
+        raise
     snaps = {}
     dropped = {0: 0}
 
@@ -230,8 +236,9 @@ def main(argv=None) -> int:
 
     try:
         res = run_bench(settings, args.video, args.frames, args.warmup, record=not args.no_record,
-                        record_quality=args.record_quality, realtime=args.realtime)
-    except (SourceError, ContractError, DeviceError, FileNotFoundError) as e:
+                        record_quality=args.record_quality, realtime=args.realtime,
+                        record_scale=args.record_scale)
+    except (SourceError, OutputError, ContractError, DeviceError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_table(res))

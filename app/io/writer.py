@@ -59,12 +59,13 @@ def _pyav_h264_available() -> bool:
 class VideoWriter:
     """``VideoWriter(path, fps, size)``; ``.write(image_bgr, timestamp=None)``; ``.close()``.
     ``quality`` x ``overlay`` ("surface" or "lines": app.render.overlay_kind) pick the encoder
-    settings (app.settings.RECORD_QUALITIES); ``preset`` / ``crf`` / ``tune`` override them."""
+    settings (app.settings.RECORD_QUALITIES); ``preset`` / ``crf`` / ``tune`` override them.
+    ``scale`` (0, 1]: the video is that fraction of the frames' size (--record-scale)."""
 
     def __init__(self, path, fps: float, size: tuple[int, int], *, codec: str = "h264",
                  quality: str = DEFAULT_QUALITY, overlay: str = "surface",
                  preset: Optional[str] = None, crf: Optional[int] = None,
-                 tune: Optional[str] = None, keyframe_s: float = KEYFRAME_S):
+                 tune: Optional[str] = None, keyframe_s: float = KEYFRAME_S, scale: float = 1.0):
         self.path = Path(os.fspath(path)).expanduser()
         self.fps = float(fps) if fps and fps > 0 else 0.0
         if not self.fps:
@@ -80,8 +81,14 @@ class VideoWriter:
         codec = codec.lower()
         if codec not in ("h264", "mp4v"):
             raise OutputError(f"cannot record {self.path}: unknown codec {codec!r} (use h264 or mp4v)")
+        if not 0.0 < scale <= 1.0:
+            raise OutputError(f"cannot record {self.path}: --record-scale must be in (0, 1], got {scale:g}")
         self.size = (w, h)                          # size of the frames given to write()
-        self.out_size = (w + (w & 1), h + (h & 1))  # even size actually encoded
+        # the frames scaled by ``scale`` (area averaging: each recorded pixel is the mean of the
+        # source pixels it covers), then padded to the even size actually encoded
+        self.scaled = (w, h) if scale == 1.0 else (max(1, round(w * scale)), max(1, round(h * scale)))
+        sw, sh = self.scaled
+        self.out_size = (sw + (sw & 1), sh + (sh & 1))
         self.frames_written = 0
         self.packets = 0          # packets muxed: frames_written - packets = frames inside the encoder
         self.closed = False
@@ -143,6 +150,9 @@ class VideoWriter:
         h, w = image.shape[:2]
         if (w, h) != self.size:
             raise ValueError(f"frame size {w}x{h} differs from the recording size {self.size[0]}x{self.size[1]}")
+        if self.scaled != (w, h):
+            image = cv2.resize(image, self.scaled, interpolation=cv2.INTER_AREA)
+            w, h = self.scaled
         ow, oh = self.out_size
         if (ow, oh) != (w, h):
             image = cv2.copyMakeBorder(image, 0, oh - h, 0, ow - w, cv2.BORDER_REPLICATE)

@@ -1,0 +1,168 @@
+"""--mesh-detail (the 3DMM's dense mesh on a subset of its vertices) and --record-scale (a smaller
+recording): what they change (the drawn 3D face, the recording's size) and what they must not
+(every other output of the run, value for value)."""
+from __future__ import annotations
+
+import json
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from app.assets import DEFAULT_3DMM
+from app.core.geometry import decimate_mesh
+from app.core.types import Frame
+from app.model3dmm import ContractError, Model3DMM
+from app.pipeline import Pipeline
+from app.render import shaded_layer
+from app.settings import Settings
+from tests.conftest import shared
+from tests.test_headless import err_lines, run_main
+
+N_VERTICES = 38365      # the shipped model's neck-less BFM
+
+
+def grid_mesh(n: int = 60):
+    """A bump on an n x n grid seen from +z: two triangles per square, all wound towards +z."""
+    y, x = np.mgrid[0:n, 0:n].astype(np.float64)
+    z = 20.0 * np.exp(-((x - n / 2) ** 2 + (y - n / 2) ** 2) / 300.0)
+    v = np.stack([x.ravel(), y.ravel(), z.ravel()], 1)
+    idx = np.arange(n * n).reshape(n, n)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    return v, np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
+
+
+def signed_xy_area(v, tri):
+    p = v[tri]
+    return np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])[:, 2] / 2.0
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.25, 0.1])
+def test_decimate_mesh_keeps_about_the_fraction_the_surface_and_the_winding(fraction):
+    v, tri = grid_mesh()
+    keep, t = decimate_mesh(v, tri, fraction)
+    assert 0.8 * fraction * len(v) <= len(keep) <= fraction * len(v)
+    assert np.all(np.diff(keep) > 0) and keep[0] >= 0 and keep[-1] < len(v)
+    assert t.dtype == np.int32 and t.min() >= 0 and t.max() == len(keep) - 1   # every kept vertex is used
+    assert np.all((t[:, 0] != t[:, 1]) & (t[:, 1] != t[:, 2]) & (t[:, 0] != t[:, 2]))
+    assert len(np.unique(np.sort(t, 1), axis=0)) == len(t)
+    area = signed_xy_area(v[keep], t)
+    assert area.min() >= 0.0                       # no triangle turned over
+    assert area.sum() >= 0.9 * signed_xy_area(v, tri).sum()   # no holes: the border shrinks a little
+
+
+def test_decimate_mesh_at_1_is_the_mesh_and_at_0_an_error():
+    v, tri = grid_mesh(10)
+    keep, t = decimate_mesh(v, tri, 1.0)
+    assert np.array_equal(keep, np.arange(len(v))) and np.array_equal(t, tri)
+    with pytest.raises(ValueError, match="fraction must be > 0"):
+        decimate_mesh(v, tri, 0.0)
+
+
+@pytest.fixture(scope="module")
+def face_crops():
+    """Two 120x120 crops of real faces (the two faces of two_faces.jpg, from the pipeline's own
+    detection and crop)."""
+    img = cv2.imread(str(shared("media", "two_faces.jpg")))
+    pipe = Pipeline(Settings(monitor=None, smoothing=False))
+    res = pipe.process(Frame(img, 0.0, 0), vertices=False)
+    assert len(res.observations) == 2
+    return pipe.model.crops(img, [o.roi_box for o in res.observations]).copy()
+
+
+def test_the_thinned_model_gives_every_other_output_bit_for_bit_and_the_same_kept_vertices(face_crops):
+    full = Model3DMM(str(DEFAULT_3DMM), "cpu")
+    thin = Model3DMM(str(DEFAULT_3DMM), "cpu", mesh_detail=0.25)
+    a, b = full.infer(face_crops), thin.infer(face_crops)
+    assert sorted(a) == sorted(b)
+    for name in a:
+        if name != "vertices":
+            assert np.array_equal(a[name], b[name]), name
+    keep = thin.mesh_keep
+    assert 0.2 * N_VERTICES <= len(keep) <= 0.25 * N_VERTICES
+    assert b["vertices"].shape == (2, len(keep), 3)
+    np.testing.assert_allclose(b["vertices"], a["vertices"][:, keep], rtol=0, atol=1e-3)
+    assert thin.triangles.max() == len(keep) - 1 and 0.45 * len(full.triangles) <= len(thin.triangles) * 2 <= len(full.triangles)
+    assert thin.metadata["vertex_count"] == str(len(keep))
+    assert full.mesh_keep is None and full.triangles.max() == N_VERTICES - 1
+
+
+def test_a_model_without_the_contract_dense_basis_is_one_error(tmp_path):
+    import onnx
+
+    cut = onnx.utils.Extractor(onnx.load(str(DEFAULT_3DMM))).extract_model(
+        ["image"], ["params", "landmarks", "rotation", "translation", "scale"])
+    path = tmp_path / "no_mesh.onnx"
+    onnx.save(cut, str(path))
+    with pytest.raises(ContractError, match="--mesh-detail: .*no dense basis 'dense_uc'"):
+        Model3DMM(str(path), "cpu", mesh_detail=0.5)
+    assert Model3DMM(str(path), "cpu").has_vertices is False      # at 1 it loads as before
+
+
+@pytest.mark.parametrize("image", ["portrait_glasses.jpg", "two_faces.jpg"])
+def test_the_shaded_face_of_a_quarter_of_the_vertices_covers_the_same_pixels_in_the_same_greys(image):
+    """The overlay's z-buffer cells follow the vertex spacing: a quarter of the vertices draws cells
+    twice as large, over the same face (outline within a few pixels, grey levels within a few of 255)."""
+    img = cv2.imread(str(shared("media", image)))
+    layers = {}
+    for f in (1.0, 0.25):
+        pipe = Pipeline(Settings(mesh_detail=f, smoothing=False, monitor=None))
+        o = pipe.process(Frame(img, 0.0, 0)).observations[0]
+        layers[f] = shaded_layer(o.vertices, o.triangles, img.shape)
+
+    def whole(lay):
+        mask, grey = np.zeros(img.shape[:2], bool), np.zeros(img.shape[:2], np.float32)
+        h, w = lay.grey.shape
+        mask[lay.y0:lay.y0 + h, lay.x0:lay.x0 + w] = lay.mask > 0
+        grey[lay.y0:lay.y0 + h, lay.x0:lay.x0 + w] = lay.grey
+        return mask, grey
+
+    (ma, ga), (mb, gb) = whole(layers[1.0]), whole(layers[0.25])
+    both = ma & mb
+    assert both.sum() / (ma | mb).sum() >= 0.96                   # measured 0.978-0.984
+    assert float(np.abs(ga - gb)[both].mean()) <= 6.0               # measured 3.5-4.0
+    assert 1.8 <= layers[0.25].cell / layers[1.0].cell <= 2.2
+
+
+@pytest.mark.slow
+def test_the_lean_options_change_the_recording_and_nothing_else(tmp_path):
+    """The same 40 frames with and without --mesh-detail 0.25 --record-scale 0.5: the dump is the
+    same byte for byte and the events the same but for their wall-clock time; the recording is half
+    the size and, but for the coarser 3D face, the full one averaged down."""
+    clip = shared("media", "clips", "expressions_d13.mp4")
+    runs = {}
+    for name, extra in (("full", []), ("lean", ["--mesh-detail", "0.25", "--record-scale", "0.5"])):
+        d = tmp_path / name
+        d.mkdir()
+        p = run_main("--video", clip, "--headless", "--quiet", "--max-frames", 40, "--record", d / "r.mp4",
+                     "--dump", d / "d.jsonl", "--events", d / "e.jsonl", *extra)
+        assert p.returncode == 0, p.stderr
+        runs[name] = d
+    full, lean = runs["full"], runs["lean"]
+    assert (full / "d.jsonl").read_bytes() == (lean / "d.jsonl").read_bytes()
+    ev = [[{k: v for k, v in json.loads(ln).items() if k != "time"} for ln in (d / "e.jsonl").read_text().splitlines()]
+          for d in (full, lean)]
+    assert ev[0] == ev[1] and ev[0][-1]["event"] == "summary"
+    frames = [[f.to_ndarray(format="bgr24") for f in av.open(str(d / "r.mp4")).decode(video=0)] for d in (full, lean)]
+    assert len(frames[0]) == len(frames[1]) == 40
+    assert frames[0][0].shape == (1280, 720, 3) and frames[1][0].shape == (640, 360, 3)
+    psnr = []
+    for a, b in zip(*frames):
+        a = cv2.resize(a, (360, 640), interpolation=cv2.INTER_AREA).astype(np.float64)
+        psnr.append(10 * np.log10(255.0 ** 2 / np.mean((a - b) ** 2)))
+    assert min(psnr) > 26.0                                          # measured 28.4-29.4 dB
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--mesh-detail", "0"], "--mesh-detail must be in (0, 1], got 0.0"),
+    (["--mesh-detail", "1.5"], "--mesh-detail must be in (0, 1], got 1.5"),
+    (["--mesh-detail", "0.5", "--model", "mesh"], "--mesh-detail 0.5 thins a 3DMM's dense mesh"),
+    (["--record-scale", "0"], "--record-scale must be in (0, 1], got 0"),
+])
+def test_bad_values_are_one_line_exit_2_and_no_file(tmp_path, args, says):
+    out = tmp_path / "r.mp4"
+    p = run_main("--video", shared("media", "two_faces.jpg"), "--headless", "--record", out, *args)
+    lines = err_lines(p)
+    assert p.returncode == 2 and len(lines) == 1 and says in lines[0], p.stderr
+    assert list(tmp_path.iterdir()) == []
