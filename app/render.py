@@ -840,8 +840,18 @@ def annotate(image: np.ndarray, observations: Sequence[FaceObservation] | None, 
     return img
 
 
-def draw_result(result: FrameResult, layers: Optional[Layers] = None, *, inplace: bool = False) -> np.ndarray:
+def draw_result(result: FrameResult, layers: Optional[Layers] = None, *, inplace: bool = False,
+                size: Optional[tuple[int, int]] = None) -> np.ndarray:
     """The annotated image of one Pipeline.process result (its frame with the enabled layers, the
-    monitor's banner and gauges, fps / model / provider)."""
-    return annotate(result.frame.image, result.observations, layers=layers, state=result.state,
+    monitor's banner and gauges, fps / model / provider). ``size`` (w, h): drawn on the frame
+    area-averaged to that size (a smaller recording: --record-scale), the faces scaled to it
+    (FaceObservation.resized), so the overlay costs the pixels of the smaller image."""
+    image, observations = result.frame.image, result.observations
+    h, w = image.shape[:2]
+    if size is not None and (int(size[0]), int(size[1])) != (w, h):
+        sw, sh = int(size[0]), int(size[1])
+        image = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+        observations = [o.resized(sw / w, sh / h) for o in observations]
+        inplace = True      # a new image
+    return annotate(image, observations, layers=layers, state=result.state,
                     info={"fps": result.fps, "model": result.model, "provider": result.provider}, inplace=inplace)

@@ -170,7 +170,9 @@ class Outputs:
         frame, observations, events = result.frame, result.observations, result.events
         t = time.perf_counter()
         if self.recording is not None:
-            image = annotated if annotated is not None else functools.partial(draw_result, result, layers)
+            # drawn on the encoder's thread at the recording's size (smaller with --record-scale)
+            image = annotated if annotated is not None else functools.partial(
+                draw_result, result, layers, size=self.recording.writer.scaled)
             try:
                 self.recording.write(image, frame.timestamp)
                 self.recording_handed += 1

@@ -12,10 +12,10 @@ import pytest
 
 from app.assets import DEFAULT_3DMM
 from app.core.geometry import decimate_mesh
-from app.core.types import Frame
+from app.core.types import FaceObservation, Frame, Gaze
 from app.model3dmm import ContractError, Model3DMM
 from app.pipeline import Pipeline
-from app.render import shaded_layer
+from app.render import draw_result, shaded_layer
 from app.settings import Settings
 from tests.conftest import shared
 from tests.test_headless import err_lines, run_main
@@ -125,11 +125,67 @@ def test_the_shaded_face_of_a_quarter_of_the_vertices_covers_the_same_pixels_in_
     assert 1.8 <= layers[0.25].cell / layers[1.0].cell <= 2.2
 
 
+def test_resized_scales_exactly_the_fields_in_pixels():
+    o = FaceObservation(box=np.array([10.0, 20.0, 110.0, 220.0]), landmarks=np.ones((68, 3), np.float32),
+                        model="m", vertices=np.full((5, 3), 4.0, np.float32), triangles=np.zeros((1, 3), np.int32),
+                        rotation=np.eye(3), translation=np.array([2.0, 4.0, 6.0]), scale=3.0, yaw=5.0,
+                        roi_box=np.array([0.0, 10.0, 200.0, 210.0]), mesh_points=np.full((478, 3), 8.0, np.float32),
+                        gaze=Gaze(yaw=1.0, origins=np.array([[100.0, 50.0], [140.0, 50.0]])), eye_open=(0.3, 0.4))
+    r = o.resized(0.5, 0.25)
+    np.testing.assert_array_equal(r.box, [5.0, 5.0, 55.0, 55.0])
+    np.testing.assert_array_equal(r.roi_box, [0.0, 2.5, 100.0, 52.5])
+    for name in ("landmarks", "vertices", "mesh_points"):
+        a, b = getattr(o, name), getattr(r, name)
+        assert b.dtype == np.float32
+        np.testing.assert_allclose(b, a * np.array([0.5, 0.25, 0.375], np.float32))
+    np.testing.assert_allclose(r.translation, [1.0, 1.0, 2.25])
+    assert r.scale == pytest.approx(1.125)
+    np.testing.assert_array_equal(r.gaze.origins, [[50.0, 12.5], [70.0, 12.5]])
+    assert r.gaze.yaw == 1.0 and r.yaw == 5.0 and r.eye_open == (0.3, 0.4) and r.triangles is o.triangles
+    # every other field is not in pixels: a new field must be sorted into PIXEL_FIELDS or this list
+    others = {"model", "triangles", "rotation", "yaw", "pitch", "roll", "eye_open", "mouth_open", "score",
+              "blendshapes", "eye_visibility", "eye_available", "eye_unavailable_why"}
+    import dataclasses
+    assert {f.name for f in dataclasses.fields(FaceObservation)} == others | set(FaceObservation.PIXEL_FIELDS)
+
+
+def test_an_overlay_drawn_at_half_size_is_the_frame_averaged_down_with_the_faces_scaled():
+    """draw_result(size=): off the overlay the pixels are exactly the frame averaged down
+    (cv2.INTER_AREA); on it, the drawing is the full-size one's at half the size."""
+    src = av.open(str(shared("media", "clips", "expressions_d13.mp4")))
+    pipe = Pipeline(Settings(mesh_detail=0.25))
+    results = []
+    for i, f in enumerate(src.decode(video=0)):
+        results.append(pipe.process(Frame(f.to_ndarray(format="bgr24"), i / 30.0, i)))
+        if i == 45:
+            break
+    src.close()
+    for r in results[30::5]:
+        raw = r.frame.image
+        h, w = raw.shape[:2]
+        full = draw_result(r, pipe.layers)
+        half = draw_result(r, pipe.layers, size=(w // 2, h // 2))
+        assert half.shape == (h // 2, w // 2, 3)
+        assert np.array_equal(draw_result(r, pipe.layers, size=(w, h)), full)   # the frame's own size: as before
+        # pixels of the full-size drawing more than 6 px from anything drawn, taken 2 x 2
+        touched = cv2.dilate((full != raw).any(2).astype(np.uint8), np.ones((13, 13), np.uint8))
+        off = cv2.resize(touched, (w // 2, h // 2), interpolation=cv2.INTER_NEAREST) == 0
+        off &= cv2.resize(touched, (w // 2, h // 2), interpolation=cv2.INTER_AREA) == 0
+        assert off.mean() > 0.5                # measured 0.69
+        averaged = cv2.resize(raw, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        assert np.array_equal(half[off], averaged[off])
+        down = cv2.resize(full, (w // 2, h // 2), interpolation=cv2.INTER_AREA).astype(np.float64)
+        on = ~off
+        psnr = 10 * np.log10(255.0 ** 2 / np.mean((down[on] - half[on]) ** 2))
+        assert psnr > 18.0, psnr        # measured 21.0-21.6 dB: 1-pixel lines drawn at either size
+
+
 @pytest.mark.slow
 def test_the_lean_options_change_the_recording_and_nothing_else(tmp_path):
     """The same 40 frames with and without --mesh-detail 0.25 --record-scale 0.5: the dump is the
     same byte for byte and the events the same but for their wall-clock time; the recording is half
-    the size and, but for the coarser 3D face, the full one averaged down."""
+    the size, its overlay drawn at that size (FaceObservation.resized; the drawing itself is checked
+    in test_an_overlay_drawn_at_half_size_...)."""
     clip = shared("media", "clips", "expressions_d13.mp4")
     runs = {}
     for name, extra in (("full", []), ("lean", ["--mesh-detail", "0.25", "--record-scale", "0.5"])):
@@ -151,7 +207,7 @@ def test_the_lean_options_change_the_recording_and_nothing_else(tmp_path):
     for a, b in zip(*frames):
         a = cv2.resize(a, (360, 640), interpolation=cv2.INTER_AREA).astype(np.float64)
         psnr.append(10 * np.log10(255.0 ** 2 / np.mean((a - b) ** 2)))
-    assert min(psnr) > 26.0                                          # measured 28.4-29.4 dB
+    assert min(psnr) > 23.0             # measured 24.5-25.4 dB (1-pixel lines drawn at either size)
 
 
 @pytest.mark.parametrize("args, says", [

@@ -7,7 +7,7 @@ Angles are degrees in the AFLW2000 ``Pose_Para`` convention (see app.core.geomet
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Protocol, Sequence
 
 import numpy as np
@@ -33,6 +33,11 @@ class Gaze:
     eyes: np.ndarray = field(default_factory=lambda: np.full((2, 2), np.nan))   # eye-in-head [yaw, pitch] of (left, right)
     eye_directions: np.ndarray = field(default_factory=lambda: np.full((2, 3), np.nan))  # per eye, camera frame
     origins: np.ndarray = field(default_factory=lambda: np.full((2, 2), np.nan))  # iris centres (left, right), image pixels
+
+    def resized(self, fx: float, fy: float) -> "Gaze":
+        """The same gaze in an image resized by ``fx`` x ``fy``: the iris centres scaled (directions
+        and angles do not depend on the image size)."""
+        return replace(self, origins=np.asarray(self.origins) * np.array([fx, fy]))
 
 
 @dataclass
@@ -61,6 +66,29 @@ class FaceObservation:
     eye_visibility: tuple[float, float] = (float("nan"), float("nan"))
     eye_available: tuple[Optional[bool], Optional[bool]] = (None, None)
     eye_unavailable_why: Optional[str] = None   # "occluded" | "too_dark" when an eye is unavailable
+
+    # the fields in image pixels, which ``resized`` scales (every other field is a ratio, an angle,
+    # a score or an index)
+    PIXEL_FIELDS = ("box", "landmarks", "vertices", "translation", "scale", "roi_box", "mesh_points", "gaze")
+
+    def resized(self, fx: float, fy: float) -> "FaceObservation":
+        """This face in the image resized by ``fx`` (x) and ``fy`` (y), to draw it on the smaller
+        image: the PIXEL_FIELDS scaled (x by fx, y by fy, z and the model scale by their mean)."""
+        fz = (fx + fy) / 2.0
+
+        def xyz(a):
+            if a is None:
+                return None
+            a = np.asarray(a)
+            return (a * np.array([fx, fy, fz][:a.shape[-1]])).astype(a.dtype, copy=False)
+
+        def box(b):
+            return None if b is None else np.asarray(b) * np.array([fx, fy, fx, fy])
+
+        return replace(self, box=box(self.box), landmarks=xyz(self.landmarks), vertices=xyz(self.vertices),
+                       translation=xyz(self.translation), scale=self.scale * fz, roi_box=box(self.roi_box),
+                       mesh_points=xyz(self.mesh_points),
+                       gaze=None if self.gaze is None else self.gaze.resized(fx, fy))
 
     @property
     def center(self) -> np.ndarray:

@@ -148,11 +148,12 @@ class VideoWriter:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"VideoWriter.write expects an HxWx3 uint8 BGR image, got {image.shape} {image.dtype}")
         h, w = image.shape[:2]
-        if (w, h) != self.size:
-            raise ValueError(f"frame size {w}x{h} differs from the recording size {self.size[0]}x{self.size[1]}")
-        if self.scaled != (w, h):
+        if (w, h) == self.size and self.scaled != self.size:
             image = cv2.resize(image, self.scaled, interpolation=cv2.INTER_AREA)
             w, h = self.scaled
+        elif (w, h) != self.scaled:        # the frames' size, or already the scaled one (drawn at it)
+            raise ValueError(f"frame size {w}x{h} differs from the recording size {self.size[0]}x{self.size[1]}"
+                             + (f" (or {self.scaled[0]}x{self.scaled[1]} scaled)" if self.scaled != self.size else ""))
         ow, oh = self.out_size
         if (ow, oh) != (w, h):
             image = cv2.copyMakeBorder(image, 0, oh - h, 0, ow - w, cv2.BORDER_REPLICATE)
