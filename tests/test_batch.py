@@ -232,12 +232,27 @@ def test_csv_manifest_columns_reach_drives_parquet(clips, tmp_path):
     assert (r["driver"], r["vehicle"], r["status"]) == ("ann", "truck-7", "ok")
 
 
+def test_record_scale_reaches_each_drives_recording(clips, tmp_path):
+    import av
+
+    out = tmp_path / "out"
+    assert main([str(clips["face"]), "--out", str(out), "--no-report", "--record", "--record-scale", "0.5",
+                 "--mesh-detail", "0.25"] + FAST) == 0
+    with av.open(str(out / drive_id(clips["face"]) / "recording.mp4")) as c:
+        s = c.streams.video[0]
+        with av.open(str(clips["face"])) as src:
+            full = src.streams.video[0]
+            assert (s.width, s.height) == (full.width // 2, full.height // 2)
+        assert sum(1 for _ in c.decode(video=0)) == 24
+
+
 @pytest.mark.parametrize("args, says", [
     (["/nonexistent/x.mp4"], "input not found"),
     (["{face}", "--workers", "0"], "--workers"),
     (["{face}", "--alert-yaw", "-5"], "alert"),
     (["{face}", "--engine", "local", "--ray-address", "auto"], "--ray-address"),
     (["{emptydir}"], "no video files"),
+    (["{face}", "--record", "--record-scale", "0"], "--record-scale must be in (0, 1], got 0"),
 ])
 def test_bad_arguments_exit_2_and_write_nothing(clips, tmp_path, capsys, args, says):
     (tmp_path / "emptydir").mkdir()

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="redo drives that are already complete in --out")
     b.add_argument("--quiet", action="store_true", help="no progress bar: a log line per drive")
     b.add_argument("--no-report", dest="report", action="store_false", help="skip report.html")
-    add_settings_args(p, run_options=("record_quality",))
+    add_settings_args(p, run_options=("record_quality", "record_scale"))
     # one thread per stage: the batch runs one drive per core
     p.set_defaults(threads=1, mesh_threads=1)
     return p
@@ -95,6 +95,8 @@ def parse(argv=None):
         _usage(parser, f"--out {out}: folder {out.parent} does not exist (create it first)")
     if args.workers < 1:
         _usage(parser, f"--workers must be >= 1, got {args.workers}")
+    if not 0.0 < args.record_scale <= 1.0:
+        _usage(parser, f"--record-scale must be in (0, 1], got {args.record_scale:g}")
     import pyarrow
 
     if tuple(int(x) for x in pyarrow.__version__.split(".")[:2]) < PYARROW_MIN:
@@ -224,7 +226,8 @@ def main(argv=None) -> int:
         if final.is_dir():           # --force, or a folder without a summary: redone
             shutil.rmtree(final)
         todo.append(DriveJob(path=d.path, drive_id=d.drive_id, out=str(out.resolve()), settings=settings,
-                             record=args.record, record_quality=args.record_quality, meta=d.meta,
+                             record=args.record, record_quality=args.record_quality,
+                             record_scale=args.record_scale, meta=d.meta,
                              engine=args.engine, app_version=version, git_commit=commit))
     prog = Progress(len(drives), args.quiet)
     for r in rows.values():

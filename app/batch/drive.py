@@ -73,6 +73,7 @@ class DriveJob:
     settings: Settings
     record: bool = False
     record_quality: str = "medium"
+    record_scale: float = 1.0
     meta: dict = field(default_factory=dict)
     engine: str = "local"
     app_version: str = ""
@@ -557,7 +558,7 @@ def run_drive(job: DriveJob, stop_requested: Optional[Callable[[], bool]] = None
             source = open_source(job.path)
             # the event log is the monitor's (none with --no-monitor)
             options = RunOptions(events=str(tmp / EVENTS) if job.settings.monitor is not None else None, record=str(tmp / RECORDING) if job.record else None,
-                                 record_quality=job.record_quality)
+                                 record_quality=job.record_quality, record_scale=job.record_scale)
             table = FrameTable(options, folder=tmp, fps=source.fps, size=source.size,
                                monitor_on=job.settings.monitor is not None,
                                overlay=overlay_kind_for(job.settings), say=said.append)
