@@ -292,9 +292,11 @@ class MeshLandmarker:
         self._gray = np.empty((CROP_SIZE, CROP_SIZE), np.uint8)
         self.visibility_s = 0.0   # seconds spent in the eye-visibility measure (the caller resets it)
 
-    def __call__(self, image_bgr: np.ndarray, roi_box, roll: float = 0.0, retry: bool = True) -> Optional[MeshResult]:
+    def __call__(self, image_bgr: np.ndarray, roi_box, roll: float = 0.0, retry: bool = True,
+                 blendshapes: bool = True) -> Optional[MeshResult]:
         """Points in image pixels (z in the x scale, relative) and blendshapes, or None when the
         crop holds no face. ``roll``: radians the face is turned in the image (``roll_of``).
+        ``blendshapes=False``: the blendshape model does not run (MeshResult.blendshapes None).
         A crop the model rejects is tried once more on the box of the points it gave (``retry``):
         a detector box a little off the face (portrait_large.jpg's middle face: presence 0.016 on
         its first crop) is then found (0.999), at the cost of a second run only on misses."""
@@ -317,10 +319,10 @@ class MeshLandmarker:
         out[:, 2] = pts[:, 2] / math.sqrt(abs(np.linalg.det(A)))
         if not logit >= self._min_logit:
             if retry and np.all(np.isfinite(out)):
-                return self(image_bgr, *mesh_crop(out), retry=False)
+                return self(image_bgr, *mesh_crop(out), retry=False, blendshapes=blendshapes)
             return None
         bs = None
-        if self._bs is not None:
+        if self._bs is not None and blendshapes:
             self._bs.set_tensor(self._bs_in, pts[None, BLENDSHAPE_POINTS, :2].astype(np.float32))
             self._bs.invoke()
             bs = self._bs.get_tensor(self._bs_out).ravel().astype(np.float32).copy()
@@ -399,15 +401,17 @@ class MeshBackend:
     def __init__(self, threads: int = 2, blendshapes: bool = True):
         self.landmarker = MeshLandmarker(threads=threads, blendshapes=blendshapes)
 
-    def estimate(self, image_bgr: np.ndarray, crops, vertices: bool = True) -> tuple[list[Optional[FaceEstimate]], dict]:
+    def estimate(self, image_bgr: np.ndarray, crops, vertices: bool = True,
+                 blendshapes: bool = True) -> tuple[list[Optional[FaceEstimate]], dict]:
         """Per face, on the box from its previous points when it has one (mediapipe's tracking
         ROI), else on the tracker's roi box. (``vertices``: this model has no dense mesh beyond
-        its 478 points, which it always gives.)"""
+        its 478 points, which it always gives; ``blendshapes=False``: no blendshape scores.)"""
         t0 = time.perf_counter()
         self.landmarker.visibility_s = 0.0
         out = []
         for c in crops:
-            r = self.landmarker(image_bgr, c.roi if c.mesh_box is None else c.mesh_box, c.roll)
+            r = self.landmarker(image_bgr, c.roi if c.mesh_box is None else c.mesh_box, c.roll,
+                                blendshapes=blendshapes)
             out.append(None if r is None else estimate_from_mesh(r))
         vis_ms = self.landmarker.visibility_s * 1e3
         # "eye vis": the eye-visibility measure (eye_patch_stats), a part of mesh/eyes

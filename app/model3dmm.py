@@ -307,10 +307,12 @@ class Model3DMM:
         merged["scale"] = (np.asarray(out["scale"][:n], np.float64) + np.asarray(out["scale"][n:2 * n], np.float64)) / 2
         return merged
 
-    def estimate(self, image_bgr: np.ndarray, crops, vertices: bool = True) -> tuple[list[Optional[FaceEstimate]], dict]:
+    def estimate(self, image_bgr: np.ndarray, crops, vertices: bool = True,
+                 blendshapes: bool = True) -> tuple[list[Optional[FaceEstimate]], dict]:
         """The FaceBackend step: all faces of a frame in one run, on the tracker's roi boxes (the
         3DDFA-V2 crop policies the model was trained with; upright, roll ignored). ``vertices=False``:
-        no dense mesh (FaceEstimate.vertices None), for a frame that nobody draws."""
+        no dense mesh (FaceEstimate.vertices None), for a frame that nobody draws. (``blendshapes``:
+        a 3DMM has none; the landmark model beside it gives them.)"""
         rois = [c.roi for c in crops]
         if not rois:
             return [], {"crop": 0.0, "3dmm": 0.0, "post": 0.0}

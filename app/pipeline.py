@@ -169,10 +169,12 @@ class Pipeline:
         return Crop(t.roi, mesh_box_from_detection(t.box) if t.detected else None)
 
     # ------------------------------------------------------------------ per frame
-    def process(self, frame: Frame, vertices: bool = True) -> FrameResult:
+    def process(self, frame: Frame, vertices: bool = True, blendshapes: bool = True) -> FrameResult:
         """One frame through the stages. ``vertices=False``: no dense mesh for this frame (nothing
         draws it: a run without a recording or a window, or with the mesh layer off); the 3DMM
-        then runs without its mesh head and the mesh is not smoothed. Every other output is the same."""
+        then runs without its mesh head and the mesh is not smoothed. ``blendshapes=False``: no
+        blendshape scores (FaceObservation.blendshapes None; nothing but the dump and the batch's
+        frames.parquet reads them), the blendshape model does not run. Every other output is the same."""
         st = {"crop": 0.0, "3dmm": 0.0, "post": 0.0, "mesh/eyes": 0.0, "eye vis": 0.0}
         image = frame.image
         t0 = time.perf_counter()
@@ -182,9 +184,9 @@ class Pipeline:
         crops = [self._crop(t) for t in tracks]
 
         # the eyes backend (own thread; LiteRT releases the GIL) overlaps the 3DMM run in this thread
-        eyes_job = (self._pool.submit(self.eyes.estimate, image, crops)
+        eyes_job = (self._pool.submit(self.eyes.estimate, image, crops, blendshapes=blendshapes)
                     if self.eyes is not None and tracks else None)
-        ests, bst = self.backend.estimate(image, crops, vertices) if tracks else ([], {})
+        ests, bst = self.backend.estimate(image, crops, vertices, blendshapes) if tracks else ([], {})
         st.update(bst)
         # what needs only the backend's estimate is done while the eyes still run: which faces are
         # kept (the 3DMM's own landmarks decide), and the smoothing of their geometry

@@ -239,6 +239,13 @@ class Outputs:
         return self.recording is not None
 
     @property
+    def reads_blendshapes(self) -> bool:
+        """Whether these outputs write the blendshape scores (the dump does): otherwise the
+        pipeline skips the blendshape model (0.9-1.2 ms of CPU per face: docs/benchmarks.md
+        section 19); nothing else reads them (the monitor, the gaze and the overlay do not)."""
+        return self.dump is not None
+
+    @property
     def render_ms(self) -> float:
         """How long the encoder thread took to draw the last frame it drew (0 when the caller draws)."""
         return self.recording.render_ms if self.recording is not None else 0.0
@@ -529,7 +536,8 @@ class Runner:
         """(result, drawn image or None, drawing ms) of one frame, its outputs written; None for a
         frame that failed and that the hooks skip (a failure they do not skip is raised)."""
         try:
-            res = self.pipe.process(frame, vertices=self._vertices_wanted())
+            res = self.pipe.process(frame, vertices=self._vertices_wanted(),
+                                    blendshapes=self.outputs.reads_blendshapes)
             annotated, draw_ms = None, 0.0
             if self.draw:
                 t = time.perf_counter()

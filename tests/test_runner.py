@@ -122,3 +122,63 @@ def test_dense_mesh_only_when_drawn_and_the_dump_is_the_same(tmp_path):
     assert sum(map(len, mesh_rec)) >= 25
     assert all(all(m) for m in mesh_rec) and not any(any(m) for m in mesh_plain)
     assert plain == rec
+
+
+class _CountingInterpreter:
+    """The blendshape model's interpreter with its invocations counted."""
+
+    def __init__(self, it):
+        self.it, self.calls = it, 0
+
+    def set_tensor(self, index, value):
+        self.it.set_tensor(index, value)
+
+    def invoke(self):
+        self.calls += 1
+        self.it.invoke()
+
+    def get_tensor(self, index):
+        return self.it.get_tensor(index)
+
+
+def test_blendshapes_only_when_an_output_writes_them(tmp_path):
+    """Without the dump nothing reads the blendshape scores: the model that gives them does not
+    run (FaceObservation.blendshapes None) and everything else is the same: every measure of every
+    face, the recording frame for frame, the events but for their wall-clock time."""
+    import json
+
+    from app.pipeline import Pipeline
+
+    class Seen(runner.RunHooks):
+        def on_result(self, r, result, annotated, stage_ms):
+            for o in result.observations:
+                self.bs.append(o.blendshapes)
+                self.measures.append((o.yaw, o.pitch, o.roll, o.eye_open, o.mouth_open, o.eye_visibility,
+                                      o.eye_available, None if o.gaze is None else (o.gaze.yaw, o.gaze.pitch),
+                                      o.landmarks.tobytes(), o.mesh_points.tobytes()))
+
+    runs = {}
+    for name, dump in (("dump", True), ("none", False)):
+        src = open_source(str(shared("media", "talking_head_720p.mp4")))
+        pipe = Pipeline(Settings(device="cpu", layers=Layers.from_spec("-fps")))   # fps: the wall clock's
+        counter = pipe.eyes.landmarker._bs = _CountingInterpreter(pipe.eyes.landmarker._bs)
+        opts = RunOptions(record=str(tmp_path / f"{name}.mp4"), events=str(tmp_path / f"{name}.ev.jsonl"),
+                          dump=str(tmp_path / f"{name}.jsonl") if dump else None)
+        out = runner.Outputs(opts, fps=src.fps, size=src.size, live=False)
+        hooks = Seen()
+        hooks.bs, hooks.measures = [], []
+        rep = runner.Runner(src, pipe, out, max_frames=30, quiet=True, say=lambda m: None, hooks=hooks).run()
+        assert rep.rc == 0 and rep.frames == 30
+        runs[name] = (hooks, counter.calls)
+    (with_dump, calls_dump), (without, calls_none) = runs["dump"], runs["none"]
+    assert len(with_dump.bs) >= 25 and all(b is not None and len(b) == 52 for b in with_dump.bs)
+    assert calls_dump == len(with_dump.bs) and calls_none == 0
+    assert all(b is None for b in without.bs)
+    assert with_dump.measures == without.measures
+    frames = [[f.to_ndarray(format="bgr24") for f in av.open(str(tmp_path / f"{n}.mp4")).decode(video=0)]
+              for n in ("dump", "none")]
+    assert len(frames[0]) == len(frames[1]) == 30
+    assert all(np.array_equal(a, b) for a, b in zip(*frames))
+    ev = [[{k: v for k, v in json.loads(ln).items() if k != "time"}
+           for ln in (tmp_path / f"{n}.ev.jsonl").read_text().splitlines()] for n in ("dump", "none")]
+    assert ev[0] == ev[1] and ev[0][-1]["event"] == "summary"

@@ -237,6 +237,9 @@ def read_frames(path, columns: Optional[list] = None):
 class FrameTable(Outputs):
     """The runner's outputs (events, recording) plus ``frames.parquet`` and the alert frames."""
 
+    # frames.parquet has a column per blendshape score
+    reads_blendshapes = True
+
     def __init__(self, options: RunOptions, *, folder: Path, fps: float, size: tuple[int, int],
                  monitor_on: bool, overlay: str, say):
         import pyarrow as pa

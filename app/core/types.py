@@ -149,13 +149,14 @@ class FaceBackend(Protocol):
     """What the pipeline runs on the face crops of a frame: a 3DMM (app.model3dmm.Model3DMM) or the
     face landmark model (app.facemesh.MeshBackend). ``estimate`` returns one FaceEstimate per crop
     (None: no face in that crop) and its own stage times in ms; ``vertices=False`` asks for no dense
-    mesh (nobody draws this frame)."""
+    mesh (nobody draws this frame), ``blendshapes=False`` for no blendshape scores (no output
+    writes them)."""
     name: str        # shown in the overlay, the dump and the log
     provider: str    # what really runs it ("CPU", "CUDA", "LiteRT CPU")
     triangles: Optional[np.ndarray]  # (T, 3) int32 of the dense vertices, when it has them
 
-    def estimate(self, image: np.ndarray, crops: Sequence[Crop],
-                 vertices: bool = True) -> tuple[list[Optional[FaceEstimate]], dict[str, float]]: ...
+    def estimate(self, image: np.ndarray, crops: Sequence[Crop], vertices: bool = True,
+                 blendshapes: bool = True) -> tuple[list[Optional[FaceEstimate]], dict[str, float]]: ...
 
     def close(self) -> None: ...
 
