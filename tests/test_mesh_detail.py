@@ -88,6 +88,21 @@ def test_the_thinned_model_gives_every_other_output_bit_for_bit_and_the_same_kep
     assert full.mesh_keep is None and full.triangles.max() == N_VERTICES - 1
 
 
+def test_a_full_mesh_fp32_export_thins_the_same_way(tddfa_onnx, face_crops):
+    """A model exported without --store-fp16 (the basis as float32 ``dense_wc``) and with the neck
+    (53,215 vertices): the same kept vertices as its full mesh, the other outputs bit for bit."""
+    full = Model3DMM(str(tddfa_onnx), "cpu")
+    thin = Model3DMM(str(tddfa_onnx), "cpu", mesh_detail=0.5)
+    a, b = full.infer(face_crops), thin.infer(face_crops)
+    n = a["vertices"].shape[1]
+    assert 0.4 * n <= len(thin.mesh_keep) <= 0.5 * n
+    np.testing.assert_allclose(b["vertices"], a["vertices"][:, thin.mesh_keep], rtol=0, atol=1e-3)
+    assert sorted(a) == sorted(b)
+    for name in a:
+        if name != "vertices":
+            assert np.array_equal(a[name], b[name]), name
+
+
 def test_a_model_without_the_contract_dense_basis_is_one_error(tmp_path):
     import onnx
 
