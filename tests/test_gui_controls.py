@@ -58,7 +58,7 @@ class _FakePipeline:
     def prepare(self, vertices):
         pass
 
-    def process(self, frame, vertices=True):
+    def process(self, frame, vertices=True, blendshapes=True):
         from app.core.types import FrameResult
 
         return FrameResult(frame=frame, observations=[], model=self.model_name, provider=self.provider)

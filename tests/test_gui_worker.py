@@ -39,7 +39,7 @@ class _StubPipeline:
     def prepare(self, vertices):
         pass
 
-    def process(self, frame, vertices=True):
+    def process(self, frame, vertices=True, blendshapes=True):
         from app.core.types import FrameResult
 
         if frame.index in self.fail_on:
