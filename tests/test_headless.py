@@ -196,10 +196,10 @@ def test_error_midway_finalizes_outputs(tmp_path, monkeypatch):
 
     real = Pipeline.process
 
-    def failing(self, frame, vertices=True):
+    def failing(self, frame, vertices=True, blendshapes=True):
         if frame.index == 5:
             raise RuntimeError("simulated failure")
-        return real(self, frame, vertices)
+        return real(self, frame, vertices, blendshapes)
 
     monkeypatch.setattr(Pipeline, "process", failing)
     rec, dump = tmp_path / "o.mp4", tmp_path / "d.jsonl"
