@@ -140,6 +140,21 @@ def test_the_shaded_face_of_a_quarter_of_the_vertices_covers_the_same_pixels_in_
     assert 1.8 <= layers[0.25].cell / layers[1.0].cell <= 2.2
 
 
+def test_downscale_is_area_averaging_at_whole_factors_and_close_to_it_between():
+    from app.render import downscale
+
+    src = av.open(str(shared("media", "clips", "expressions_d13.mp4")))
+    img = next(src.decode(video=0)).to_ndarray(format="bgr24")      # 720 x 1280
+    src.close()
+    for size in ((360, 640), (180, 320)):
+        assert np.array_equal(downscale(img, size), cv2.resize(img, size, interpolation=cv2.INTER_AREA))
+    for size in ((288, 512), (540, 960), (238, 422)):                 # x0.4, x0.75, x0.33
+        got, want = downscale(img, size), cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        assert got.shape == want.shape
+        psnr = 10 * np.log10(255.0 ** 2 / np.mean((got.astype(np.float64) - want) ** 2))
+        assert psnr > 30.0, (size, psnr)                             # measured 32.5-51.8 dB
+
+
 def test_resized_scales_exactly_the_fields_in_pixels():
     o = FaceObservation(box=np.array([10.0, 20.0, 110.0, 220.0]), landmarks=np.ones((68, 3), np.float32),
                         model="m", vertices=np.full((5, 3), 4.0, np.float32), triangles=np.zeros((1, 3), np.int32),

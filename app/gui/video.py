@@ -16,6 +16,8 @@ from PyQt6.QtCore import QPointF, QRectF, Qt
 from PyQt6.QtGui import QColor, QImage, QPainter
 from PyQt6.QtWidgets import QSizePolicy, QWidget
 
+from app.render import downscale
+
 
 def qimage_from_bgr(img: np.ndarray) -> QImage:
     """A QImage viewing ``img`` (H x W x 3 uint8 BGR, C-contiguous rows). Keep ``img`` alive."""
@@ -29,17 +31,14 @@ def qimage_from_bgr(img: np.ndarray) -> QImage:
 
 def scale_for_view(img: np.ndarray, w: int, h: int) -> np.ndarray:
     """``img`` scaled to w x h for the screen: bilinear down to half size; below that, pixel-area
-    averaging by a whole factor k (OpenCV's fast path: the source cut to a multiple of k, at most
-    k - 1 edge pixels) and bilinear for the rest, which is then at least half. OpenCV's area
-    averaging at a fractional factor costs 5-7 ms per 720x1280 frame on one thread vs 0.6-2.2 ms
-    for the two steps (docs/benchmarks.md section 15); the picture differs from it by 0.5-2 grey
-    levels on average (more along edges near a cut border: a display, not a measurement)."""
-    src_h, src_w = img.shape[:2]
-    k = min(src_w // max(w, 1), src_h // max(h, 1))
-    if k >= 2:
-        img = cv2.resize(img[:src_h - src_h % k, :src_w - src_w % k], ((src_w // k), (src_h // k)),
-                         interpolation=cv2.INTER_AREA)
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+    averaging by a whole factor k and bilinear for the rest, which is then at least half
+    (app.render.downscale). OpenCV's area averaging at a fractional factor costs 5-7 ms per
+    720x1280 frame on one thread vs 0.6-2.2 ms for the two steps (docs/benchmarks.md section 15);
+    the picture differs from it by 0.5-2 grey levels on average (more along edges near a cut
+    border: a display, not a measurement). Larger sizes: bilinear."""
+    if w >= img.shape[1] or h >= img.shape[0]:
+        return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+    return downscale(img, (w, h))
 
 
 class VideoView(QWidget):
