@@ -272,10 +272,12 @@ class RunOptions:
             f"{k} = libx264 {v['surface']['preset']} crf {v['surface']['crf']} (wire / points mesh: "
             f"{v['lines']['preset']} crf {v['lines']['crf']})" for k, v in RECORD_QUALITIES.items())
         + "; about 3.5, 5, 7 Mbit/s at 720p30 with the shaded overlay", "output", choices=tuple(RECORD_QUALITIES)))
-    # The recording at this fraction of the source's width and height (area averaging after the
-    # overlay is drawn at full size): 0.5 is a quarter of the pixels to convert and encode, about
-    # 2-3.5 ms less CPU per 720p frame (docs/benchmarks.md section 18) and a smaller file; the
-    # analysis runs on the full frames either way. The window records at full size.
+    # The recording at this fraction of the source's width and height: the frame made smaller
+    # (app.render.downscale: area averaging by a whole factor, then bilinear) and the overlay drawn
+    # on it at that size. 0.5 is a quarter of the pixels to draw, convert and encode: with
+    # --mesh-detail 0.25, 0.70-0.78 of the default's CPU per recorded frame (docs/benchmarks.md
+    # section 18), and a third of the file. The analysis runs on the full frames either way. The
+    # window records at full size.
     record_scale: float = field(default=1.0, metadata=_flag(
         "record at this fraction of the source's size (0-1]", "output", metavar="S", type=float,
         headless_only=True))
