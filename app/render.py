@@ -844,8 +844,9 @@ def downscale(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``img`` made smaller, to ``size`` (w, h): pixel-area averaging by the largest whole factor k
     that fits (OpenCV's fast path: the source cut to a multiple of k, at most k - 1 edge pixels),
     then bilinear for the rest, which is then at most 2x. OpenCV's area averaging at a fractional
-    factor costs 4.5-7 ms per 720x1280 frame on one thread (x0.4 to x0.75) against 0.3 ms at
-    x0.5 (docs/benchmarks.md section 18); at a whole factor this is exactly that averaging."""
+    factor costs 3.7-7.7 ms per 720x1280 frame on one thread (x0.4 to x0.75) against 0.27 ms at
+    x0.5, the two steps 0.56-2.1 ms (docs/benchmarks.md section 18); at a whole factor this is
+    exactly that averaging."""
     w, h = int(size[0]), int(size[1])
     src_h, src_w = img.shape[:2]
     k = min(src_w // max(w, 1), src_h // max(h, 1))

@@ -241,7 +241,7 @@ class Outputs:
     @property
     def reads_blendshapes(self) -> bool:
         """Whether these outputs write the blendshape scores (the dump does): otherwise the
-        pipeline skips the blendshape model (0.9-1.2 ms of CPU per face: docs/benchmarks.md
+        pipeline skips the blendshape model (1.0-1.4 ms of CPU per frame with one face: docs/benchmarks.md
         section 19); nothing else reads them (the monitor, the gaze and the overlay do not)."""
         return self.dump is not None
 
