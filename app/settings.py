@@ -134,8 +134,10 @@ class Settings:
     # draws only those. It changes the drawn face only: every other output (68 points, pose, eyes,
     # gaze, monitor, dump) is the same, value for value (tests/test_mesh_detail.py). The shaded
     # overlay's cells follow the vertex spacing, so 0.25 draws the face half as finely: at half the
-    # size (--record-scale 0.5) it looks as 1 does at full size. 0.25 with --record-scale 0.5: 23-27
-    # ms of CPU per recorded frame against 30-33 (docs/benchmarks.md section 18). 1 = every vertex.
+    # size (--record-scale 0.5) it looks as 1 does at full size. 0.25 with --record-scale 0.5: 0.70-0.78
+    # of the default's CPU per recorded frame in alternating rounds (22.6-27.5 ms against 29.8-39.5 on
+    # the 2-core dev machine, whose speed drifted: docs/benchmarks.md section 18). The 3DMM run: 1.57
+    # vs 3.64 ms per face at 0.25. 1 = every vertex.
     mesh_detail: float = field(default=1.0, metadata=_flag(
         "3DMM: compute and draw the dense mesh on about this fraction of its vertices (0-1]; "
         "only the drawn 3D face changes", "model", metavar="F"))
