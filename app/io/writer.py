@@ -84,8 +84,10 @@ class VideoWriter:
         if not 0.0 < scale <= 1.0:
             raise OutputError(f"cannot record {self.path}: --record-scale must be in (0, 1], got {scale:g}")
         self.size = (w, h)                          # size of the frames given to write()
-        # the frames scaled by ``scale`` (area averaging: each recorded pixel is the mean of the
-        # source pixels it covers), then padded to the even size actually encoded
+        # the recorded size: frames may come at it (app.runner draws the overlay at that size, on
+        # the frame made smaller by app.render.downscale) or at ``size``, which this writer then
+        # area-averages itself (OpenCV's INTER_AREA: 0.27 ms per 720p frame at 0.5, 3.7-7.7 ms at
+        # fractional factors); then padded to the even size actually encoded
         self.scaled = (w, h) if scale == 1.0 else (max(1, round(w * scale)), max(1, round(h * scale)))
         sw, sh = self.scaled
         self.out_size = (sw + (sw & 1), sh + (sh & 1))
