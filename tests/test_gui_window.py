@@ -188,6 +188,8 @@ def test_record_toggle_writes_playable_mp4_of_shown_frames(make_window, qtbot, t
     qtbot.waitUntil(lambda: win.recording_path is not None, timeout=10_000)
     qtbot.waitUntil(lambda: win.latest.stats.recording_frames >= 15, timeout=WAIT_MS)
     assert "REC" in win.status_text()
+    # while it records, the frames are drawn at their own size (the recording takes that drawing)
+    assert win.latest.image.shape == win.latest.full.frame.image.shape
     win.stop_recording()
     qtbot.waitUntil(lambda: win.recording_path is None, timeout=10_000)
     assert sorted(x.name for x in out.parent.iterdir()) == ["take1.events.jsonl", "take1.mp4"]
@@ -196,7 +198,7 @@ def test_record_toggle_writes_playable_mp4_of_shown_frames(make_window, qtbot, t
     with av.open(str(out)) as c:
         frames = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
     assert len(frames) == n >= 15
-    assert frames[0].shape == win.latest.image.shape
+    assert frames[0].shape == win.latest.full.frame.image.shape
     # the monitor's events go beside the video; the last line is the run summary
     from app.monitor.events import read_events
 
@@ -390,8 +392,44 @@ def test_source_breaking_off_midway_reports_and_app_lives(make_window, qtbot, tm
     qtbot.waitUntil(lambda: win.results_received > n + 5, timeout=WAIT_MS)
 
 
+def test_frames_are_drawn_at_the_size_the_view_shows_them(make_window, qtbot):
+    """A view smaller than the frame gets the frame drawn at the view's size in device pixels:
+    the same drawing as draw_result(size=) and painted without scaling; a larger view gets the
+    frame's own size."""
+    from app.render import draw_result
+
+    win = make_window(source=str(shared(*CLIP)))
+    qtbot.waitUntil(lambda: win.results_shown >= 5, timeout=WAIT_MS)
+    win.set_paused(True)
+    qtbot.wait(600)                                   # a frame in flight may still arrive
+    r = win.latest
+    fh, fw = r.full.frame.image.shape[:2]
+    want = win.view.device_size(fw, fh)
+    assert want[0] < fw and want[1] < fh
+    assert (r.image.shape[1], r.image.shape[0]) == want
+    np.testing.assert_array_equal(r.image, draw_result(r.full, win.settings.layers, size=want))
+    qtbot.waitUntil(lambda: win.view.image is r.image, timeout=10_000)
+    win.view.repaint()
+    assert win.view.drawn[:2] == want                                   # painted as it is,
+    assert win.view._scaled is None or win.view._scaled[0] is not r.image    # not scaled
+    # the faces are where they are in the frame: the view maps frame pixels to the widget
+    box = r.driver.box
+    p = win.view.image_to_widget(box[0], box[1])
+    rect = win.view.target_rect()
+    assert p.x() == pytest.approx(rect.x() + box[0] * rect.width() / fw)
+    # a view larger than the frame: the frame's own size (the view scales it up)
+    win.worker.view_size = (fw * 2, fh * 2)
+    runner = win.worker.runner
+    assert win.worker.draw_size(runner) is None
+    win.worker.view_size = want
+    assert win.worker.draw_size(runner) == want
+    win.set_paused(False)
+
+
 def test_keys_pause_layers_fullscreen_quit_and_snapshot(make_window, qtbot):
     import cv2
+
+    from app.render import draw_result
 
     win = make_window(source=str(shared(*CLIP)))
     qtbot.waitUntil(lambda: win.results_received >= 3, timeout=WAIT_MS)
@@ -403,7 +441,13 @@ def test_keys_pause_layers_fullscreen_quit_and_snapshot(make_window, qtbot):
     assert win.results_received == n                # paused: nothing processed
     path = win.snapshot()
     assert path is not None and path.suffix == ".png"
-    assert np.array_equal(cv2.imread(str(path)), win.latest.image)
+    # the view (837 x 471 device pixels here) shows the frame drawn at its own size, which the
+    # snapshot draws again at the frame's 1280 x 720
+    r = win.latest
+    full = r.full.frame.image
+    assert r.image.shape[:2] != full.shape[:2]
+    assert (r.image.shape[1], r.image.shape[0]) == win.view.device_size(full.shape[1], full.shape[0])
+    np.testing.assert_array_equal(cv2.imread(str(path)), draw_result(r.full, win.settings.layers))
     qtbot.keyClick(win, " ")
     assert not win.btn_pause.isChecked()
     qtbot.waitUntil(lambda: win.results_received > n + 3, timeout=WAIT_MS)

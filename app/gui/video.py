@@ -5,6 +5,10 @@ The numpy buffer is scaled to the widget's size in device pixels (logical size x
 whole factor then bilinear: ``scale_for_view``; 0.6-2 ms for 720p, outside the GIL) and wrapped in a QImage without conversion
 (Format_BGR888) in ``paintEvent``; Qt's backing store double-buffers the widget, so there is no tearing.
 The widget keeps a reference to the array it shows, so the buffer outlives the QImage.
+The processing thread draws the frames at the size in device pixels that the view paints them
+at when that is smaller than the frame (``device_size``; ProcessingWorker.draw_size), so such a
+frame is painted as it is: the redraw took 0.9-1.1 ms instead of 2.6-2.7 ms for expressions_d13 in
+``python -m app.eval.gui_bench`` (docs/benchmarks.md section 20).
 """
 from __future__ import annotations
 
@@ -52,12 +56,16 @@ class VideoView(QWidget):
         self._img: Optional[np.ndarray] = None
         self._qimg: Optional[QImage] = None
         self._scaled = None   # (source array, (w, h), scaled array, its QImage)
+        self._frame_size = (0, 0)   # (w, h) of the frame the shown image was drawn from
         self.placeholder = self.PLACEHOLDER
         self.frames_painted = 0
         self.drawn: Optional[tuple[int, int, float]] = None   # last frame drawn: device px w, h, its ratio
 
     # ---- data
-    def set_image(self, img: Optional[np.ndarray]) -> None:
+    def set_image(self, img: Optional[np.ndarray], frame_size: Optional[tuple[int, int]] = None) -> None:
+        """Show ``img``; ``frame_size`` (w, h): the frame it was drawn from, when it was drawn
+        smaller (at ``device_size``): the view keeps that frame's aspect ratio, so an image drawn
+        at the view's size is painted without scaling."""
         if img is None:
             self._img, self._qimg = None, None
         else:
@@ -65,25 +73,37 @@ class VideoView(QWidget):
                 img = np.ascontiguousarray(img)
             self._img = img
             self._qimg = qimage_from_bgr(img)
+            self._frame_size = tuple(frame_size) if frame_size is not None else (img.shape[1], img.shape[0])
         self.update()
 
     @property
     def image(self) -> Optional[np.ndarray]:
         return self._img
 
-    def target_rect(self) -> QRectF:
-        """Where the frame is drawn inside the widget (aspect kept, centred)."""
+    def _fit(self, w: int, h: int) -> QRectF:
+        """Where a w x h frame is drawn inside the widget (aspect kept, centred)."""
         W, H = self.width(), self.height()
-        if self._img is None:
-            return QRectF(0, 0, W, H)
-        h, w = self._img.shape[:2]
         s = min(W / w, H / h)
         dw, dh = w * s, h * s
         return QRectF((W - dw) / 2.0, (H - dh) / 2.0, dw, dh)
 
+    def target_rect(self) -> QRectF:
+        """Where the frame is drawn inside the widget (aspect kept, centred)."""
+        if self._img is None:
+            return QRectF(0, 0, self.width(), self.height())
+        return self._fit(*self._frame_size)
+
+    def device_size(self, w: int, h: int) -> tuple[int, int]:
+        """(w, h) in device pixels that a w x h frame is painted at: an image of that size is
+        painted as it is (``set_image(img, frame_size=(w, h))``)."""
+        r = self._fit(w, h)
+        dpr = self._dpr()
+        return int(round(r.width() * dpr)), int(round(r.height() * dpr))
+
     def image_to_widget(self, x: float, y: float) -> QPointF:
+        """A point of the frame (its pixels, whatever size the shown image was drawn at) in the widget."""
         r = self.target_rect()
-        h, w = self._img.shape[:2]
+        w, h = self._frame_size
         return QPointF(r.x() + x * r.width() / w, r.y() + y * r.height() / h)
 
     def _dpr(self) -> float:

@@ -33,7 +33,7 @@ from app.gui import binding
 from app.gui.plots import SignalPlots
 from app.gui.video import VideoView
 from app.gui.worker import ProcessingWorker, Result, default_recording_path
-from app.render import banner_text
+from app.render import banner_text, draw_result
 from app.settings import Layers
 
 log = logging.getLogger(__name__)
@@ -600,7 +600,8 @@ class MainWindow(QMainWindow):
                 self.worker.stop_recording()
 
     def snapshot(self, path: Optional[str] = None) -> Optional[Path]:
-        """The shown frame with its overlays as PNG (atomic write); returns the path or None."""
+        """The shown frame with its overlays as PNG (atomic write), at the frame's own size (a frame
+        shown smaller was drawn at the view's size: it is drawn again); returns the path or None."""
         if self.latest is None:
             self._on_error("snapshot: no frame shown yet")
             return None
@@ -612,8 +613,12 @@ class MainWindow(QMainWindow):
                 self._on_error(f"snapshot: cannot create {d}: {e.strerror}")
                 return None
             path = d / ("snapshot-" + time.strftime("%Y%m%d-%H%M%S") + f"-{self.latest.frame.index:06d}.png")
+        r = self.latest
+        image = r.image
+        if r.full is not None and r.full.frame.image.shape[:2] != image.shape[:2]:
+            image = draw_result(r.full, self.settings.layers)
         try:
-            out = write_png_atomic(path, self.latest.image)
+            out = write_png_atomic(path, image)
         except OSError as e:
             self._on_error(f"snapshot: cannot write {path}: {e.strerror or e}")
             return None
@@ -676,6 +681,10 @@ class MainWindow(QMainWindow):
         self.results_received += 1
         self.latest = r
         self._latest_new = True
+        if r.full is not None:
+            # the next frames are drawn at the size the view shows them (ProcessingWorker.draw_size)
+            fh, fw = r.full.frame.image.shape[:2]
+            self.worker.view_size = self.view.device_size(fw, fh)
         face = r.driver      # the face the monitor judges: panel, plots and alerts agree
         st = r.state
         perclos = float("nan")
@@ -801,7 +810,8 @@ class MainWindow(QMainWindow):
         r = self.latest
         if r is not None and self._latest_new:
             self._latest_new = False
-            self.view.set_image(r.image)
+            self.view.set_image(r.image, None if r.full is None else
+                                (r.full.frame.image.shape[1], r.full.frame.image.shape[0]))
             self.view.repaint()                 # paint now: latency = capture -> on screen
             self.latencies_ms.append((time.perf_counter() - r.wall_t) * 1000.0)
             self.results_shown += 1

@@ -66,15 +66,18 @@ class Stats:
 
 @dataclass
 class Result:
-    image: np.ndarray                   # annotated BGR frame (owned by the UI from now on)
+    image: np.ndarray                   # annotated BGR frame, at the view's size when that is smaller (owned by the UI from now on)
     raw: Optional[np.ndarray]           # the raw frame (kept only when the worker is asked to)
     observations: list                  # list[FaceObservation]
     driver: Optional[FaceObservation]   # the face the monitor judges (one of observations), None = no face
     state: Optional[MonitorState]
-    frame: Frame                        # image is None-ed out to avoid keeping two buffers
+    frame: Frame                        # without its image (that is in ``full``)
     wall_t: float                       # perf_counter() when the frame left the source
     stats: Stats
     events: list = field(default_factory=list)  # monitor events (start/end dicts) of this frame
+    # the whole result, its frame's image included: a frame shown smaller than its own size is
+    # drawn again at that size for a snapshot (MainWindow.snapshot)
+    full: Optional[FrameResult] = None
 
 
 # --------------------------------------------------------------------------- recording
@@ -213,6 +216,9 @@ class ProcessingWorker(QThread, RunHooks):
         self._pending = 0
         self._pending_lock = threading.Lock()
         self.results_skipped = 0
+        # (w, h) in device pixels that the view shows a frame at, set by the UI thread (one tuple
+        # assignment); frames are drawn at that size when it is smaller than theirs (draw_size)
+        self.view_size: Optional[tuple[int, int]] = None
 
     # ---- commands (any thread) ---------------------------------------------------------
     def set_source(self, spec) -> None:
@@ -367,7 +373,18 @@ class ProcessingWorker(QThread, RunHooks):
         lite = Frame(image=None, timestamp=frame.timestamp, index=frame.index, captured=frame.captured)
         self.result.emit(Result(image=annotated, raw=frame.image if self.keep_raw else None,
                                 observations=res.observations, driver=res.driver, state=res.state,
-                                frame=lite, wall_t=frame.captured, stats=stats, events=res.events))
+                                frame=lite, wall_t=frame.captured, stats=stats, events=res.events,
+                                full=res))
+
+    def draw_size(self, runner: Runner) -> Optional[tuple[int, int]]:
+        """The view's size when the frames are larger: the overlay is then drawn with the view's
+        pixels and the UI thread does not scale the frame (docs/benchmarks.md section 20). The
+        source's size is read before each frame, since a source switch changes it."""
+        want = self.view_size
+        src = runner.source.size
+        if want is None or not src or want[0] >= src[0] or want[1] >= src[1]:
+            return None
+        return want
 
     def on_source_event(self, runner: Runner, ev: SourceEvent) -> None:
         """A live camera lost / back: said in the window (the Runner logged it beside a recording)."""
