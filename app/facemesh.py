@@ -301,6 +301,9 @@ class MeshLandmarker:
         a detector box a little off the face (portrait_large.jpg's middle face: presence 0.016 on
         its first crop) is then found (0.999), at the cost of a second run only on misses."""
         M = crop_affine_rotated(roi_box, roll, CROP_SIZE)
+        # the frame was decoded on another thread: its face region is read in memory order first,
+        # which the warp then finds in the caches (geometry.prefetch_rows)
+        geometry.prefetch_rows(image_bgr, geometry.warp_source_box(M, CROP_SIZE, image_bgr.shape))
         cv2.warpAffine(image_bgr, M, (CROP_SIZE, CROP_SIZE), dst=self._buf, flags=cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_CONSTANT)
         # BGR -> RGB, then to [0, 1] floats (5x faster than one multiply through a reversed view)

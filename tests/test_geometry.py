@@ -161,3 +161,37 @@ def test_scale_roi_keeps_the_centre():
     r = g.scale_roi([10.0, 20.0, 110.0, 120.0], 0.9)
     np.testing.assert_allclose(r, [15.0, 25.0, 105.0, 115.0])
     np.testing.assert_allclose(g.scale_roi(r, 1 / 0.9), [10.0, 20.0, 110.0, 120.0])
+
+
+def test_warp_source_box_holds_every_pixel_the_warp_reads():
+    """Pixels outside warp_source_box do not change the bilinear warp's output (the box is all it
+    reads), for turned, scaled and partly outside crops; prefetch_rows leaves the image as it is."""
+    import cv2
+
+    from app.facemesh import crop_affine_rotated
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    cases = [(np.array([400., 100., 900., 600.]), 0.0), (np.array([400., 100., 900., 600.]), 0.4),
+             (np.array([-150., 500., 250., 900.]), -0.3), (np.array([1100., -80., 1400., 220.]), 1.2),
+             (np.array([600., 300., 700., 400.]), 0.05)]
+    for roi, roll in cases:
+        M = crop_affine_rotated(roi, roll, 256)
+        x0, y0, x1, y1 = g.warp_source_box(M, 256, img.shape)
+        assert 0 <= x0 < x1 <= 1280 and 0 <= y0 < y1 <= 720
+        ref = cv2.warpAffine(img, M, (256, 256), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        other = rng.integers(0, 256, img.shape, dtype=np.uint8)
+        other[y0:y1, x0:x1] = img[y0:y1, x0:x1]
+        np.testing.assert_array_equal(
+            cv2.warpAffine(other, M, (256, 256), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT), ref)
+        # and the box is not the whole image: it is about the crop's source square
+        side = (roi[2] - roi[0]) * (abs(np.cos(roll)) + abs(np.sin(roll)))
+        assert (x1 - x0) <= side + 6 and (y1 - y0) <= side + 6
+        before = img.copy()
+        g.prefetch_rows(img, (x0, y0, x1, y1))
+        np.testing.assert_array_equal(img, before)
+    # a crop entirely outside the image: an empty box, nothing read
+    x0, y0, x1, y1 = g.warp_source_box(crop_affine_rotated(np.array([2000., 2000., 2300., 2300.]), 0.0, 256),
+                                       256, img.shape)
+    assert x1 <= x0 or y1 <= y0
+    g.prefetch_rows(img, (x0, y0, x1, y1))
