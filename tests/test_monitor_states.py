@@ -201,6 +201,70 @@ def test_eye_baseline_and_relative_openness():
     assert len(b.samples[0]) == len(b.times[0]) == 22          # closed samples (2.2, 2.3) stay out
 
 
+def test_percentile_of_sorted_is_numpys_percentile_to_the_bit():
+    from app.monitor.states import percentile_of_sorted
+
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 3, 7, 10, 101, 1800):
+        for trial in range(20):
+            x = rng.random(n) * rng.choice([1.0, 0.37, 1e-3])
+            if trial % 3 == 0:
+                x = np.round(x, 2)                      # ties
+            srt = sorted(x.tolist())
+            for p in (0.0, 5.0, 12.5, 33.3, 50.0, 90.0, 95.0, 99.9, 100.0, float(rng.random() * 100)):
+                assert percentile_of_sorted(srt, p) == float(np.percentile(x, p)), (n, p)
+
+
+def test_eye_baseline_equals_the_percentile_of_its_window_every_frame():
+    """The sorted window gives, frame after frame, the baseline np.percentile gives over the same
+    window in arrival order (a minute of openness with blinks, closures and unknown frames)."""
+    from collections import deque
+
+    from app.monitor.states import EPS
+
+    s = MonitorSettings(eye_baseline_window=3.0, eye_baseline_min_seconds=1.0)
+    rng = np.random.default_rng(11)
+    b = EyeBaseline()
+    ref_t, ref_v = (deque(), deque()), (deque(), deque())
+    ref_base = [math.nan, math.nan]
+    seen = 0
+    for i in range(1800):
+        t = i / 30.0
+        op = [float(np.float32(0.25 + 0.05 * rng.standard_normal())), float(0.27 + 0.04 * rng.random())]
+        if i % 90 < 6:
+            op = [0.03, 0.04]                             # a blink
+        if i % 400 == 200:
+            op[1] = math.nan                              # an unknown eye
+        rel = b.step(t, op, s)
+        # the window's percentile, recomputed from scratch with numpy
+        rels = []
+        for e in (0, 1):
+            v = op[e]
+            if not math.isfinite(v):
+                continue
+            base = ref_base[e]
+            r = (max(0.0, (v - s.eye_shut_level) / (base - s.eye_shut_level))
+                 if math.isfinite(base) and base >= s.eye_min_open else math.nan)
+            if math.isfinite(r):
+                rels.append(r)
+            if not (r < s.eye_closed_ratio):
+                ref_t[e].append(t)
+                ref_v[e].append(v)
+                while (len(ref_t[e]) > 2 and ref_t[e][0] < t - s.eye_baseline_window - EPS
+                       and ref_t[e][-1] - ref_t[e][1] >= s.eye_baseline_min_seconds):
+                    ref_t[e].popleft()
+                    ref_v[e].popleft()
+                if ref_t[e][-1] - ref_t[e][0] >= s.eye_baseline_min_seconds - EPS:
+                    ref_base[e] = float(np.percentile(np.array(ref_v[e]), s.eye_baseline_percentile))
+        want = max(rels) if rels else math.nan
+        assert (rel == want) or (math.isnan(rel) and math.isnan(want)), i
+        assert b.values == ref_base or all(
+            (x == y) or (math.isnan(x) and math.isnan(y)) for x, y in zip(b.values, ref_base)), i
+        assert [len(o) for o in b.ordered] == [len(v) for v in ref_v]
+        seen += math.isfinite(b.values[0])
+    assert seen > 1700
+
+
 def test_closures_blinks_and_unknown_ends():
     c = Closures()
     seq = [(0.0, False), (0.1, True), (0.2, True), (0.4, False),      # 0.3 s: blink

@@ -21,6 +21,7 @@ Time conventions (continuous timers, zero-order-hold windows, ``max_gap``): app/
 """
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -428,15 +429,35 @@ class Nods:
 
 
 # ------------------------------------------------------------------------------ eyes
+def percentile_of_sorted(vals, p: float) -> float:
+    """np.percentile(vals, p) (its default, linear method) of ascending ``vals`` (a non-empty
+    sequence of finite floats), with numpy's own arithmetic: the virtual index (n - 1) * (p / 100),
+    and its lerp (a + d * g below g = 0.5, b - d * (1 - g) from there), so the value is the same
+    to the last bit (tests/test_monitor_states.py). On a list kept sorted it needs no sort:
+    0.004 vs 0.07-0.10 ms for 300-3,600 values."""
+    n = len(vals)
+    vi = (n - 1) * (p / 100)
+    if vi >= n - 1:
+        return float(vals[-1])
+    if vi < 0:
+        return float(vals[0])
+    lo = math.floor(vi)
+    g = vi - lo
+    a, b = vals[lo], vals[lo + 1]
+    d = b - a
+    return float(b - d * (1 - g)) if g >= 0.5 else float(a + d * g)
+
+
 class EyeBaseline:
     """Per eye: the open baseline (a percentile of the recent not-closed openness) and the
     relative openness of a reading against it."""
 
     def __init__(self):
-        # per eye: the timestamps and the openness of its not-closed samples (two deques, so that
-        # the percentile reads the openness without a Python loop)
+        # per eye: the timestamps and the openness of its not-closed samples in arrival order, and
+        # the same openness kept sorted (the percentile reads it without sorting every frame)
         self.times = (deque(), deque())
         self.samples = (deque(), deque())
+        self.ordered = ([], [])
         self.values = [NAN, NAN]
 
     def step(self, t: float, eye_open, s: MonitorSettings) -> float:
@@ -447,22 +468,23 @@ class EyeBaseline:
             if not math.isfinite(v):
                 continue
             base = self.values[e]
-            ts, vs = self.times[e], self.samples[e]
+            ts, vs, srt = self.times[e], self.samples[e], self.ordered[e]
             span = base - s.eye_shut_level
             # a baseline below eye_min_open: this eye was never seen open, its state is unknown
             rel = max(0.0, (v - s.eye_shut_level) / span) if math.isfinite(base) and base >= s.eye_min_open else NAN
             if math.isfinite(rel):
                 rels.append(rel)
             if not (rel < s.eye_closed_ratio):   # also while not ready / no open baseline (NaN)
+                v = float(v)
                 ts.append(t)
                 vs.append(v)
+                bisect.insort(srt, v)
                 while (len(ts) > 2 and ts[0] < t - s.eye_baseline_window - EPS
                        and ts[-1] - ts[1] >= s.eye_baseline_min_seconds):
                     ts.popleft()
-                    vs.popleft()
+                    del srt[bisect.bisect_left(srt, vs.popleft())]
                 if ts[-1] - ts[0] >= s.eye_baseline_min_seconds - EPS:
-                    vals = np.fromiter(vs, float, len(vs))
-                    self.values[e] = float(np.percentile(vals, s.eye_baseline_percentile))
+                    self.values[e] = percentile_of_sorted(srt, s.eye_baseline_percentile)
         return max(rels) if rels else NAN
 
 
