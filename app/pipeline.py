@@ -184,7 +184,8 @@ class Pipeline:
         crops = [self._crop(t) for t in tracks]
 
         # the eyes backend (own thread; LiteRT releases the GIL) overlaps the 3DMM run in this thread
-        eyes_job = (self._pool.submit(self.eyes.estimate, image, crops, blendshapes=blendshapes)
+        # (the eyes backend's own 68 points and head pose are not read: the 3DMM gives them)
+        eyes_job = (self._pool.submit(self.eyes.estimate, image, crops, blendshapes=blendshapes, pose=False)
                     if self.eyes is not None and tracks else None)
         ests, bst = self.backend.estimate(image, crops, vertices, blendshapes) if tracks else ([], {})
         st.update(bst)

@@ -190,3 +190,43 @@ def test_blendshapes_match_mediapipe_tasks():
     assert mine is not None and mine.presence > 0.99
     assert np.abs(mine.blendshapes - got).max() < 0.15
     assert np.abs(to68(mine.points)[:, :2] - to68(pts)[:, :2]).max() < 0.05 * (box[2] - box[0])
+
+
+def test_estimate_without_pose_keeps_the_eyes_mouth_and_points():
+    """``pose=False`` (the 3DMM pipeline's eyes backend): no 68 landmarks, rotation or angles, and
+    every other field the same as with them, on real faces."""
+    from dataclasses import fields
+
+    from app.core.types import Crop
+    from app.facemesh import MeshBackend, mesh_box_from_detection
+
+    be = MeshBackend(threads=1)
+    try:
+        n = 0
+        for img, box, _ in _dlib_faces():
+            crops = [Crop(box, mesh_box_from_detection(box))]
+            with_pose, _ = be.estimate(img, crops)
+            without, _ = be.estimate(img, crops, pose=False)
+            a, b = with_pose[0], without[0]
+            assert (a is None) == (b is None)
+            if a is None:
+                continue
+            n += 1
+            assert a.landmarks is not None and a.rotation is not None and math.isfinite(a.yaw)
+            assert b.landmarks is None and b.rotation is None
+            assert all(math.isnan(v) for v in (b.yaw, b.pitch, b.roll))
+            for f in fields(a):
+                if f.name in ("landmarks", "rotation", "yaw", "pitch", "roll"):
+                    continue
+                x, y = getattr(a, f.name), getattr(b, f.name)
+                if isinstance(x, np.ndarray):
+                    np.testing.assert_array_equal(x, y)
+                elif f.name == "blendshapes":
+                    assert x == y
+                else:
+                    np.testing.assert_equal(x, y)
+            if n >= 6:
+                break
+        assert n >= 6
+    finally:
+        be.close()
