@@ -288,7 +288,6 @@ class MeshLandmarker:
         self._min_logit = math.log(min_presence / (1.0 - min_presence))
         self._buf = np.empty((CROP_SIZE, CROP_SIZE, 3), np.uint8)
         self._rgb = np.empty((CROP_SIZE, CROP_SIZE, 3), np.uint8)
-        self._x = np.empty((1, CROP_SIZE, CROP_SIZE, 3), np.float32)
         self._gray = np.empty((CROP_SIZE, CROP_SIZE), np.uint8)
         self.visibility_s = 0.0   # seconds spent in the eye-visibility measure (the caller resets it)
 
@@ -308,8 +307,11 @@ class MeshLandmarker:
                        borderMode=cv2.BORDER_CONSTANT)
         # BGR -> RGB, then to [0, 1] floats (5x faster than one multiply through a reversed view)
         cv2.cvtColor(self._buf, cv2.COLOR_BGR2RGB, dst=self._rgb)
-        np.multiply(self._rgb, np.float32(1.0 / 255.0), out=self._x[0], casting="unsafe")
-        self._lm.set_tensor(self._lm_in, self._x)
+        # written straight into the model's input tensor (set_tensor would copy its 786 KB again);
+        # the view is dropped before invoke, which refuses to run while one is held
+        x = self._lm.tensor(self._lm_in)()
+        np.multiply(self._rgb, np.float32(1.0 / 255.0), out=x[0], casting="unsafe")
+        del x
         self._lm.invoke()
         logit = float(self._lm.get_tensor(self._lm_score).ravel()[0])
         pts = self._lm.get_tensor(self._lm_pts).reshape(478, 3).astype(np.float64)
