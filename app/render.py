@@ -314,7 +314,7 @@ def _stencil(tri: np.ndarray, vertices: np.ndarray) -> np.ndarray:
     key = _topology_key(tri)
     st = _STENCIL_CACHE.get(key)
     if st is None or st.shape[1] != len(vertices):
-        st = normal_stencil(tri, vertices)
+        st = normal_stencil(tri, vertices).astype(np.intp)
         if np.isfinite(vertices.sum()):    # chosen on unknown vertices: for this frame only
             if len(_STENCIL_CACHE) > 16:
                 _STENCIL_CACHE.clear()
@@ -323,12 +323,15 @@ def _stencil(tri: np.ndarray, vertices: np.ndarray) -> np.ndarray:
 
 
 def vertex_normals(vertices: np.ndarray, stencil: np.ndarray) -> tuple:
-    """Un-normalised vertex normals (nx, ny, nz), float32 arrays, from a ``normal_stencil``."""
-    nv = len(vertices)
-    g = vertices.take(stencil.reshape(-1), axis=0)
-    u = (g[:nv] - g[nv:2 * nv]).T
-    w = (g[2 * nv:3 * nv] - g[3 * nv:]).T
-    return u[1] * w[2] - u[2] * w[1], u[2] * w[0] - u[0] * w[2], u[0] * w[1] - u[1] * w[0]
+    """Un-normalised vertex normals (nx, ny, nz), float32 arrays, from a ``normal_stencil`` (its
+    indices best as np.intp: numpy converts other index types on every gather). Each coordinate
+    is gathered from its own contiguous row (one row gather of 12 bytes per index took 0.92-0.98 ms
+    for 38k vertices, these 0.67-0.76 ms; the same values bit for bit)."""
+    xs, ys, zs = np.ascontiguousarray(vertices[:, :3].T)
+    gx, gy, gz = xs.take(stencil), ys.take(stencil), zs.take(stencil)
+    u0, u1, u2 = gx[0] - gx[1], gy[0] - gy[1], gz[0] - gz[1]
+    w0, w1, w2 = gx[2] - gx[3], gy[2] - gy[3], gz[2] - gz[3]
+    return u1 * w2 - u2 * w1, u2 * w0 - u0 * w2, u0 * w1 - u1 * w0
 
 
 def camera_side(vertices: np.ndarray, nx: np.ndarray, ny: np.ndarray, nz: np.ndarray) -> tuple:
