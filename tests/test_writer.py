@@ -164,6 +164,32 @@ def test_a_keyframe_and_a_fragment_at_least_every_2_s_of_timestamps(tmp_path, re
     assert len(_pyav_read(out)[0]) == len(ts)
 
 
+def test_the_kept_input_frame_gives_the_bytes_of_a_new_frame_per_write(tmp_path, real_frames, monkeypatch):
+    """libx264 gets one kept frame, refilled on each write (VideoWriter._yuv_frame): the file is
+    byte for byte the one written with a new frame per write, forced keyframes (a stall in the
+    timestamps) and an odd size (padded) included; every frame is not a keyframe."""
+    if not writer_mod._pyav_h264_available():
+        pytest.skip("libx264 is not in PyAV's FFmpeg")
+    ts = [i / 30 for i in range(75)] + [2.5 + i / 5 for i in range(1, 16)]
+    frames = [real_frames[i % 30][0][:359, :639] for i in range(len(ts))]
+
+    def write(path):
+        with VideoWriter(path, 30, (639, 359)) as w:
+            for f, t in zip(frames, ts):
+                w.write(f, t)
+
+    kept, fresh = tmp_path / "kept.mp4", tmp_path / "fresh.mp4"
+    write(kept)
+    monkeypatch.setattr(VideoWriter, "_yuv_frame", lambda self, img: av.VideoFrame.from_ndarray(
+        cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420), format="yuv420p"))
+    write(fresh)
+    assert kept.read_bytes() == fresh.read_bytes()
+    keys = _keyframe_times(kept)
+    assert 3 <= len(keys) < len(ts) // 4
+    got = _pyav_read(kept)[0]
+    assert len(got) == len(ts) and got[0][0].shape == (360, 640, 3)
+
+
 def test_writer_closed_after_an_exception_still_plays(tmp_path, real_frames):
     out = tmp_path / "crash.mp4"
     with pytest.raises(ZeroDivisionError):

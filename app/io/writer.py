@@ -100,6 +100,9 @@ class VideoWriter:
         self._last_key: Optional[int] = None
         self._t0: Optional[float] = None
         self._container = None
+        self._frame = None        # the encoder's input frame and the I420 buffer it is filled from (_yuv_frame)
+        self._i420: Optional[np.ndarray] = None
+        self._planes: list = []
         probe_writable(self.path, f"cannot record to {self.path}", "out.mp4")
         q = QUALITIES[quality][overlay]   # the settings measured for what the frames show
         self.options = {"preset": str(preset or q["preset"]), "crf": str(int(crf if crf is not None else q["crf"])),
@@ -177,6 +180,37 @@ class VideoWriter:
         self._last_pts = pts
         return pts
 
+    def _yuv_frame(self, img: np.ndarray):
+        """The encoder's input frame of a BGR image: OpenCV's BGR -> I420 conversion (faster than
+        swscale's bgr24 path here), then its three planes. For libx264 one frame and one I420
+        buffer serve every write: x264 copies the picture into its own frames during ``encode``
+        (libavcodec gives it the frame and unreferences it before encode returns), so nothing
+        holds them afterwards. A new frame per write (``VideoFrame.from_ndarray``) cost 0.9-1.2 ms
+        of CPU per 720x1280 frame, most of it the page faults of fresh buffers; the copy into the
+        kept frame 0.1 ms (docs/benchmarks.md section 20). The same bytes reach the encoder
+        (tests/test_writer.py compares the files). MPEG-4 Part 2 may keep a reference to its input
+        frames, so it gets a new frame each time."""
+        import av
+
+        if self.codec != "libx264":
+            return av.VideoFrame.from_ndarray(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+        h, w = img.shape[:2]
+        if self._frame is None:
+            self._i420 = np.empty((h * 3 // 2, w), np.uint8)
+            self._frame = av.VideoFrame(w, h, "yuv420p")
+            flat = self._i420.reshape(-1)
+            cw, ch = w // 2, h // 2
+            parts = (flat[:h * w].reshape(h, w), flat[h * w:h * w + ch * cw].reshape(ch, cw),
+                     flat[h * w + ch * cw:].reshape(ch, cw))
+            # (source rows in the I420 buffer, destination rows in the frame's plane: a plane's
+            # lines may be padded past its width)
+            self._planes = [(src, np.frombuffer(pl, np.uint8).reshape(-1, pl.line_size)[:src.shape[0], :src.shape[1]])
+                            for src, pl in zip(parts, self._frame.planes)]
+        cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420, dst=self._i420)
+        for src, dst in self._planes:
+            dst[...] = src
+        return self._frame
+
     def _kept(self) -> str:
         return (f"the file keeps the frames up to its last complete fragment (at most {KEYFRAME_S:g} s "
                 f"before frame {self.frames_written})")
@@ -190,15 +224,16 @@ class VideoWriter:
 
         img = self._prepare(np.asarray(image_bgr))
         pts = self._next_pts(timestamp)
-        yuv = cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420)  # faster than swscale's bgr24 path here
-        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame = self._yuv_frame(img)
         frame.pts = pts
         frame.time_base = TIME_BASE
         # a keyframe (and so a new fragment) at least every keyframe_s of the timestamps, whatever
-        # the frame rate the source really delivers
+        # the frame rate the source really delivers; the encoder chooses for the others
         if self._last_key is None or pts - self._last_key >= self.keyframe_ticks - TIME_BASE.denominator // 1000:
             frame.pict_type = av.video.frame.PictureType.I
             self._last_key = pts
+        else:
+            frame.pict_type = av.video.frame.PictureType.NONE
         try:
             if self._container is None:
                 self._open()
