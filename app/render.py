@@ -624,15 +624,30 @@ def draw_hud_text(img: np.ndarray, lines: Sequence[str], s: float, top: int) -> 
     return y
 
 
+# plain colour panels by (height, width, colour): the banner's and the gauges' backgrounds have the
+# same size and colour frame after frame (filling one took 0.2 ms of the blend's 0.3)
+_FILLS: dict = {}
+
+
+def _fill(h: int, w: int, color) -> np.ndarray:
+    key = (h, w, tuple(int(c) for c in color))
+    f = _FILLS.get(key)
+    if f is None:
+        if len(_FILLS) > 32:
+            _FILLS.clear()
+        f = _FILLS[key] = np.empty((h, w, 3), np.uint8)
+        f[:] = key[2]
+        f.flags.writeable = False
+    return f
+
+
 def _blend_rect(img, x0, y0, x1, y1, color, alpha):
     h, w = img.shape[:2]
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
     if x1 <= x0 or y1 <= y0:
         return
     roi = img[y0:y1, x0:x1]
-    fill = np.empty_like(roi)
-    fill[:] = color
-    cv2.addWeighted(fill, alpha, roi, 1 - alpha, 0, dst=roi)
+    cv2.addWeighted(_fill(y1 - y0, x1 - x0, color), alpha, roi, 1 - alpha, 0, dst=roi)
 
 
 def banner_height(img: np.ndarray) -> int:
