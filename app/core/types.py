@@ -81,7 +81,7 @@ class FaceObservation:
                 return None
             a = np.asarray(a)
             # in the array's own type: float32 points times float32 factors (a dense mesh in
-            # float64 and back took 0.42 ms per frame, this 0.1 ms)
+            # float64 and back made resized() take 0.42 ms per face, this 0.18 ms)
             k = np.array([fx, fy, fz][:a.shape[-1]], dtype=a.dtype if a.dtype.kind == "f" else np.float64)
             return (a * k).astype(a.dtype, copy=False)
 
