@@ -364,10 +364,10 @@ class RunHooks:
     - ``on_frame_error(runner, frame, error)`` processing or drawing a frame raised: True skips that
       frame and goes on (a window must not end on one bad frame); False (the default) ends the
       run with the error, as without hooks.
-    - ``draw_size(runner)`` (w, h) to draw the frames at with ``Runner(draw=True)`` (a window's
-      view smaller than the frame: the overlay then costs the view's pixels), None (the default)
-      for the frame's own size. Not used while an output records: the recording gets the frame
-      drawn at its own size.
+    - ``draw_size(runner, size)`` (w, h) to draw a frame of ``size`` (w, h) at with
+      ``Runner(draw=True)`` (a window's view smaller than the frame), None (the default) for the
+      frame's own size. Not asked while an output records: the recording gets the frame drawn at
+      its own size.
     """
 
     def between_frames(self, runner: "Runner") -> bool:
@@ -383,7 +383,7 @@ class RunHooks:
     def on_frame_error(self, runner: "Runner", frame: Frame, error: Exception) -> bool:
         return False
 
-    def draw_size(self, runner: "Runner") -> Optional[tuple[int, int]]:
+    def draw_size(self, runner: "Runner", size: tuple[int, int]) -> Optional[tuple[int, int]]:
         return None
 
 
@@ -549,7 +549,8 @@ class Runner:
             if self.draw:
                 t = time.perf_counter()
                 # a recording takes this drawing too: then it is drawn at the frame's size
-                size = None if self.outputs.draws else self.hooks.draw_size(self)
+                h, w = res.frame.image.shape[:2]
+                size = None if self.outputs.draws else self.hooks.draw_size(self, (w, h))
                 annotated = draw_result(res, self.pipe.layers, size=size)
                 draw_ms = (time.perf_counter() - t) * 1e3
         except Exception as e:   # the hooks decide: skip this frame (the window), or end the run

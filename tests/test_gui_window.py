@@ -420,9 +420,10 @@ def test_frames_are_drawn_at_the_size_the_view_shows_them(make_window, qtbot):
     # a view larger than the frame: the frame's own size (the view scales it up)
     win.worker.view_size = (fw * 2, fh * 2)
     runner = win.worker.runner
-    assert win.worker.draw_size(runner) is None
+    assert win.worker.draw_size(runner, (fw, fh)) is None
     win.worker.view_size = want
-    assert win.worker.draw_size(runner) == want
+    assert win.worker.draw_size(runner, (fw, fh)) == want
+    assert win.worker.draw_size(runner, (want[0], fh)) is None      # a frame not larger than the view
     win.set_paused(False)
 
 

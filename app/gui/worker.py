@@ -376,13 +376,11 @@ class ProcessingWorker(QThread, RunHooks):
                                 frame=lite, wall_t=frame.captured, stats=stats, events=res.events,
                                 full=res))
 
-    def draw_size(self, runner: Runner) -> Optional[tuple[int, int]]:
-        """The view's size when the frames are larger: the overlay is then drawn with the view's
-        pixels and the UI thread does not scale the frame (docs/benchmarks.md section 20). The
-        source's size is read before each frame, since a source switch changes it."""
+    def draw_size(self, runner: Runner, size: tuple[int, int]) -> Optional[tuple[int, int]]:
+        """The view's size when the frame is larger: the overlay is then drawn with the view's
+        pixels and the UI thread does not scale the frame (docs/benchmarks.md section 20)."""
         want = self.view_size
-        src = runner.source.size
-        if want is None or not src or want[0] >= src[0] or want[1] >= src[1]:
+        if want is None or want[0] >= size[0] or want[1] >= size[1]:
             return None
         return want
 
