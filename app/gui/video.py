@@ -7,7 +7,7 @@ whole factor then bilinear: ``scale_for_view``; 0.6-2 ms for 720p, outside the G
 The widget keeps a reference to the array it shows, so the buffer outlives the QImage.
 The processing thread draws the frames at the size in device pixels that the view paints them
 at when that is smaller than the frame (``device_size``; ProcessingWorker.draw_size), so such a
-frame is painted as it is: the redraw took 0.9-1.1 ms instead of 2.6-2.7 ms for expressions_d13 in
+frame is painted as it is: the redraw took 1.1-1.2 ms instead of 2.5-2.9 ms for expressions_d13 in
 ``python -m app.eval.gui_bench`` (docs/benchmarks.md section 20).
 """
 from __future__ import annotations
