@@ -70,6 +70,8 @@ def test_gui_bench_reports_the_windows_own_cost(tmp_path, capsys):
     assert g["frames_shown"] > 0 and g["plot_redraw_hz"] > 0
     assert g["ui_ms_per_frame"] > 0 and g["ui_ms_per_frame_runs"] == [g["ui_ms_per_frame"]]
     assert 0 < g["plot_ms_median"] <= g["plot_ms_p95"]
+    # the plots are painted where the window paints them, once per update (no extra repaint)
+    assert 0 < g["plot_paints_per_update"] <= 1.5
     assert not g["errors"] and res["gui_realtime"]["frames"] >= 30
     printed = capsys.readouterr().out
     assert "ms per processed frame" in printed and "GUI / headless" in printed
