@@ -364,6 +364,9 @@ class RunHooks:
     - ``on_frame_error(runner, frame, error)`` processing or drawing a frame raised: True skips that
       frame and goes on (a window must not end on one bad frame); False (the default) ends the
       run with the error, as without hooks.
+    - ``wants_drawing(runner)`` after each frame is processed, with ``Runner(draw=True)``: False
+      skips drawing that frame (a window that will not show it: it shows at most its redraw
+      rate). Not asked while an output records: the recording gets every frame drawn.
     - ``draw_size(runner, size)`` (w, h) to draw a frame of ``size`` (w, h) at with
       ``Runner(draw=True)`` (a window's view smaller than the frame), None (the default) for the
       frame's own size. Not asked while an output records: the recording gets the frame drawn at
@@ -382,6 +385,9 @@ class RunHooks:
 
     def on_frame_error(self, runner: "Runner", frame: Frame, error: Exception) -> bool:
         return False
+
+    def wants_drawing(self, runner: "Runner") -> bool:
+        return True
 
     def draw_size(self, runner: "Runner", size: tuple[int, int]) -> Optional[tuple[int, int]]:
         return None
@@ -546,9 +552,9 @@ class Runner:
             res = self.pipe.process(frame, vertices=self._vertices_wanted(),
                                     blendshapes=self.outputs.reads_blendshapes)
             annotated, draw_ms = None, 0.0
-            if self.draw:
+            # a recording takes this drawing too: then every frame is drawn, at the frame's size
+            if self.draw and (self.outputs.draws or self.hooks.wants_drawing(self)):
                 t = time.perf_counter()
-                # a recording takes this drawing too: then it is drawn at the frame's size
                 h, w = res.frame.image.shape[:2]
                 size = None if self.outputs.draws else self.hooks.draw_size(self, (w, h))
                 annotated = draw_result(res, self.pipe.layers, size=size)

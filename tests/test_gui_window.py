@@ -424,6 +424,20 @@ def test_frames_are_drawn_at_the_size_the_view_shows_them(make_window, qtbot):
     win.worker.view_size = want
     assert win.worker.draw_size(runner, (fw, fh)) == want
     assert win.worker.draw_size(runner, (want[0], fh)) is None      # a frame not larger than the view
+    # a result the worker did not draw (the window would not have shown it): the view keeps the
+    # last drawn frame, the panel takes the new result, a snapshot draws it at the frame's size
+    import dataclasses
+
+    import cv2
+
+    undrawn = dataclasses.replace(r, image=None)
+    win._on_result(undrawn)
+    assert win.latest is undrawn and win.latest_drawn is r
+    win._redraw()
+    assert win.view.image is r.image
+    path = win.snapshot()
+    assert path is not None
+    np.testing.assert_array_equal(cv2.imread(str(path)), draw_result(r.full, win.settings.layers))
     win.set_paused(False)
 
 

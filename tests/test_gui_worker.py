@@ -59,6 +59,64 @@ def _run_with_hooks(hooks, source, pipe, **kw):
     return Runner(source, pipe, out, quiet=True, say=lambda m: None, hooks=hooks, **kw).run()
 
 
+def test_frames_the_window_would_not_show_are_not_drawn_but_a_recording_gets_every_one(tmp_path):
+    """RunHooks.wants_drawing False: the Runner hands the result over without a drawn image; with
+    a recording every frame is drawn anyway (the recording takes the drawing)."""
+    import av
+
+    from app.io.capture import open_source
+    from app.runner import Outputs, RunHooks, Runner
+    from app.settings import RunOptions
+
+    class Hooks(RunHooks):
+        def __init__(self):
+            self.images, self.n = [], 0
+
+        def between_frames(self, runner):
+            return self.n < 12
+
+        def wants_drawing(self, runner):
+            return self.n % 3 == 0           # every third frame
+
+        def on_result(self, runner, result, annotated, stage_ms):
+            self.images.append(annotated)
+            self.n += 1
+
+    src = open_source(shared("media", "talking_head_720p.mp4"))
+    h = Hooks()
+    Runner(src, _StubPipeline(), Outputs(RunOptions(), fps=src.fps, size=src.size, live=True),
+           quiet=True, say=lambda m: None, hooks=h, draw=True).run()
+    assert [a is not None for a in h.images] == [i % 3 == 0 for i in range(12)]
+    # recording: every frame drawn and recorded
+    src = open_source(shared("media", "talking_head_720p.mp4"))
+    rec = tmp_path / "r.mp4"
+    h = Hooks()
+    out = Outputs(RunOptions(record=str(rec)), fps=src.fps, size=src.size, live=True)
+    Runner(src, _StubPipeline(), out, quiet=True, say=lambda m: None, hooks=h, draw=True).run()
+    assert len(h.images) == 12 and all(a is not None for a in h.images)
+    with av.open(str(rec)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 12
+
+
+def test_worker_draws_only_what_the_window_can_show():
+    """ProcessingWorker.wants_drawing: without a window (no redraw period) every frame; with one,
+    a frame is skipped only while the last drawn one is unpainted and less than half a redraw
+    period old."""
+    from app.gui.worker import ProcessingWorker
+    from app.settings import Settings
+
+    w = ProcessingWorker(Settings())
+    assert all(w.wants_drawing(None) for _ in range(5))
+    w.redraw_period = 1 / 30
+    assert w.wants_drawing(None)            # drawn: not painted yet
+    assert not w.wants_drawing(None)        # right after: skipped
+    w.image_shown()
+    assert w.wants_drawing(None)            # painted: the next one is drawn
+    w._drawn_t -= 0.5 / 30                  # unpainted, but half a period old: drawn
+    assert w.wants_drawing(None)
+    assert not w.wants_drawing(None)
+
+
 def test_runner_hooks_see_every_frame_drawn_swap_the_pipeline_and_skip_a_bad_frame():
     """The window's mode of Runner on the real clip, not paced (the benchmark mode): every frame in
     order to on_result with its drawn image; a pipeline swapped in between frames runs from the next

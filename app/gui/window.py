@@ -147,6 +147,7 @@ class MainWindow(QMainWindow):
         # injected sound plays for both)
         self.emergency_sound = sound if sound is not None else self._make_sound(EMERGENCY_WAV, 1.0)
         self.latest: Optional[Result] = None
+        self.latest_drawn: Optional[Result] = None   # the newest result with a drawn image (the view's)
         self._latest_new = False
         self.results_received = 0
         self.results_shown = 0
@@ -174,6 +175,7 @@ class MainWindow(QMainWindow):
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.timer.timeout.connect(self._redraw)
         self.timer.start(int(1000 / REDRAW_HZ))
+        self.worker.redraw_period = self.timer.interval() / 1000.0    # frames it would not show are not drawn
         self.plot_timer = QTimer(self)
         self.plot_timer.timeout.connect(self.plots.redraw)
         self.plot_timer.start(int(1000 / PLOT_HZ))
@@ -615,7 +617,7 @@ class MainWindow(QMainWindow):
             path = d / ("snapshot-" + time.strftime("%Y%m%d-%H%M%S") + f"-{self.latest.frame.index:06d}.png")
         r = self.latest
         image = r.image
-        if r.full is not None and r.full.frame.image.shape[:2] != image.shape[:2]:
+        if r.full is not None and (image is None or r.full.frame.image.shape[:2] != image.shape[:2]):
             image = draw_result(r.full, self.settings.layers)
         try:
             out = write_png_atomic(path, image)
@@ -680,7 +682,9 @@ class MainWindow(QMainWindow):
         self.worker.result_taken()
         self.results_received += 1
         self.latest = r
-        self._latest_new = True
+        if r.image is not None:
+            self.latest_drawn = r
+            self._latest_new = True
         if r.full is not None:
             # the next frames are drawn at the size the view shows them (ProcessingWorker.draw_size)
             fh, fw = r.full.frame.image.shape[:2]
@@ -749,6 +753,7 @@ class MainWindow(QMainWindow):
         # never redraw the video faster than the source delivers frames (nor above REDRAW_HZ)
         hz = min(REDRAW_HZ, fps) if fps and fps > 1 else REDRAW_HZ
         self.timer.setInterval(max(1, int(round(1000.0 / hz))))
+        self.worker.redraw_period = self.timer.interval() / 1000.0
         self.plots.clear()
         self._active_alerts = set()
         self.camera_lost = None
@@ -807,15 +812,16 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ redraw (QTimer)
     def _redraw(self) -> None:
-        r = self.latest
+        r = self.latest_drawn
         if r is not None and self._latest_new:
             self._latest_new = False
             self.view.set_image(r.image, None if r.full is None else
                                 (r.full.frame.image.shape[1], r.full.frame.image.shape[0]))
             self.view.repaint()                 # paint now: latency = capture -> on screen
+            self.worker.image_shown()
             self.latencies_ms.append((time.perf_counter() - r.wall_t) * 1000.0)
             self.results_shown += 1
-            self._show_banner(r.state)
+            self._show_banner(self.latest.state)
 
     def _update_panel(self) -> None:
         """Numbers, calibration indicator and status bar (PANEL_HZ: readable, and text changes

@@ -24,6 +24,7 @@ with its error; monitoring goes on.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -66,7 +67,9 @@ class Stats:
 
 @dataclass
 class Result:
-    image: np.ndarray                   # annotated BGR frame, at the view's size when that is smaller (owned by the UI from now on)
+    # the annotated BGR frame, at the view's size when that is smaller (owned by the UI from now
+    # on); None for a frame the window would not have shown (ProcessingWorker.wants_drawing)
+    image: Optional[np.ndarray]
     raw: Optional[np.ndarray]           # the raw frame (kept only when the worker is asked to)
     observations: list                  # list[FaceObservation]
     driver: Optional[FaceObservation]   # the face the monitor judges (one of observations), None = no face
@@ -219,6 +222,11 @@ class ProcessingWorker(QThread, RunHooks):
         # (w, h) in device pixels that the view shows a frame at, set by the UI thread (one tuple
         # assignment); frames are drawn at that size when it is smaller than theirs (draw_size)
         self.view_size: Optional[tuple[int, int]] = None
+        # the window's redraw period (s), set by the UI thread: frames it would not show are not
+        # drawn (wants_drawing); None (no window) draws every frame
+        self.redraw_period: Optional[float] = None
+        self._drawn_t = -math.inf       # perf_counter() when the last frame was drawn
+        self._drawn_shown = True        # whether the window has painted the last drawn frame
 
     # ---- commands (any thread) ---------------------------------------------------------
     def set_source(self, spec) -> None:
@@ -375,6 +383,24 @@ class ProcessingWorker(QThread, RunHooks):
                                 observations=res.observations, driver=res.driver, state=res.state,
                                 frame=lite, wall_t=frame.captured, stats=stats, events=res.events,
                                 full=res))
+
+    def wants_drawing(self, runner: Runner) -> bool:
+        """Draw this frame unless the window still holds an unpainted drawn frame from less than
+        half a redraw period ago: processing faster than the window redraws (at most 30 Hz), about
+        every other frame would be drawn and never shown. A source at the redraw rate or slower (a
+        30 fps camera) gets every frame drawn: its frames come a whole period apart."""
+        period = self.redraw_period
+        if period is None:
+            return True
+        now = time.perf_counter()
+        if not self._drawn_shown and now - self._drawn_t < 0.5 * period:
+            return False
+        self._drawn_t, self._drawn_shown = now, False
+        return True
+
+    def image_shown(self) -> None:
+        """Called by the UI thread when it has painted a drawn frame."""
+        self._drawn_shown = True
 
     def draw_size(self, runner: Runner, size: tuple[int, int]) -> Optional[tuple[int, int]]:
         """The view's size when the frame is larger: the frame is drawn at the size it is shown and
