@@ -2,7 +2,7 @@
 the soak, with ``RunHooks`` for the UI. Nothing here runs on the UI thread.
 
 - ``ProcessingWorker`` (a ``QThread``) loads the Pipeline, then runs one ``Runner`` per source the
-  UI opens (``Runner(draw=True, close_pipeline=False)``: every frame is drawn for the view, the
+  UI opens (``Runner(draw=True, close_pipeline=False)``: each frame the view can show is drawn for it, the
   pipeline outlives the source). The source is an ``app.io.capture.Source``: cameras always hand
   over the newest frame; files play at their own frame rate and hand over the newest frame too
   (``realtime``), so a file behaves like a camera. Stale frames are dropped (counted), never
