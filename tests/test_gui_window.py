@@ -53,10 +53,10 @@ def make_window(qtbot, tmp_path):
 
     made = []
 
-    def make(settings=None, source=None, *, keep_raw=True, realtime=True):
+    def make(settings=None, source=None, *, realtime=True):
         settings = settings if settings is not None else _settings()
         qs = QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat)
-        worker = ProcessingWorker(settings, keep_raw=keep_raw, realtime=realtime)
+        worker = ProcessingWorker(settings, realtime=realtime)
         win = MainWindow(settings, source=source, qsettings=qs, worker=worker,
                          list_cameras_at_start=False, sound=_Sound())
         win.record_dir = str(tmp_path / "recordings")
@@ -128,11 +128,12 @@ def test_clip_runs_with_overlays_plots_and_status(make_window, qtbot):
     rect = win.view.target_rect()
     import cv2
 
-    raw_scaled = cv2.resize(r.raw, (int(rect.width()), int(rect.height())), interpolation=cv2.INTER_AREA)
+    raw = r.full.frame.image
+    raw_scaled = cv2.resize(raw, (int(rect.width()), int(rect.height())), interpolation=cv2.INTER_AREA)
     x0, y0 = int(rect.x()), int(rect.y())
     on_screen = shot[y0:y0 + raw_scaled.shape[0], x0:x0 + raw_scaled.shape[1]].astype(int)
     diff = np.abs(on_screen - raw_scaled.astype(int)).sum(axis=2)
-    sx = raw_scaled.shape[1] / r.raw.shape[1]
+    sx = raw_scaled.shape[1] / raw.shape[1]
     lm = face.landmarks[:, :2] * sx
     near = [diff[max(0, int(y) - 2):int(y) + 3, max(0, int(x) - 2):int(x) + 3].max() for x, y in lm]
     assert np.mean(np.array(near) > 60) > 0.8, "landmark overlay not visible in the view"
@@ -159,7 +160,7 @@ def test_scripted_yaw_raises_banner_and_sound(make_window, qtbot):
         face = FaceObservation(box=np.array([100, 60, 220, 200], float), landmarks=np.zeros((68, 3), np.float32),
                                model="synthetic", yaw=yaw, pitch=0.0, roll=0.0, eye_open=(0.3, 0.3), mouth_open=0.05)
         st = mon.update(t, i, face)
-        win._on_result(Result(image=img, raw=None, observations=[face], driver=face, state=st,
+        win._on_result(Result(image=img, observations=[face], driver=face, state=st,
                               frame=Frame(image=None, timestamp=t, index=i), wall_t=time.perf_counter(),
                               stats=Stats()))
         win.refresh_now()

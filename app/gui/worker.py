@@ -70,7 +70,6 @@ class Result:
     # the annotated BGR frame, at the view's size when that is smaller (owned by the UI from now
     # on); None for a frame the window would not have shown (ProcessingWorker.wants_drawing)
     image: Optional[np.ndarray]
-    raw: Optional[np.ndarray]           # the raw frame (kept only when the worker is asked to)
     observations: list                  # list[FaceObservation]
     driver: Optional[FaceObservation]   # the face the monitor judges (one of observations), None = no face
     state: Optional[MonitorState]
@@ -191,7 +190,7 @@ class ProcessingWorker(QThread, RunHooks):
 
     def __init__(self, settings, *, pipeline_factory: PipelineFactory = _default_pipeline_factory,
                  source_factory: SourceFactory = _default_source_factory,
-                 realtime: bool = True, drop: bool = True, loop: bool = True, keep_raw: bool = False,
+                 realtime: bool = True, drop: bool = True, loop: bool = True,
                  parent=None):
         super().__init__(parent)
         self.settings = settings
@@ -200,7 +199,6 @@ class ProcessingWorker(QThread, RunHooks):
         self.realtime = realtime
         self.drop = drop
         self.loop = loop
-        self.keep_raw = keep_raw
         self._cmds: "queue.Queue[tuple]" = queue.Queue()
         self._quit = threading.Event()
         self.pipeline = None
@@ -379,7 +377,7 @@ class ProcessingWorker(QThread, RunHooks):
             self._pending += 1
         frame = res.frame
         lite = Frame(image=None, timestamp=frame.timestamp, index=frame.index, captured=frame.captured)
-        self.result.emit(Result(image=annotated, raw=frame.image if self.keep_raw else None,
+        self.result.emit(Result(image=annotated,
                                 observations=res.observations, driver=res.driver, state=res.state,
                                 frame=lite, wall_t=frame.captured, stats=stats, events=res.events,
                                 full=res))
